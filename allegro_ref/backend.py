@@ -1,0 +1,197 @@
+"""Array backends: the one module that knows NumPy from CuPy.
+
+Everything else in allegro_ref is written against the Python Array API standard and asks this
+module for the namespace of its inputs (``xp = namespace(x)``). The standard lacks a few
+operations Allegro needs; they live here with one implementation per backend and a generic,
+standard-only fallback:
+
+- ``segment_sum``: scatter-add of per-edge rows onto per-atom rows (the "density trick" and the
+  sum of edge energies onto atoms).
+- ``as_constant``: a float64 NumPy constant (3j blocks, coupling matrices) moved once to the
+  namespace, dtype and device of the data and cached there.
+
+Dtype policy: float64 is the default; float32 is supported. Constants are always *built* in
+float64 and cast last, so a float32 model never carries float32 rounding into its couplings.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+__all__ = [
+    "DEFAULT_DTYPE",
+    "namespace",
+    "is_numpy",
+    "is_cupy",
+    "float_dtype",
+    "to_numpy",
+    "to_backend",
+    "as_constant",
+    "segment_sum",
+]
+
+DEFAULT_DTYPE = "float64"
+_FLOAT_DTYPES = ("float32", "float64")
+
+
+def namespace(*arrays: Any):
+    """The Array-API namespace shared by ``arrays`` (NumPy, CuPy, array-api-strict, ...).
+
+    Raises ``TypeError`` if the arrays come from different libraries.
+    """
+    return array_api_compat.array_namespace(*arrays)
+
+
+def is_numpy(x: Any) -> bool:
+    return array_api_compat.is_numpy_array(x)
+
+
+def is_cupy(x: Any) -> bool:
+    return array_api_compat.is_cupy_array(x)
+
+
+def float_dtype(xp, name: str | Any = DEFAULT_DTYPE):
+    """The floating dtype object of namespace ``xp`` named ``"float32"`` or ``"float64"``.
+
+    Accepts a name or a dtype object of ``xp`` (returned unchanged after validation).
+    """
+    if not isinstance(name, str):
+        for candidate in _FLOAT_DTYPES:
+            if name == getattr(xp, candidate):
+                return name
+        raise ValueError(f"dtype {name!r} is not supported; use one of {list(_FLOAT_DTYPES)}")
+    if name not in _FLOAT_DTYPES:
+        raise ValueError(f"dtype {name!r} is not supported; use one of {list(_FLOAT_DTYPES)}")
+    return getattr(xp, name)
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """Copy any supported array to host memory as a NumPy array (explicit, never implicit)."""
+    if is_numpy(x):
+        return x
+    if is_cupy(x):
+        return x.get()
+    return np.asarray(x)
+
+
+def to_backend(x: Any, backend: str) -> Any:
+    """Move an array to ``backend``: ``"numpy"`` (host) or ``"cupy"`` (current GPU)."""
+    if backend == "numpy":
+        return to_numpy(x)
+    if backend == "cupy":
+        import cupy
+
+        return cupy.asarray(to_numpy(x) if not is_cupy(x) else x)
+    raise ValueError(f"unknown backend {backend!r}; use 'numpy' or 'cupy'")
+
+
+# --------------------------------------------------------------------------------------------
+# Constants
+# --------------------------------------------------------------------------------------------
+
+# (id of the NumPy constant, namespace, dtype, device) -> (constant kept alive, converted copy)
+_CONSTANT_CACHE: dict[tuple, tuple[np.ndarray, Any]] = {}
+
+
+def as_constant(value: np.ndarray, like: Any, dtype: Any = None) -> Any:
+    """``value`` (a float64 NumPy constant) as an array of the same namespace, device and dtype as
+    ``like`` (or ``dtype`` if given), converted once and cached.
+
+    The cache is keyed by the identity of ``value``, so pass constants that are themselves cached
+    (e.g. returned by an ``lru_cache`` builder); the cache keeps ``value`` alive.
+    """
+    xp = namespace(like)
+    dtype = like.dtype if dtype is None else dtype
+    device = array_api_compat.device(like)
+    key = (id(value), xp.__name__, str(dtype), str(device))
+    hit = _CONSTANT_CACHE.get(key)
+    if hit is None:
+        converted = xp.asarray(np.asarray(value, dtype=np.float64), device=device)
+        converted = xp.astype(converted, dtype)
+        hit = (value, converted)
+        _CONSTANT_CACHE[key] = hit
+    return hit[1]
+
+
+# --------------------------------------------------------------------------------------------
+# Segment sum (scatter-add)
+# --------------------------------------------------------------------------------------------
+
+# Rows of the one-hot matrix built at once by the generic fallback (bounds its memory).
+_GENERIC_CHUNK_ELEMENTS = 1 << 22
+
+
+def segment_sum(values: Any, segment_ids: Any, num_segments: int) -> Any:
+    """Sum the rows of ``values`` that share a segment id.
+
+    out[s, ...] = sum over e with segment_ids[e] == s of values[e, ...]
+
+    Args:
+        values: ``[n_items, ...]`` array (e.g. per-edge features).
+        segment_ids: ``[n_items]`` integer array with entries in ``[0, num_segments)``.
+        num_segments: number of output rows (e.g. number of atoms).
+
+    Returns:
+        ``[num_segments, ...]`` array of the same namespace, dtype and device as ``values``;
+        segments with no item are zero.
+
+    The backward of a segment sum is a gather: d out / d values[e] = grad_out[segment_ids[e]],
+    i.e. ``xp.take(grad_out, segment_ids, axis=0)``.
+    """
+    xp = namespace(values)
+    if values.shape[0] != segment_ids.shape[0]:
+        raise ValueError(
+            f"segment_sum: values has {values.shape[0]} rows but segment_ids has "
+            f"{segment_ids.shape[0]} entries"
+        )
+    trailing = tuple(values.shape[1:])
+    width = math.prod(trailing)
+    flat = xp.reshape(values, (values.shape[0], width))
+    if is_numpy(values):
+        out = _segment_sum_numpy(flat, segment_ids, num_segments)
+    elif is_cupy(values):
+        out = _segment_sum_cupy(flat, segment_ids, num_segments)
+    else:
+        out = _segment_sum_generic(xp, flat, segment_ids, num_segments)
+    return xp.reshape(out, (num_segments, *trailing))
+
+
+def _segment_sum_numpy(flat: np.ndarray, segment_ids: np.ndarray, num_segments: int):
+    """A sparse ``[n_segments, n_items]`` incidence matrix times the values: one BLAS-like pass,
+    about 20x faster than ``np.add.at`` for per-edge feature rows."""
+    import scipy.sparse
+
+    n_items = flat.shape[0]
+    incidence = scipy.sparse.csr_matrix(
+        (np.ones(n_items, dtype=flat.dtype), (segment_ids, np.arange(n_items))),
+        shape=(num_segments, n_items),
+    )
+    return np.asarray(incidence @ flat)
+
+
+def _segment_sum_cupy(flat, segment_ids, num_segments: int):
+    import cupy
+    import cupyx
+
+    out = cupy.zeros((num_segments, flat.shape[1]), dtype=flat.dtype)
+    cupyx.scatter_add(out, segment_ids, flat)
+    return out
+
+
+def _segment_sum_generic(xp, flat, segment_ids, num_segments: int):
+    """Standard-only fallback: a one-hot ``[n_segments, n_items]`` matrix times the values,
+    built in chunks of items so memory stays bounded. O(n_segments * n_items) work: meant for
+    testing the library on strict Array-API backends, not for production runs."""
+    device = array_api_compat.device(flat)
+    out = xp.zeros((num_segments, flat.shape[1]), dtype=flat.dtype, device=device)
+    segments = xp.arange(num_segments, dtype=segment_ids.dtype, device=device)
+    chunk = max(1, _GENERIC_CHUNK_ELEMENTS // max(1, num_segments))
+    for start in range(0, flat.shape[0], chunk):
+        ids = segment_ids[start : start + chunk]
+        one_hot = xp.astype(segments[:, None] == ids[None, :], flat.dtype)
+        out = out + one_hot @ flat[start : start + chunk, :]
+    return out
