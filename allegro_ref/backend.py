@@ -190,8 +190,9 @@ def _segment_sum_generic(xp, flat, segment_ids, num_segments: int):
     out = xp.zeros((num_segments, flat.shape[1]), dtype=flat.dtype, device=device)
     segments = xp.arange(num_segments, dtype=segment_ids.dtype, device=device)
     chunk = max(1, _GENERIC_CHUNK_ELEMENTS // max(1, num_segments))
-    for start in range(0, flat.shape[0], chunk):
-        ids = segment_ids[start : start + chunk]
-        one_hot = xp.astype(segments[:, None] == ids[None, :], flat.dtype)
-        out = out + one_hot @ flat[start : start + chunk, :]
+    n_items = flat.shape[0]
+    for start in range(0, n_items, chunk):
+        stop = min(start + chunk, n_items)
+        one_hot = xp.astype(segments[:, None] == segment_ids[None, start:stop], flat.dtype)
+        out = out + one_hot @ flat[start:stop, :]
     return out
