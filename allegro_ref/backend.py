@@ -25,6 +25,7 @@ import numpy as np
 __all__ = [
     "DEFAULT_DTYPE",
     "namespace",
+    "device",
     "is_numpy",
     "is_cupy",
     "float_dtype",
@@ -44,6 +45,11 @@ def namespace(*arrays: Any):
     Raises ``TypeError`` if the arrays come from different libraries.
     """
     return array_api_compat.array_namespace(*arrays)
+
+
+def device(x: Any):
+    """The device an array lives on (``"cpu"`` for NumPy, a ``cupy.cuda.Device``, ...)."""
+    return array_api_compat.device(x)
 
 
 def is_numpy(x: Any) -> bool:
