@@ -8,9 +8,9 @@ import pytest
 from ase.neighborlist import primitive_neighbor_list
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import seeds
 
 from allegro_ref.neighbors import edge_vectors, neighbor_list, within_pair_cutoffs
+from tests.strategies import seeds
 
 
 def ase_edges(positions, cell, pbc, cutoff) -> list[tuple]:
@@ -27,7 +27,7 @@ def as_edges(centers, neighbors, shifts) -> list[tuple]:
 
 
 @st.composite
-def systems(draw, fully_periodic: bool = False):
+def systems(draw, fully_periodic: bool = False, zero_free_cells: bool = False):
     """(positions, cell, pbc, cutoff): a random triclinic cell (lengths 1.5-6 Å, so often below
     the cutoff), random pbc, atoms drawn in fractional coordinates [-0.5, 1.5) (some outside)."""
     rng = np.random.default_rng(draw(seeds))
@@ -41,19 +41,51 @@ def systems(draw, fully_periodic: bool = False):
     cell = cell @ np.linalg.qr(rng.standard_normal((3, 3)))[0]  # arbitrary orientation
     fractional = rng.uniform(-0.5, 1.5, size=(n_atoms, 3))
     positions = fractional @ cell
-    if draw(st.booleans()) and not fully_periodic:
+    if draw(st.booleans()) and not (fully_periodic or zero_free_cells):
         # a non-periodic lattice vector may be zero (ASE allows it)
         cell[~pbc] = 0.0
     cutoff = float(rng.uniform(1.0, 4.0))
     return positions, cell, pbc, cutoff
 
 
-@given(systems())
+def brute_force_edges(positions, cell, pbc, cutoff) -> list[tuple]:
+    """Every (i, j, S) with |x_j - x_i + S @ cell| < cutoff, S over a box of integer shifts wide
+    enough for any pair (|S_k| <= r_c / plane spacing + span of the fractional coordinates)."""
+    periodic = cell[pbc]
+    reach = np.zeros(3, dtype=int)
+    if periodic.shape[0]:
+        # fractional coordinates along the periodic directions (least squares = exact there)
+        dual = np.linalg.pinv(periodic)  # [3, n_periodic]
+        span = np.ptp(positions @ dual, axis=0) if len(positions) else 0.0
+        reach[pbc] = np.ceil(cutoff * np.linalg.norm(dual, axis=0) + span).astype(int)
+    grid = np.stack(np.meshgrid(*[np.arange(-k, k + 1) for k in reach], indexing="ij"), -1).reshape(
+        -1, 3
+    )
+    # [shift, i, j, 3]: x_j - x_i + S @ cell
+    vectors = (
+        positions[None, None, :, :] - positions[None, :, None, :] + (grid @ cell)[:, None, None]
+    )
+    inside = np.linalg.norm(vectors, axis=-1) < cutoff
+    inside[np.all(grid == 0, axis=1)] &= ~np.eye(len(positions), dtype=bool)
+    s, i, j = np.nonzero(inside)
+    return sorted(zip(i.tolist(), j.tolist(), map(tuple, grid[s].tolist()), strict=True))
+
+
+@given(systems(zero_free_cells=True))
 def test_same_edges_as_ase(system):
     positions, cell, pbc, cutoff = system
     centers, neighbors, shifts = neighbor_list(positions, cell, pbc, cutoff)
     assert centers.dtype == neighbors.dtype == shifts.dtype == np.int64
     assert as_edges(centers, neighbors, shifts) == ase_edges(positions, cell, pbc, cutoff)
+
+
+@given(systems())
+def test_same_edges_as_brute_force(system):
+    """Also covers zero lattice vectors in non-periodic directions, where
+    ase.neighborlist.primitive_neighbor_list (ase 3.29) misses pairs in rotated cells."""
+    positions, cell, pbc, cutoff = system
+    edges = as_edges(*neighbor_list(positions, cell, pbc, cutoff))
+    assert edges == brute_force_edges(positions, cell, pbc, cutoff)
 
 
 @given(systems())
