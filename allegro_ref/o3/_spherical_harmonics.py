@@ -1,0 +1,415 @@
+# ruff: noqa: E741  (l is the degree of a representation, as in every textbook)
+"""Real spherical harmonics in e3nn's basis, with analytic gradients.
+
+Conventions (docs/conventions.md, "Real spherical harmonics"): the polar axis is **y**, the
+degree-l block has 2l+1 components ordered m = -l..l, and for l = 1 the block is
+sqrt(3) (x, y, z) in the default "component" normalization. In formulas, with the
+Wikipedia-frame coordinates (X, Y, Z) = (z, x, y) of a vector v = (x, y, z),
+
+    Y_l^{+m} = c_lm Q_l^m(Z, r^2) Re (X + iY)^m,     Y_l^{-m} = c_lm Q_l^m(Z, r^2) Im (X + iY)^m,
+
+where Q_l^m(Z, r^2) = r^{l-m} (d/dt)^m P_l(t) at t = Z / r (P_l the Legendre polynomial), so that
+r^l Y_l(v / r) is a homogeneous harmonic polynomial of degree l (a solid harmonic), and
+
+    c_lm = N_l sqrt((2 - delta_m0) (2l+1)/(4 pi) (l-m)!/(l+m)!),
+    N_l = sqrt(4 pi) ("component"), sqrt(4 pi / (2l+1)) ("norm"), 1 ("integral").
+
+Algorithm (values). Every Q_l^m is a polynomial whose leading coefficient in Z is
+(2l-1)!!/(l-m)!; its monic version q_l^m obeys the three-term recurrence of the associated
+Legendre functions,
+
+    q_m^m = 1,   q_{m+1}^m = Z,   q_l^m = Z q_{l-1}^m - beta_lm r^2 q_{l-2}^m,
+    beta_lm = (l+m-1)(l-m-1) / ((2l-1)(2l-3)),
+
+and (X + iY)^m = C_m + i S_m by C_{m+1} = X C_m - Y S_m, S_{m+1} = X S_m + Y C_m. Then
+Y_l^{+-m} = w_lm q_l^m {C_m, S_m} with w_lm = c_lm (2l-1)!!/(l-m)!. The recurrence runs over
+degrees with all orders m of one degree at once, on component-major [component, vector]
+blocks (contiguous length-n vector operations).
+
+Algorithm (gradients). The gradient of a solid harmonic of degree l is a solid harmonic of degree
+l-1 (ladder relations; F_l^m = Q_l^m (X + iY)^m, d_+- = d_X +- i d_Y):
+
+    d_Z F_l^m = (l+m) F_{l-1}^m,     d_+ F_l^m = -F_{l-1}^{m+1},
+    d_- F_l^m = (l+m)(l+m-1) F_{l-1}^{m-1},
+
+so dY_l/dv = J_l . Y_{l-1} with a constant sparse tensor J_l [2l+1, 3, 2l-1] built once per
+(l, normalization). With ``normalize=True`` the harmonics are evaluated at u = v/|v| and the
+chain rule through u gives the tangential projection dY/dv = (1 - u u^T) grad Y(u) / |v|.
+
+Edge cases (``normalize=True``): the zero vector gives Y_0 = c_00 and Y_{l>=1} = 0 with a zero
+gradient (like e3nn); a vector with a NaN or infinite entry gives NaN in every l >= 1 component
+and in its gradient (Y_0 is the constant). Norms from ~1e-154 to ~1e154 (float64; ~1e-19 to
+~1e19 in float32) are exact to rounding: the vector is normalized before any polynomial is formed.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from functools import cache
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ..backend import as_constant, device, float_dtype, is_numpy, namespace
+
+__all__ = [
+    "NORMALIZATIONS",
+    "spherical_harmonics",
+    "spherical_harmonics_with_grad",
+    "spherical_harmonics_forward",
+    "spherical_harmonics_backward",
+]
+
+NORMALIZATIONS = ("component", "norm", "integral")
+
+# Vectors per block on NumPy: the few (2l+1, n) temporaries of one block stay in the CPU cache.
+# Other backends (CuPy, ...) run the whole batch as one block.
+_HOST_BLOCK = 4096
+
+
+# --------------------------------------------------------------------------------------------
+# Constants (float64 NumPy, built once per degree and normalization)
+# --------------------------------------------------------------------------------------------
+
+
+def _c_squared(l: int, m: int, normalization: str) -> Fraction:
+    """c_lm^2 without the 1/(4 pi) of "integral" (which cancels in every ratio of c's)."""
+    ratio = Fraction(math.factorial(l - m), math.factorial(l + m))
+    c2 = (2 if m else 1) * (2 * l + 1) * ratio
+    return c2 / (2 * l + 1) if normalization == "norm" else c2
+
+
+def _integral_factor(normalization: str) -> float:
+    return 1.0 / math.sqrt(4.0 * math.pi) if normalization == "integral" else 1.0
+
+
+def _double_factorial(n: int) -> int:
+    return math.prod(range(n, 0, -2))
+
+
+@cache
+def _beta(l: int) -> np.ndarray:
+    """beta_lm for m = 0..l-2 as a column [l-1, 1] (recurrence of the monic q_l^m, l >= 2)."""
+    m = np.arange(l - 1, dtype=np.float64)
+    return ((l + m - 1) * (l - m - 1) / ((2 * l - 1) * (2 * l - 3)))[:, None]
+
+
+@cache
+def _weights(l: int, normalization: str) -> np.ndarray:
+    """w_lm = c_lm (2l-1)!!/(l-m)! for m = 0..l, as a column [l+1, 1]."""
+    scale = _integral_factor(normalization)
+    w2 = [
+        _c_squared(l, m, normalization)
+        * Fraction(_double_factorial(2 * l - 1), math.factorial(l - m)) ** 2
+        for m in range(l + 1)
+    ]
+    return np.array([scale * math.sqrt(x) for x in w2], dtype=np.float64)[:, None]
+
+
+def _ladder_terms(l: int, m: int) -> list[tuple[int, int, complex]]:
+    """d_k F_l^m = sum of coef * F_{l-1}^{m'} for m >= 1, as (axis k, m', coef) with the axis in
+    e3nn order (0: x = Y_wiki, 1: y = Z_wiki, 2: z = X_wiki); from d_X = (d_+ + d_-)/2 and
+    d_Y = (d_+ - d_-)/(2i)."""
+    down = (l + m) * (l + m - 1)
+    return [
+        (2, m - 1, down / 2),
+        (2, m + 1, -1 / 2),
+        (0, m - 1, 0.5j * down),
+        (0, m + 1, 0.5j),
+        (1, m, complex(l + m)),
+    ]
+
+
+@cache
+def _ladder(l: int, normalization: str) -> np.ndarray:
+    """J_l [2l+1, 3, 2l-1] with dY_l[i]/dv_k = sum_j J_l[i, k, j] Y_{l-1}[j] (l >= 1), for the
+    solid harmonics (exact for ``normalize=False``; the gradient before projection otherwise).
+
+    Real parts: with F = A + iB (A_l^m = Y_l^{+m}/c_lm, B_l^m = Y_l^{-m}/c_lm, B_l^0 = 0) and
+    d_k F_l^m = sum coef F_{l-1}^{m'}: d_k A = sum Re(coef) A' - Im(coef) B',
+    d_k B = sum Im(coef) A' + Re(coef) B'. For m = 0: d_X A = -A_{l-1}^1, d_Y A = -B_{l-1}^1,
+    d_Z A = l A_{l-1}^0.
+    """
+    jac = np.zeros((2 * l + 1, 3, 2 * l - 1), dtype=np.float64)
+
+    def add(m: int, sign: int, k: int, m_prime: int, sign_prime: int, value: float) -> None:
+        # d Y_l^{sign*m} / d v_k += value * Y_{l-1}^{sign'*m'} * c_lm / c_{l-1,m'}
+        if value == 0 or m_prime > l - 1 or (m_prime == 0 and sign_prime < 0):
+            return
+        ratio = _c_squared(l, m, normalization) / _c_squared(l - 1, m_prime, normalization)
+        jac[l + sign * m, k, l - 1 + sign_prime * m_prime] += value * math.sqrt(ratio)
+
+    add(0, 1, 2, 1, 1, -1.0)
+    add(0, 1, 0, 1, -1, -1.0)
+    add(0, 1, 1, 0, 1, float(l))
+    for m in range(1, l + 1):
+        for k, m_prime, coef in _ladder_terms(l, m):
+            add(m, 1, k, m_prime, 1, coef.real)
+            add(m, 1, k, m_prime, -1, -coef.imag)
+            add(m, -1, k, m_prime, 1, coef.imag)
+            add(m, -1, k, m_prime, -1, coef.real)
+    return jac
+
+
+@cache
+def _ladder_vjp_matrix(l: int, normalization: str) -> np.ndarray:
+    """J_l as a [2l+1, 3 (2l-1)] matrix: grad_Y_l @ it, viewed [n, 3, 2l-1], dotted with Y_{l-1}."""
+    return _ladder(l, normalization).reshape(2 * l + 1, 3 * (2 * l - 1))
+
+
+@cache
+def _ladder_jacobian_matrix(l: int, normalization: str) -> np.ndarray:
+    """J_l as a [2l-1, (2l+1) 3] matrix: Y_{l-1} @ it, viewed [n, 2l+1, 3], is dY_l/dv."""
+    return np.ascontiguousarray(
+        _ladder(l, normalization).transpose(2, 0, 1).reshape(2 * l - 1, 3 * (2 * l + 1))
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Arguments
+# --------------------------------------------------------------------------------------------
+
+
+def _degrees(ls: Any) -> tuple[int, ...]:
+    """The degrees of the output blocks, in order: an int l_max means 0..l_max; a sequence of
+    ints is taken as is; an Irreps (or its string) gives each l `mul` times, and its parities
+    must be those of the harmonics of a vector, (-1)^l, or all even (pseudovector input)."""
+    if isinstance(ls, bool):
+        raise TypeError(f"ls must be an int, a sequence of ints or Irreps, not {ls!r}")
+    if isinstance(ls, int):
+        if ls < 0:
+            raise ValueError(f"l_max must be >= 0, got {ls}")
+        return tuple(range(ls + 1))
+    if isinstance(ls, str) or type(ls).__name__ == "Irreps":
+        from ._irreps import Irreps
+
+        irreps = Irreps(ls)
+        vector = all(ir.p == (-1) ** ir.l for _, ir in irreps)
+        pseudovector = all(ir.p == 1 for _, ir in irreps)
+        if not (vector or pseudovector):
+            raise ValueError(
+                f"irreps '{irreps}' are not spherical harmonics: each l must have parity "
+                f"(-1)^l (harmonics of a vector, e.g. '0e+1o+2e') or all must be even "
+                f"(harmonics of a pseudovector, e.g. '0e+1e+2e')"
+            )
+        degrees = tuple(ir.l for mul, ir in irreps for _ in range(mul))
+    else:
+        degrees = tuple(int(l) for l in ls)
+        if any(l < 0 for l in degrees):
+            raise ValueError(f"degrees must be >= 0, got {list(degrees)}")
+    if not degrees:
+        raise ValueError(f"ls {ls!r} selects no spherical harmonics")
+    return degrees
+
+
+def _check_vectors(vectors: Any, normalization: str):
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization {normalization!r} is not one of {list(NORMALIZATIONS)}")
+    xp = namespace(vectors)
+    float_dtype(xp, vectors.dtype)
+    if vectors.ndim < 1 or vectors.shape[-1] != 3:
+        raise ValueError(f"vectors must have shape [..., 3], got {tuple(vectors.shape)}")
+    return xp
+
+
+def _blocks(n: int, on_host: bool) -> list[tuple[int, int]]:
+    step = _HOST_BLOCK if on_host else max(n, 1)
+    return [(start, min(start + step, n)) for start in range(0, n, step)]
+
+
+# --------------------------------------------------------------------------------------------
+# Values
+# --------------------------------------------------------------------------------------------
+
+
+def _solid_harmonics_into(out, rows: slice, points, lmax: int, normalization: str) -> None:
+    """Write Y_0..Y_lmax of ``points`` [n, 3] (solid harmonics) into ``out[rows]`` [n, (lmax+1)^2].
+
+    The recurrence runs component-major: each degree's monic q_l^m are a [l+1, n] block.
+    """
+    xp = namespace(points)
+    X, Y, Z = points[:, 2], points[:, 0], points[:, 1]  # Wikipedia frame: polar axis Z = e3nn y
+    r2 = X * X + Y * Y + Z * Z
+    ones = xp.ones_like(Z)
+    out[rows, 0] = as_constant(_weights(0, normalization), like=Z)[0, 0] * ones
+    if lmax == 0:
+        return
+    # cos_sin[m-1] = C_m, sin_rev[lmax-m] = S_m, so that S_l..S_1 = sin_rev[lmax-l:]
+    cos_rows, sin_rows = [X], [Y]
+    for _ in range(lmax - 1):
+        c, s = cos_rows[-1], sin_rows[-1]
+        cos_rows.append(X * c - Y * s)
+        sin_rows.append(X * s + Y * c)
+    cos = xp.stack(cos_rows)
+    sin_rev = xp.stack(sin_rows[::-1])
+
+    q_prev, q = None, xp.stack([ones])
+    for l in range(1, lmax + 1):
+        if l == 1:
+            q_prev, q = q, xp.stack([Z, ones])
+        else:
+            beta = as_constant(_beta(l), like=Z)
+            head = Z * q[: l - 1] - beta * (r2 * q_prev)
+            q_prev, q = q, xp.concat([head, Z[None, :], ones[None, :]])
+        w = as_constant(_weights(l, normalization), like=Z)
+        wq = w[1:] * q[1:]  # [l, n]: w_lm q_l^m for m = 1..l
+        start = l * l
+        out[rows, start : start + l] = xp.permute_dims(
+            xp.flip(wq, axis=0) * sin_rev[lmax - l :], (1, 0)
+        )
+        out[rows, start + l] = w[0, 0] * q[0]
+        out[rows, start + l + 1 : start + 2 * l + 1] = xp.permute_dims(wq * cos[:l], (1, 0))
+
+
+def _unit_vectors(vectors):
+    """u = v/|v| and 1/|v| (0 for the zero vector, so that u = 0 there; NaN stays NaN)."""
+    xp = namespace(vectors)
+    r2 = xp.sum(vectors * vectors, axis=-1, keepdims=True)
+    inv_r = 1.0 / xp.sqrt(xp.where(r2 > 0, r2, xp.inf))
+    return vectors * inv_r, inv_r
+
+
+class SphericalHarmonicsCache(NamedTuple):
+    """What the backward needs: all degrees 0..l_max (also those not returned)."""
+
+    harmonics: Any  # [n, (l_max+1)^2] Y at ``points``
+    points: Any  # [n, 3] unit vectors u (normalize=True) or the vectors themselves
+    inv_norm: Any  # [n, 1] 1/|v| (0 for the zero vector), or None when normalize=False
+    degrees: tuple[int, ...]
+    normalization: str
+    batch_shape: tuple[int, ...]
+
+
+def spherical_harmonics_forward(
+    ls: Any, vectors: Any, normalize: bool = True, normalization: str = "component"
+) -> tuple[Any, SphericalHarmonicsCache]:
+    """Spherical harmonics and the cache for :func:`spherical_harmonics_backward`.
+
+    Args and result as :func:`spherical_harmonics`; the cache holds the harmonics of every
+    degree up to max(ls) [n, (l_max+1)^2], the (unit) vectors [n, 3] and 1/|v| [n, 1].
+    """
+    xp = _check_vectors(vectors, normalization)
+    degrees = _degrees(ls)
+    lmax = max(degrees)
+    batch_shape = tuple(vectors.shape[:-1])
+    flat = xp.reshape(vectors, (-1, 3))
+    points, inv_norm = _unit_vectors(flat) if normalize else (flat, None)
+    n = flat.shape[0]
+    full = xp.empty((n, (lmax + 1) ** 2), dtype=flat.dtype, device=device(flat))
+    for start, stop in _blocks(n, is_numpy(flat)):
+        _solid_harmonics_into(full, slice(start, stop), points[start:stop], lmax, normalization)
+    if degrees == tuple(range(lmax + 1)):
+        values = full
+    else:
+        values = xp.concat([full[:, l * l : (l + 1) ** 2] for l in degrees], axis=-1)
+    cache = SphericalHarmonicsCache(full, points, inv_norm, degrees, normalization, batch_shape)
+    return xp.reshape(values, (*batch_shape, values.shape[-1])), cache
+
+
+def spherical_harmonics(
+    ls: Any, vectors: Any, normalize: bool = True, normalization: str = "component"
+) -> Any:
+    """Real spherical harmonics Y(v) of the vectors, in e3nn's basis (module docstring).
+
+    Args:
+        ls: an int l_max (all degrees 0..l_max, D = (l_max+1)^2; note that e3nn's function
+            reads an int as the single degree l), a sequence of degrees, or an ``Irreps`` /
+            irreps string of harmonics such as ``"0e+2e"`` or ``"1o+3o"`` (each block l has
+            parity (-1)^l, or all are even for the harmonics of a pseudovector; a multiplicity
+            repeats the block).
+        vectors: [..., 3] float32 or float64 (any length unit, e.g. Å).
+        normalize: evaluate at v/|v| (harmonics on the unit sphere, scale invariant); with
+            ``False``, the solid harmonics |v|^l Y_l(v/|v|), homogeneous polynomials of degree l.
+        normalization: "component" (sum_m Y_lm^2 = 2l+1 on the sphere), "norm" (= 1) or
+            "integral" (int Y_lm^2 dOmega = 1).
+
+    Returns:
+        [..., D] array of the input's namespace, dtype and device, the blocks in the order of
+        ``ls``, each ordered m = -l..l.
+    """
+    return spherical_harmonics_forward(ls, vectors, normalize, normalization)[0]
+
+
+def spherical_harmonics_backward(cache: SphericalHarmonicsCache, grad_Y: Any) -> Any:
+    """Vector-Jacobian product: grad_vectors[..., k] = sum_i grad_Y[..., i] dY_i/dv_k.
+
+    Args:
+        cache: from :func:`spherical_harmonics_forward`.
+        grad_Y: [..., D] cotangent of the harmonics (e.g. dE/dY).
+
+    Returns:
+        [..., 3] gradient with respect to the vectors.
+
+    Per degree l >= 1, G = sum_ij grad_Y_l[i] J_l[i, :, j] Y_{l-1}[j] (the ladder relation,
+    never forming the [n, D, 3] Jacobian); with ``normalize=True`` the chain rule through
+    u = v/|v| gives (G - u (u . G)) / |v|.
+    """
+    full, points, inv_norm, degrees, normalization, batch_shape = cache
+    xp = namespace(grad_Y)
+    dim = sum(2 * l + 1 for l in degrees)
+    if tuple(grad_Y.shape) != (*batch_shape, dim):
+        raise ValueError(
+            f"grad_Y has shape {tuple(grad_Y.shape)} but the harmonics have shape "
+            f"{(*batch_shape, dim)}"
+        )
+    n = full.shape[0]
+    grad = xp.reshape(grad_Y, (n, dim))
+    # the cotangent of each degree (blocks of a repeated degree add up)
+    per_degree: dict[int, Any] = {}
+    start = 0
+    for l in degrees:
+        block = grad[:, start : start + 2 * l + 1]
+        per_degree[l] = block if l not in per_degree else per_degree[l] + block
+        start += 2 * l + 1
+
+    out = xp.zeros((n, 3), dtype=full.dtype, device=device(full))
+    for begin, stop in _blocks(n, is_numpy(full)):
+        acc = None
+        for l, g_l in per_degree.items():
+            if l == 0:
+                continue
+            ladder = as_constant(_ladder_vjp_matrix(l, normalization), like=full)
+            h = xp.reshape(g_l[begin:stop] @ ladder, (stop - begin, 3, 2 * l - 1))
+            term = xp.sum(h * full[begin:stop, None, (l - 1) ** 2 : l * l], axis=-1)
+            acc = term if acc is None else acc + term
+        if acc is None:
+            continue
+        if inv_norm is not None:
+            u = points[begin:stop]
+            acc = (acc - u * xp.sum(u * acc, axis=-1, keepdims=True)) * inv_norm[begin:stop]
+        out[begin:stop, :] = acc
+    return xp.reshape(out, (*batch_shape, 3))
+
+
+def spherical_harmonics_with_grad(
+    ls: Any, vectors: Any, normalize: bool = True, normalization: str = "component"
+) -> tuple[Any, Any]:
+    """Spherical harmonics and their full Jacobian.
+
+    Args as :func:`spherical_harmonics`. Returns (Y [..., D], dY/dv [..., D, 3]) with
+    dY/dv[..., i, k] = dY_i/dv_k: per degree J_l . Y_{l-1} (ladder relation), projected
+    (1 - u u^T)/|v| when ``normalize=True``. Prefer the forward/backward pair when only a
+    vector-Jacobian product is needed (it never forms this [..., D, 3] array).
+    """
+    values, cache = spherical_harmonics_forward(ls, vectors, normalize, normalization)
+    full, points, inv_norm, degrees, normalization, batch_shape = cache
+    xp = namespace(full)
+    n, dim = full.shape[0], values.shape[-1]
+    jacobian = xp.zeros((n, dim, 3), dtype=full.dtype, device=device(full))
+    for begin, stop in _blocks(n, is_numpy(full)):
+        col = 0
+        for l in degrees:
+            if l > 0:
+                ladder = as_constant(_ladder_jacobian_matrix(l, normalization), like=full)
+                block = full[begin:stop, (l - 1) ** 2 : l * l] @ ladder
+                jacobian[begin:stop, col : col + 2 * l + 1, :] = xp.reshape(
+                    block, (stop - begin, 2 * l + 1, 3)
+                )
+            col += 2 * l + 1
+        if inv_norm is not None:
+            u = points[begin:stop, None, :]
+            block = jacobian[begin:stop]
+            radial = xp.sum(block * u, axis=-1, keepdims=True)
+            jacobian[begin:stop] = (block - radial * u) * inv_norm[begin:stop, :, None]
+    return values, xp.reshape(jacobian, (*batch_shape, dim, 3))
