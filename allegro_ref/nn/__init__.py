@@ -2,3 +2,27 @@
 
 Pattern: ``out, cache = block_forward(...)`` and ``grads = block_backward(..., cache, grad_out)``.
 """
+
+from .mlp import mlp_backward, mlp_forward, mlp_init, silu
+from .radial import (
+    bessel_basis_backward,
+    bessel_basis_forward,
+    polynomial_cutoff_backward,
+    polynomial_cutoff_forward,
+)
+from .scatter import gather, gather_backward, scatter_sum, scatter_sum_backward
+
+__all__ = [
+    "bessel_basis_forward",
+    "bessel_basis_backward",
+    "polynomial_cutoff_forward",
+    "polynomial_cutoff_backward",
+    "mlp_init",
+    "mlp_forward",
+    "mlp_backward",
+    "silu",
+    "gather",
+    "gather_backward",
+    "scatter_sum",
+    "scatter_sum_backward",
+]

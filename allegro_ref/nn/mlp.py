@@ -1,0 +1,159 @@
+"""Bias-free multilayer perceptron with run-time weight normalisation, as in the official code.
+
+Given raw weights W_k of shape ``[d_k, d_{k+1}]`` (k = 0..L−1, stored (in, out) and initialised
+U(−√3, √3), unit variance) the MLP computes, on the last axis of x = h_0 ``[..., d_0]``::
+
+    z_k     = h_k @ (α_k W_k)
+    h_{k+1} = silu(z_k)    for k < L−1,      y = z_{L−1}  (no activation after the last layer)
+
+with α_0 = 1/√d_0 and α_k = √2/√d_k for k >= 1 (a "forward-normalised" init: unit-variance
+inputs give unit-variance outputs, the √2 standing in for the activation's gain). Without a
+nonlinearity every α_k = 1/√d_k. A one-layer MLP ``[W]`` is the official single linear layer
+y = x @ W / √d_in. There is no bias anywhere: silu(0) = 0, so an edge whose inputs vanish at the
+cutoff keeps vanishing (shared/reference/allegro_official.md §2.0, §7.2-7.3).
+
+silu(z) = z · σ(z) with σ the logistic sigmoid (torch's plain SiLU, not normalised).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..backend import namespace
+
+__all__ = ["mlp_init", "mlp_forward", "mlp_backward", "silu"]
+
+_NONLINEARITIES = ("silu", None)
+
+
+def mlp_init(dims: Sequence[int], rng: np.random.Generator) -> list[np.ndarray]:
+    """Random raw weights for an MLP of layer widths ``dims = [d_0, ..., d_L]``: a list of L
+    float64 NumPy arrays ``[d_k, d_{k+1}]`` drawn from U(−√3, √3) (mean 0, variance 1)."""
+    dims = [int(d) for d in dims]
+    if len(dims) < 2 or min(dims) < 1:
+        raise ValueError(
+            f"MLP dims need at least two positive widths [d_in, ..., d_out]; got {dims}"
+        )
+    bound = math.sqrt(3.0)
+    return [
+        rng.uniform(-bound, bound, size=(d_in, d_out))
+        for d_in, d_out in zip(dims[:-1], dims[1:], strict=True)
+    ]
+
+
+def _sigmoid_pair(xp, z):
+    """(σ(z), 1 − σ(z)) without overflow for any |z|: with e = exp(−|z|) <= 1,
+    σ(z) = 1/(1+e) and 1 − σ(z) = e/(1+e) for z >= 0, swapped for z < 0."""
+    e = xp.exp(-xp.abs(z))
+    big = 1.0 / (1.0 + e)
+    small = e / (1.0 + e)
+    positive = z >= 0
+    return xp.where(positive, big, small), xp.where(positive, small, big)
+
+
+def silu(z: Any) -> Any:
+    """silu(z) = z · σ(z), elementwise, finite and warning-free for any finite z."""
+    sigma, _ = _sigmoid_pair(namespace(z), z)
+    return z * sigma
+
+
+def _silu_and_grad(xp, z):
+    """(silu(z), silu'(z)) with silu'(z) = σ(z) (1 + z (1 − σ(z))), sharing one exp."""
+    sigma, one_minus_sigma = _sigmoid_pair(xp, z)
+    return z * sigma, sigma * (1.0 + z * one_minus_sigma)
+
+
+def _alphas(weights: Sequence[Any], nonlinearity: str | None) -> list[float]:
+    """α_k = gain_k / √d_k with gain √2 after an activation, else 1."""
+    gains = [1.0] + [math.sqrt(2.0) if nonlinearity is not None else 1.0] * (len(weights) - 1)
+    return [g / math.sqrt(w.shape[0]) for g, w in zip(gains, weights, strict=True)]
+
+
+def _check(weights: Sequence[Any], x: Any, nonlinearity: str | None) -> None:
+    if nonlinearity not in _NONLINEARITIES:
+        raise ValueError(
+            f"unknown MLP nonlinearity {nonlinearity!r}; supported: {list(_NONLINEARITIES)}"
+        )
+    if len(weights) == 0:
+        raise ValueError("an MLP needs at least one weight matrix; got an empty list")
+    if x.shape[-1] != weights[0].shape[0]:
+        raise ValueError(
+            f"MLP input has width {x.shape[-1]} but its first weight expects "
+            f"{weights[0].shape[0]} (weight shape {tuple(weights[0].shape)})"
+        )
+    for k, w in enumerate(weights):
+        if w.ndim != 2:
+            raise ValueError(f"MLP weight {k} must be 2-D [d_in, d_out]; got {tuple(w.shape)}")
+        if k > 0 and w.shape[0] != weights[k - 1].shape[1]:
+            raise ValueError(
+                f"MLP weight {k} has shape {tuple(w.shape)} but weight {k - 1} outputs "
+                f"{weights[k - 1].shape[1]} features"
+            )
+        if w.dtype != x.dtype:
+            raise ValueError(f"MLP weight {k} has dtype {w.dtype} but the input has {x.dtype}")
+
+
+def mlp_forward(
+    weights: Sequence[Any], x: Any, nonlinearity: str | None = "silu"
+) -> tuple[Any, tuple]:
+    """Apply the MLP (module docstring) to the last axis of ``x``.
+
+    Args:
+        weights: L raw weights ``[d_k, d_{k+1}]`` of the dtype of ``x``.
+        x: ``[..., d_0]`` inputs (e.g. ``[n_edges, d_0]``).
+        nonlinearity: ``"silu"`` or ``None`` (purely linear; all gains 1).
+
+    Returns:
+        ``y``: ``[..., d_L]``; ``cache``: (x, hidden pre-activations z_0..z_{L−2}, nonlinearity),
+        the least the backward needs (h_{k+1} = silu(z_k) is recomputed there).
+    """
+    _check(weights, x, nonlinearity)
+    alphas = _alphas(weights, nonlinearity)
+    h = x
+    hidden_pre_activations = []
+    for w, alpha in zip(weights[:-1], alphas[:-1], strict=True):
+        z = h @ (alpha * w)
+        hidden_pre_activations.append(z)
+        h = z if nonlinearity is None else silu(z)
+    y = h @ (alphas[-1] * weights[-1])
+    return y, (x, hidden_pre_activations, nonlinearity)
+
+
+def mlp_backward(weights: Sequence[Any], cache: tuple, grad_y: Any) -> tuple[Any, list[Any]]:
+    """Vector-Jacobian product of :func:`mlp_forward`.
+
+    Per layer, from the top: for z = h @ (α W),  ∂L/∂W = α hᵀ ∂L/∂z  (summed over all leading
+    axes) and ∂L/∂h = ∂L/∂z @ (α W)ᵀ; through the activation ∂L/∂z = ∂L/∂h ⊙ silu'(z).
+
+    Args:
+        weights: the weights given to the forward.
+        cache: from the forward.
+        grad_y: ``[..., d_L]`` gradient of a scalar with respect to ``y``.
+
+    Returns:
+        ``grad_x`` ``[..., d_0]`` and the list of weight gradients ``[d_k, d_{k+1}]``.
+    """
+    x, hidden_pre_activations, nonlinearity = cache
+    xp = namespace(x, grad_y)
+    alphas = _alphas(weights, nonlinearity)
+    grad_weights: list[Any] = [None] * len(weights)
+    grad = grad_y  # ∂L/∂z_k, walking k downwards
+    for k in range(len(weights) - 1, -1, -1):
+        # Recompute the layer input h_k (and the activation slope) from the cached z_{k-1}.
+        if k == 0:
+            h = x
+        elif nonlinearity is None:
+            h = hidden_pre_activations[k - 1]
+        else:
+            h, slope = _silu_and_grad(xp, hidden_pre_activations[k - 1])
+        h_rows = xp.reshape(h, (-1, h.shape[-1]))
+        grad_rows = xp.reshape(grad, (-1, grad.shape[-1]))
+        grad_weights[k] = alphas[k] * (h_rows.T @ grad_rows)
+        grad = grad @ (alphas[k] * weights[k]).T  # ∂L/∂h_k
+        if k > 0 and nonlinearity is not None:
+            grad = grad * slope
+    return grad, grad_weights

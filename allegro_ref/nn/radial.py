@@ -1,0 +1,158 @@
+"""Radial features of an edge: the Bessel basis and the polynomial cutoff envelope.
+
+Both act on the normalised edge length x = r / r_cut (unitless, x >= 0; r in Å). Allegro's radial
+input to the network is R(x) = b(x) · u(x): Bessel functions b [E, B] times a smooth envelope u [E]
+that takes the edge smoothly to zero at the cutoff (shared/reference/allegro_official.md §2.4).
+
+Bessel basis (official normalisation: no 2/r_max prefactor, no 1/r in Å)::
+
+    b_n(x) = sin(π ω_n x) / (π x) = ω_n · j0(π ω_n x),    j0(t) = sin(t) / t,
+
+with frequencies ω = [1, 2, ..., B] by default (trainable in the official code when
+``bessel_trainable``). b_n(0) = ω_n is finite.
+
+Polynomial envelope of degree p (DimeNet's, any real p > 0; the official default is p = 6)::
+
+    u(x) = 1 − (p+1)(p+2)/2 · x^p + p(p+2) · x^(p+1) − p(p+1)/2 · x^(p+2)    for x < 1,
+    u(x) = 0                                                                 for x >= 1.
+
+Its derivative factors as u'(x) = −p(p+1)(p+2)/2 · x^(p−1) · (1 − x)², a double root at x = 1:
+u, u' and u'' all vanish at the cutoff, so energies are C² (forces C¹) as atoms cross it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ..backend import namespace
+
+__all__ = [
+    "bessel_basis_forward",
+    "bessel_basis_backward",
+    "polynomial_cutoff_forward",
+    "polynomial_cutoff_backward",
+]
+
+# Below this |t|, j1(t) = (sin t − t cos t) / t² is summed as a Taylor series: the closed form
+# loses ~6·eps/t² relative accuracy to cancellation, the 7-term series below errs by < 1e-17 there.
+_J1_SERIES_BELOW = 0.5
+# c_k with j1(t) = t · Σ_k c_k t^(2k):  c_k = (−1)^k (2k+2) / (2k+3)!,  k = 0..6.
+_J1_SERIES = tuple((-1) ** k * (2 * k + 2) / math.factorial(2 * k + 3) for k in range(7))
+
+
+def _j0(xp, t):
+    """Spherical Bessel j0(t) = sin(t) / t, with j0(0) = 1 (sin(t)/t is exact to rounding for
+    every t != 0, so only t = 0 needs care)."""
+    is_zero = t == 0
+    safe_t = xp.where(is_zero, xp.ones_like(t), t)
+    return xp.where(is_zero, xp.ones_like(t), xp.sin(safe_t) / safe_t)
+
+
+def _j1(xp, t):
+    """Spherical Bessel j1(t) = (sin t − t cos t) / t² = −j0'(t), stable at small |t|."""
+    small = xp.abs(t) < _J1_SERIES_BELOW
+    safe_t = xp.where(small, xp.ones_like(t), t)
+    closed_form = (xp.sin(safe_t) - safe_t * xp.cos(safe_t)) / (safe_t * safe_t)
+    t2 = t * t
+    series = xp.zeros_like(t)
+    for c in reversed(_J1_SERIES):  # Horner in t²
+        series = series * t2 + c
+    return xp.where(small, t * series, closed_form)
+
+
+def bessel_basis_forward(x: Any, frequencies: Any) -> tuple[Any, tuple]:
+    """Bessel radial basis b_n(x) = sin(π ω_n x) / (π x), finite (= ω_n) at x = 0.
+
+    Args:
+        x: ``[E]`` normalised edge lengths r / r_cut (unitless).
+        frequencies: ``[B]`` frequencies ω_n (official default ``[1., 2., ..., B]``); cast to the
+            dtype of ``x`` for the computation.
+
+    Returns:
+        ``b``: ``[E, B]`` basis values in the dtype of ``x``; ``cache`` for
+        :func:`bessel_basis_backward`.
+    """
+    xp = namespace(x, frequencies)
+    if x.ndim != 1 or frequencies.ndim != 1:
+        raise ValueError(
+            f"bessel_basis_forward expects x [E] and frequencies [B]; got shapes "
+            f"{tuple(x.shape)} and {tuple(frequencies.shape)}"
+        )
+    omega = xp.astype(frequencies, x.dtype)[None, :]
+    t = math.pi * omega * x[:, None]
+    b = omega * _j0(xp, t)
+    return b, (x, frequencies)
+
+
+def bessel_basis_backward(cache: tuple, grad_b: Any) -> tuple[Any, Any]:
+    """Vector-Jacobian product of :func:`bessel_basis_forward`.
+
+    With t = π ω x and b = ω j0(t):  ∂b/∂x = π ω² j0'(t) = −π ω² j1(t);  and from
+    b = sin(π ω x) / (π x):  ∂b/∂ω = π x cos(t) / (π x) = cos(t)  (also 1 at x = 0).
+
+    Args:
+        cache: from the forward.
+        grad_b: ``[E, B]`` gradient of a scalar with respect to ``b``.
+
+    Returns:
+        ``grad_x`` ``[E]`` (dtype of x) and ``grad_frequencies`` ``[B]`` (dtype of frequencies).
+    """
+    x, frequencies = cache
+    xp = namespace(x, grad_b)
+    omega = xp.astype(frequencies, x.dtype)[None, :]
+    t = math.pi * omega * x[:, None]
+    grad_x = xp.sum(grad_b * ((-math.pi) * omega * omega * _j1(xp, t)), axis=1)
+    grad_frequencies = xp.sum(grad_b * xp.cos(t), axis=0)
+    return grad_x, xp.astype(grad_frequencies, frequencies.dtype)
+
+
+def _cutoff_coefficients(p: float) -> tuple[float, float, float, float]:
+    """(a, b, c, k): u = 1 − a x^p + b x^(p+1) − c x^(p+2) and u' = −k x^(p−1) (1 − x)²."""
+    return (p + 1) * (p + 2) / 2, p * (p + 2), p * (p + 1) / 2, p * (p + 1) * (p + 2) / 2
+
+
+def polynomial_cutoff_forward(x: Any, p: float = 6.0) -> tuple[Any, tuple]:
+    """Polynomial envelope u(x) (module docstring), 1 at x = 0 and exactly 0 for x >= 1.
+
+    Args:
+        x: ``[E]`` normalised edge lengths r / r_cut (unitless, >= 0).
+        p: degree, any real p > 0 (official default 6, official code requires p >= 2; for
+            p < 1 the derivative is unbounded at x = 0).
+
+    Returns:
+        ``u``: ``[E]`` in the dtype of x; ``cache`` for :func:`polynomial_cutoff_backward`.
+    """
+    p = float(p)
+    if not p > 0:
+        raise ValueError(f"polynomial cutoff degree p must be > 0; got p = {p}")
+    xp = namespace(x)
+    a, b, c, _ = _cutoff_coefficients(p)
+    inside = x < 1.0
+    # Evaluate the polynomial at min(x, 1) only: for x >= 1 it would be discarded, and for huge x
+    # its powers could overflow.
+    xc = xp.where(inside, x, xp.ones_like(x))
+    xc_p = xc**p
+    u = 1.0 - a * xc_p + b * (xc_p * xc) - c * (xc_p * xc * xc)
+    return xp.where(inside, u, xp.zeros_like(u)), (x, p)
+
+
+def polynomial_cutoff_backward(cache: tuple, grad_u: Any) -> Any:
+    """Vector-Jacobian product of :func:`polynomial_cutoff_forward`:
+    grad_x = grad_u · u'(x), u'(x) = −p(p+1)(p+2)/2 · x^(p−1) (1 − x)² for x < 1, else 0.
+
+    Args:
+        cache: from the forward.
+        grad_u: ``[E]`` gradient of a scalar with respect to ``u``.
+
+    Returns:
+        ``grad_x``: ``[E]``.
+    """
+    x, p = cache
+    xp = namespace(x, grad_u)
+    _, _, _, k = _cutoff_coefficients(p)
+    inside = x < 1.0
+    xc = xp.where(inside, x, xp.ones_like(x))  # (1 − xc)² = 0 outside: u' = 0 there
+    one_minus = 1.0 - xc
+    du_dx = (-k) * xc ** (p - 1.0) * (one_minus * one_minus)
+    return grad_u * du_dx
