@@ -123,7 +123,6 @@ def _check_degree(l: Any) -> None:
         raise ValueError(f"a degree l must be a non-negative integer, got {l!r}")
 
 
-@functools.cache
 def wigner_3j(l1: int, l2: int, l3: int) -> np.ndarray:
     r"""The real Wigner 3j symbol ``C`` [2l1+1, 2l2+1, 2l3+1] (float64 NumPy, read-only, cached).
 
@@ -152,6 +151,12 @@ def wigner_3j(l1: int, l2: int, l3: int) -> np.ndarray:
             f"wigner_3j({l1}, {l2}, {l3}): the degrees violate the triangle rule "
             f"|l1 - l2| <= l3 <= l1 + l2, so no invariant tensor exists"
         )
+    return _wigner_3j(int(l1), int(l2), int(l3))
+
+
+@functools.cache
+def _wigner_3j(l1: int, l2: int, l3: int) -> np.ndarray:
+    """``wigner_3j`` for a valid triple of Python ints (the cache is keyed on them)."""
     cg = _su2_clebsch_gordan(l1, l2, l3).astype(np.complex128)
     q1 = change_of_basis_real_to_complex(l1)
     q2 = change_of_basis_real_to_complex(l2)
