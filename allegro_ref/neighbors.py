@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from .backend import device, namespace, to_numpy
+from ._validation import check_cell_and_pbc, check_positions
+from .backend import device, namespace
 
 __all__ = ["neighbor_list", "edge_vectors", "within_pair_cutoffs"]
 
@@ -52,9 +53,8 @@ def neighbor_list(
         then neighbour.
     """
     xp = namespace(positions)
-    host_positions = _host_float64(positions, "positions")
-    host_cell, host_pbc = _host_cell_and_pbc(cell, pbc)
-    _check_positions(host_positions)
+    host_positions = check_positions(positions)
+    host_cell, host_pbc = check_cell_and_pbc(cell, pbc)
     cutoff = float(cutoff)
     if not (np.isfinite(cutoff) and cutoff > 0.0):
         raise ValueError(f"cutoff must be a finite positive number of Å, got {cutoff}")
@@ -119,52 +119,3 @@ def within_pair_cutoffs(
     r_cut = xp.astype(xp.take(table, pair, axis=0), vectors.dtype)
     inside = xp.linalg.vector_norm(vectors, axis=-1) < r_cut
     return xp.astype(xp.nonzero(inside)[0], xp.int64)
-
-
-# --------------------------------------------------------------------------------------------
-# Host-side input handling
-# --------------------------------------------------------------------------------------------
-
-
-def _host_float64(x: Any, name: str) -> np.ndarray:
-    """A float64 NumPy copy of ``x`` (NumPy, CuPy, any DLPack-capable array, or a nested list)."""
-    try:
-        host = to_numpy(x)
-    except (RuntimeError, TypeError):  # e.g. array-api-strict on a non-CPU device
-        host = np.from_dlpack(x)
-    host = np.asarray(host)
-    if not (np.issubdtype(host.dtype, np.floating) or np.issubdtype(host.dtype, np.integer)):
-        raise ValueError(f"{name} must be a real numeric array, got dtype {host.dtype}")
-    return np.ascontiguousarray(host, dtype=np.float64)
-
-
-def _check_positions(positions: np.ndarray) -> None:
-    if positions.ndim != 2 or positions.shape[1] != 3:
-        raise ValueError(f"positions must have shape [n_atoms, 3], got {positions.shape}")
-    if not np.all(np.isfinite(positions)):
-        bad = np.flatnonzero(~np.all(np.isfinite(positions), axis=1))
-        raise ValueError(f"positions of atoms {bad[:10].tolist()} are not finite")
-
-
-def _host_cell_and_pbc(cell: Any, pbc: bool | Any) -> tuple[np.ndarray, np.ndarray]:
-    """Validated ``(cell [3, 3] float64, pbc [3] bool)`` on the host."""
-    host_cell = np.zeros((3, 3)) if cell is None else _host_float64(cell, "cell")
-    if host_cell.shape != (3, 3):
-        raise ValueError(
-            f"cell must have shape [3, 3] (rows = lattice vectors), got {host_cell.shape}"
-        )
-    if not np.all(np.isfinite(host_cell)):
-        raise ValueError(f"cell is not finite: {host_cell.tolist()}")
-    host_pbc = np.asarray(to_numpy(pbc) if not isinstance(pbc, (bool, np.bool_)) else pbc)
-    if host_pbc.dtype != np.bool_:
-        raise ValueError(f"pbc must be one bool or three bools, got {pbc!r}")
-    host_pbc = np.broadcast_to(host_pbc, (3,)).copy() if host_pbc.ndim == 0 else host_pbc
-    if host_pbc.shape != (3,):
-        raise ValueError(f"pbc must be one bool or three bools, got shape {host_pbc.shape}")
-    periodic = host_cell[host_pbc]
-    if periodic.shape[0] and np.linalg.matrix_rank(periodic) < periodic.shape[0]:
-        raise ValueError(
-            f"the lattice vectors of the periodic directions {np.flatnonzero(host_pbc).tolist()} "
-            f"must be non-zero and linearly independent, got cell {host_cell.tolist()}"
-        )
-    return host_cell, host_pbc
