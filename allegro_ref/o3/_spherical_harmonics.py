@@ -250,23 +250,25 @@ def _solid_harmonics_into(out, rows: slice, points, lmax: int, normalization: st
             q_prev, q = q, xp.stack([Z, ones])
         else:
             beta = as_constant(_beta(l), like=Z)
-            head = Z * q[: l - 1] - beta * (r2 * q_prev)
+            head = Z * q[: l - 1, :] - beta * (r2 * q_prev)
             q_prev, q = q, xp.concat([head, Z[None, :], ones[None, :]])
         w = as_constant(_weights(l, normalization), like=Z)
-        wq = w[1:] * q[1:]  # [l, n]: w_lm q_l^m for m = 1..l
+        wq = w[1:, :] * q[1:, :]  # [l, n]: w_lm q_l^m for m = 1..l
         start = l * l
         out[rows, start : start + l] = xp.permute_dims(
-            xp.flip(wq, axis=0) * sin_rev[lmax - l :], (1, 0)
+            xp.flip(wq, axis=0) * sin_rev[lmax - l :, :], (1, 0)
         )
-        out[rows, start + l] = w[0, 0] * q[0]
-        out[rows, start + l + 1 : start + 2 * l + 1] = xp.permute_dims(wq * cos[:l], (1, 0))
+        out[rows, start + l] = w[0, 0] * q[0, :]
+        out[rows, start + l + 1 : start + 2 * l + 1] = xp.permute_dims(wq * cos[:l, :], (1, 0))
 
 
 def _unit_vectors(vectors):
-    """u = v/|v| and 1/|v| (0 for the zero vector, so that u = 0 there; NaN stays NaN)."""
+    """u = v/|v| and 1/|v|: 0 for the zero vector (so u = 0 there), NaN for a vector with a NaN
+    or infinite entry (so all of u is NaN)."""
     xp = namespace(vectors)
     r2 = xp.sum(vectors * vectors, axis=-1, keepdims=True)
-    inv_r = 1.0 / xp.sqrt(xp.where(r2 > 0, r2, xp.inf))
+    r2 = xp.where(r2 < xp.inf, r2, xp.nan)
+    inv_r = 1.0 / xp.sqrt(xp.where(r2 == 0, xp.inf, r2))
     return vectors * inv_r, inv_r
 
 
@@ -298,7 +300,7 @@ def spherical_harmonics_forward(
     n = flat.shape[0]
     full = xp.empty((n, (lmax + 1) ** 2), dtype=flat.dtype, device=device(flat))
     for start, stop in _blocks(n, is_numpy(flat)):
-        _solid_harmonics_into(full, slice(start, stop), points[start:stop], lmax, normalization)
+        _solid_harmonics_into(full, slice(start, stop), points[start:stop, :], lmax, normalization)
     if degrees == tuple(range(lmax + 1)):
         values = full
     else:
@@ -370,14 +372,14 @@ def spherical_harmonics_backward(cache: SphericalHarmonicsCache, grad_Y: Any) ->
             if l == 0:
                 continue
             ladder = as_constant(_ladder_vjp_matrix(l, normalization), like=full)
-            h = xp.reshape(g_l[begin:stop] @ ladder, (stop - begin, 3, 2 * l - 1))
+            h = xp.reshape(g_l[begin:stop, :] @ ladder, (stop - begin, 3, 2 * l - 1))
             term = xp.sum(h * full[begin:stop, None, (l - 1) ** 2 : l * l], axis=-1)
             acc = term if acc is None else acc + term
         if acc is None:
             continue
         if inv_norm is not None:
-            u = points[begin:stop]
-            acc = (acc - u * xp.sum(u * acc, axis=-1, keepdims=True)) * inv_norm[begin:stop]
+            u = points[begin:stop, :]
+            acc = (acc - u * xp.sum(u * acc, axis=-1, keepdims=True)) * inv_norm[begin:stop, :]
         out[begin:stop, :] = acc
     return xp.reshape(out, (*batch_shape, 3))
 
@@ -409,7 +411,7 @@ def spherical_harmonics_with_grad(
             col += 2 * l + 1
         if inv_norm is not None:
             u = points[begin:stop, None, :]
-            block = jacobian[begin:stop]
+            block = jacobian[begin:stop, ...]
             radial = xp.sum(block * u, axis=-1, keepdims=True)
-            jacobian[begin:stop] = (block - radial * u) * inv_norm[begin:stop, :, None]
+            jacobian[begin:stop, ...] = (block - radial * u) * inv_norm[begin:stop, :, None]
     return values, xp.reshape(jacobian, (*batch_shape, dim, 3))
