@@ -284,7 +284,6 @@ class AllegroModel:
             grad_params)`` when ``parameter_gradients`` is True.
         """
         cfg = self.config
-        p = self.params
         xp = namespace(grad_atomic_energies)
         dtype = float_dtype(xp, self.dtype)
         c = cache
@@ -296,7 +295,6 @@ class AllegroModel:
             cfg.num_sh_irreps,
             cfg.num_layers,
         )
-        sh_irreps = cfg.sh_irreps
         grads: dict[str, Any] = {}
         grad_atomic_energies = xp.astype(grad_atomic_energies, xp.float64)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from itertools import pairwise
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -234,7 +235,7 @@ class AllegroConfig:
         inputs_per_layer = [sh] + outputs[:-1]
         return [
             (Irreps([(1, ir) for ir in i]), Irreps([(1, ir) for ir in o]))
-            for i, o in zip(inputs_per_layer, outputs)
+            for i, o in zip(inputs_per_layer, outputs, strict=True)
         ]
 
     # ---------------------------------------------------------------------------------------
@@ -267,9 +268,7 @@ class AllegroConfig:
             self.scalar_embed_mlp_hidden_layers_width,
             S,
         )
-        shapes.update(
-            {f"scalar_embed_mlp.{i}": (a, b) for i, (a, b) in enumerate(zip(dims, dims[1:]))}
-        )
+        shapes.update({f"scalar_embed_mlp.{i}": (a, b) for i, (a, b) in enumerate(pairwise(dims))})
         shapes["tensor_embed.0"] = (S, U * n_l)
         shapes["first_projection.0"] = (S, S + U * n_l)
         for k, (irreps_in, irreps_out) in enumerate(self.layer_irreps()):
@@ -284,16 +283,14 @@ class AllegroConfig:
                 self.allegro_mlp_hidden_layers_width,
                 S if last else S + U * n_l,
             )
-            shapes.update(
-                {f"latent.{k}.{i}": (a, b) for i, (a, b) in enumerate(zip(dims, dims[1:]))}
-            )
+            shapes.update({f"latent.{k}.{i}": (a, b) for i, (a, b) in enumerate(pairwise(dims))})
         dims = self.mlp_dims(
             S * (self.num_layers + 1),
             self.readout_mlp_hidden_layers_depth,
             self.readout_mlp_hidden_layers_width,
             1,
         )
-        shapes.update({f"readout.{i}": (a, b) for i, (a, b) in enumerate(zip(dims, dims[1:]))})
+        shapes.update({f"readout.{i}": (a, b) for i, (a, b) in enumerate(pairwise(dims))})
         shapes["per_type_energy_scales"] = (T,)
         shapes["per_type_energy_shifts"] = (T,)
         return shapes

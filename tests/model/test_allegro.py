@@ -81,8 +81,8 @@ def test_edge_vector_gradient_matches_finite_differences(name):
     for _ in range(3):
         direction = rng.standard_normal(vectors.shape)
         numeric = directional_derivative(
-            lambda t: weighted_energy(
-                model, vectors + t * direction, centers, neighbors, types, weights
+            lambda t, d=direction: weighted_energy(
+                model, vectors + t * d, centers, neighbors, types, weights
             )[0]
         )
         analytic = float(np.sum(grad * direction))
@@ -103,7 +103,7 @@ def test_parameter_gradients_match_finite_differences(name):
     for name_, value in model.params.items():
         direction = rng.standard_normal(value.shape)
 
-        def energy_at(step):
+        def energy_at(step, name_=name_, value=value, direction=direction):
             params = dict(model.params)
             params[name_] = value + step * direction
             return weighted_energy(
