@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from itertools import pairwise
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
