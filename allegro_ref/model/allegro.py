@@ -163,6 +163,11 @@ class AllegroModel:
 
         Returns:
             ``(atomic_energies [N] float64 eV, cache)``; pass ``cache`` to :meth:`backward`.
+            ``cache["intermediates"]`` names the features of every stage (for layer-by-layer
+            comparisons with another implementation): edge_lengths [E], radial_basis [E, B]
+            (Bessel × envelope), edge_sh [E, (l_max+1)²], edge_embedding h [E, S],
+            initial_tensors V⁰ [E, U, dim], layer{k}.tensors V^{k+1}, layer{k}.scalars x^{k+1}
+            [E, S], edge_features [E, S(L+1)], edge_energies ε [E], atomic_energies [N].
         """
         cfg = self.config
         p = self.params
@@ -200,9 +205,10 @@ class AllegroModel:
 
         # 3. Initial tensor track V⁰ = w ⊙ Y, initial scalars x⁰ and layer-0 environment weights.
         v0_weights, tensor_embed_cache = mlp_forward(self._mlp("tensor_embed"), h, None)
-        tensors, v0_cache = irrep_weighted_forward(
+        tensors_0, v0_cache = irrep_weighted_forward(
             xp.reshape(v0_weights, (n_edges, U, n_l)), sh, sh_irreps
         )
+        tensors = tensors_0
         projection, projection_cache = mlp_forward(self._mlp("first_projection"), h, None)
         latents = [projection[:, :S]]
         env_weights = xp.reshape(projection[:, S:], (n_edges, U, n_l))
@@ -211,7 +217,7 @@ class AllegroModel:
         inv_sqrt_nbar = xp.astype(
             gather(as_constant(self._inv_sqrt_nbar, like=edge_vectors), atom_types), dtype
         )
-        layer_caches = []
+        layer_caches, layer_tensors = [], []
         for k, tensor_product in enumerate(self._tensor_products):
             env_edges, env_cache = irrep_weighted_forward(env_weights, sh, sh_irreps)
             density = scatter_sum(env_edges, centers, n_atoms) * inv_sqrt_nbar[:, None, None]
@@ -227,18 +233,31 @@ class AllegroModel:
                 env_weights = xp.reshape(latent_out[:, S:], (n_edges, U, n_l))
             layer_caches.append((env_cache, tp_cache, latent_cache))
             tensors = new_tensors
+            layer_tensors.append(tensors)
 
         # 5. Readout: edge energies, summed onto the centre atoms.
-        edge_energies, readout_cache = mlp_forward(
-            self._mlp("readout"), xp.concat(latents, axis=-1)
-        )
+        features = xp.concat(latents, axis=-1)
+        edge_energies, readout_cache = mlp_forward(self._mlp("readout"), features)
         energy_norm = inv_sqrt_nbar * math.sqrt(0.5)
         reduced = scatter_sum(edge_energies[:, 0], centers, n_atoms) * energy_norm
         reduced = xp.astype(reduced, xp.float64)
         scales = gather(p["per_type_energy_scales"], atom_types)
         atomic_energies = gather(p["per_type_energy_shifts"], atom_types) + scales * reduced
 
+        intermediates = {
+            "edge_lengths": lengths,
+            "radial_basis": radial,
+            "edge_sh": sh,
+            "edge_embedding": h,
+            "initial_tensors": tensors_0,
+            **{f"layer{k}.tensors": t for k, t in enumerate(layer_tensors)},
+            **{f"layer{k}.scalars": x for k, x in enumerate(latents[1:])},
+            "edge_features": features,
+            "edge_energies": edge_energies[:, 0],
+            "atomic_energies": atomic_energies,
+        }
         cache = {
+            "intermediates": intermediates,
             "n_atoms": n_atoms,
             "atom_types": atom_types,
             "centers": centers,
