@@ -76,11 +76,15 @@ def float_dtype(xp, name: str | Any = DEFAULT_DTYPE):
 
 
 def to_numpy(x: Any) -> np.ndarray:
-    """Copy any supported array to host memory as a NumPy array (explicit, never implicit)."""
+    """Any supported array in host memory as a NumPy array (explicit, never implicit); a NumPy
+    array is returned as is. Other Array-API arrays go through DLPack, the standard's exchange
+    protocol (``np.asarray`` may refuse them, as array-api-strict does off its CPU device)."""
     if is_numpy(x):
         return x
     if is_cupy(x):
         return x.get()
+    if hasattr(x, "__dlpack__"):
+        return np.from_dlpack(x)
     return np.asarray(x)
 
 
