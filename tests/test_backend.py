@@ -128,9 +128,10 @@ def test_segment_sum_backends_agree(backend, dtype):
 def test_segment_sum_generic_path_in_chunks(backend, monkeypatch):
     """The standard-only fallback (used on array-api-strict) with chunks smaller than the input."""
     rng = np.random.default_rng(10)
-    ids = rng.integers(0, 4, 23)
-    values = rng.standard_normal((23, 3))
-    monkeypatch.setattr(B, "_GENERIC_CHUNK_ELEMENTS", 4 * 5)  # 5 items per chunk of 4 segments
+    ids = rng.integers(0, 4, 21)
+    values = rng.standard_normal((21, 3))
+    # 5 items per chunk with 4 segments: chunks of 5, 5, 5, 5 and a last one of a single item.
+    monkeypatch.setattr(B, "_GENERIC_CHUNK_ELEMENTS", 4 * 5)
     xp = backend.xp
     out = B._segment_sum_generic(xp, backend.asarray(values), backend.asarray(ids), 4)
     np.testing.assert_allclose(B.to_numpy(out), loop_segment_sum(values, ids, 4), rtol=1e-14)
