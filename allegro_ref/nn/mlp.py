@@ -45,25 +45,26 @@ def mlp_init(dims: Sequence[int], rng: np.random.Generator) -> list[np.ndarray]:
     ]
 
 
-def _sigmoid_pair(xp, z):
-    """(σ(z), 1 − σ(z)) without overflow for any |z|: with e = exp(−|z|) <= 1,
-    σ(z) = 1/(1+e) and 1 − σ(z) = e/(1+e) for z >= 0, swapped for z < 0."""
+def _sigmoid_parts(xp, z):
+    """(z >= 0, 1/(1+e), e/(1+e)) with e = exp(−|z|) <= 1, which never overflows: σ(z) is the
+    second for z >= 0 and the third for z < 0, and 1 − σ(z) = σ(−z) the other one."""
     e = xp.exp(-xp.abs(z))
     big = 1.0 / (1.0 + e)
-    small = e / (1.0 + e)
-    positive = z >= 0
-    return xp.where(positive, big, small), xp.where(positive, small, big)
+    return z >= 0, big, e * big
 
 
 def silu(z: Any) -> Any:
     """silu(z) = z · σ(z), elementwise, finite and warning-free for any finite z."""
-    sigma, _ = _sigmoid_pair(namespace(z), z)
-    return z * sigma
+    xp = namespace(z)
+    positive, big, small = _sigmoid_parts(xp, z)
+    return z * xp.where(positive, big, small)
 
 
 def _silu_and_grad(xp, z):
     """(silu(z), silu'(z)) with silu'(z) = σ(z) (1 + z (1 − σ(z))), sharing one exp."""
-    sigma, one_minus_sigma = _sigmoid_pair(xp, z)
+    positive, big, small = _sigmoid_parts(xp, z)
+    sigma = xp.where(positive, big, small)
+    one_minus_sigma = xp.where(positive, small, big)
     return z * sigma, sigma * (1.0 + z * one_minus_sigma)
 
 
