@@ -24,12 +24,8 @@ CHEMICAL_SYMBOLS = (
 
 
 def to_host(x: Any) -> np.ndarray:
-    """A NumPy view or copy of ``x`` in host memory: NumPy, CuPy, nested lists, or any array
-    that speaks DLPack (e.g. array-api-strict arrays, which refuse ``np.asarray`` off the CPU)."""
-    try:
-        return np.asarray(to_numpy(x))
-    except (RuntimeError, TypeError):
-        return np.from_dlpack(x)
+    """``x`` (NumPy, CuPy, any Array-API array, nested lists, scalars) as a host NumPy array."""
+    return np.asarray(to_numpy(x))
 
 
 def host_float64(x: Any, name: str) -> np.ndarray:
