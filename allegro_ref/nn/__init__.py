@@ -3,6 +3,7 @@
 Pattern: ``out, cache = block_forward(...)`` and ``grads = block_backward(..., cache, grad_out)``.
 """
 
+from .linear import EquivariantLinear
 from .mlp import mlp_backward, mlp_forward, mlp_init, silu
 from .radial import (
     bessel_basis_backward,
@@ -11,6 +12,7 @@ from .radial import (
     polynomial_cutoff_forward,
 )
 from .scatter import gather, gather_backward, scatter_sum, scatter_sum_backward
+from .tensor_product import ChannelwiseTensorProduct, TensorProduct, allowed_paths
 
 __all__ = [
     "bessel_basis_forward",
@@ -25,4 +27,8 @@ __all__ = [
     "gather_backward",
     "scatter_sum",
     "scatter_sum_backward",
+    "ChannelwiseTensorProduct",
+    "TensorProduct",
+    "allowed_paths",
+    "EquivariantLinear",
 ]

@@ -116,15 +116,23 @@ class _ChannelwisePlans(NamedTuple):
 
 
 @functools.cache
-def _channelwise_plans(irreps_in1: Irreps, irreps_in2: Irreps, irreps_out: Irreps):
-    """Fused coupling tensor ``C[p, i, j, k]`` of all paths (each path's block at its offsets,
-    zero elsewhere) and its three bilinear plans; float64 NumPy, built once per irreps."""
+def _coupling_tensor(irreps_in1: Irreps, irreps_in2: Irreps, irreps_out: Irreps) -> np.ndarray:
+    """All paths' couplings ``C[p, i, j, k]`` [n_paths, dim1, dim2, dim_out] (float64 NumPy):
+    path p's block ``√(2 l_out + 1) · wigner_3j`` at its entries' offsets, zero elsewhere — the
+    official Contracter's ``w3j`` buffer."""
     paths = allowed_paths(irreps_in1, irreps_in2, irreps_out)
     coupling = np.zeros((len(paths), irreps_in1.dim, irreps_in2.dim, irreps_out.dim))
     slices1, slices2, slices_out = irreps_in1.slices(), irreps_in2.slices(), irreps_out.slices()
     for p, (i1, i2, i_out) in enumerate(paths):
         block = _path_coupling(irreps_in1[i1].ir, irreps_in2[i2].ir, irreps_out[i_out].ir)
         coupling[p, slices1[i1], slices2[i2], slices_out[i_out]] = block
+    return coupling
+
+
+@functools.cache
+def _channelwise_plans(irreps_in1: Irreps, irreps_in2: Irreps, irreps_out: Irreps):
+    """The three bilinear plans of the coupling tensor, built once per irreps."""
+    coupling = _coupling_tensor(irreps_in1, irreps_in2, irreps_out)
     return _ChannelwisePlans(
         forward=_bilinear(coupling),
         grad_x1=_bilinear(coupling.transpose(0, 2, 3, 1)),
@@ -265,7 +273,9 @@ class ChannelwiseTensorProduct:
         w = _weighted_coupling(xp, plan, self._theta(xp, weights))
         out = self._empty(xp, x1, self.irreps_out.dim)
         for s in self._chunks(x1):
-            out[s] = _apply(xp, plan, w, _component_major(xp, x1[s]), _component_major(xp, x2[s]))
+            out[s, ...] = _apply(
+                xp, plan, w, _component_major(xp, x1[s, ...]), _component_major(xp, x2[s, ...])
+            )
         return out, (x1, x2, weights)
 
     def backward(self, cache: tuple, grad_out: Any) -> tuple[Any, Any, Any]:
@@ -296,11 +306,11 @@ class ChannelwiseTensorProduct:
         n_out, n_pairs = plans.forward.coupling.shape[1:]
         g_pairs = xp.zeros((self.num_channels, n_out, n_pairs), dtype=x1.dtype, device=device(x1))
         for s in self._chunks(x1):
-            a, b, g = (_component_major(xp, x[s]) for x in (x1, x2, grad_out))
+            a, b, g = (_component_major(xp, x[s, ...]) for x in (x1, x2, grad_out))
             pairs = _pair_products(xp, plans.forward, a, b)
             g_pairs = g_pairs + xp.permute_dims(g, (1, 0, 2)) @ xp.permute_dims(pairs, (1, 2, 0))
-            grad_x1[s] = _apply(xp, plans.grad_x1, w1, b, g)
-            grad_x2[s] = _apply(xp, plans.grad_x2, w2, a, g)
+            grad_x1[s, ...] = _apply(xp, plans.grad_x1, w1, b, g)
+            grad_x2[s, ...] = _apply(xp, plans.grad_x2, w2, a, g)
         coupling = as_constant(plans.forward.coupling, like=x1)
         grad_theta = (
             xp.reshape(g_pairs, (self.num_channels, -1))
@@ -332,7 +342,7 @@ class ChannelwiseTensorProduct:
         n_pairs = max(plans.forward.n_pairs, plans.grad_x1.n_pairs, plans.grad_x2.n_pairs)
         bytes_per_edge = self.num_channels * n_pairs * (namespace(x1).finfo(x1.dtype).bits // 8)
         size = max(1, budget // bytes_per_edge)
-        return [slice(start, start + size) for start in range(0, n_edges, size)]
+        return [slice(start, min(start + size, n_edges)) for start in range(0, n_edges, size)]
 
     def _check_inputs(self, x1, x2, weights) -> None:
         u = self.num_channels
