@@ -88,23 +88,21 @@ def _double_factorial(n: int) -> int:
     return math.prod(range(n, 0, -2))
 
 
-@cache
-def _beta(l: int) -> np.ndarray:
-    """beta_lm for m = 0..l-2 as a column [l-1, 1] (recurrence of the monic q_l^m, l >= 2)."""
-    m = np.arange(l - 1, dtype=np.float64)
-    return ((l + m - 1) * (l - m - 1) / ((2 * l - 1) * (2 * l - 3)))[:, None]
+def _beta(l: int, m: int) -> float:
+    """beta_lm = (l+m-1)(l-m-1) / ((2l-1)(2l-3)) of the monic recurrence (l >= 2, m <= l-2)."""
+    return (l + m - 1) * (l - m - 1) / ((2 * l - 1) * (2 * l - 3))
 
 
 @cache
-def _weights(l: int, normalization: str) -> np.ndarray:
-    """w_lm = c_lm (2l-1)!!/(l-m)! for m = 0..l, as a column [l+1, 1]."""
+def _weights(l: int, normalization: str) -> tuple[float, ...]:
+    """w_lm = c_lm (2l-1)!!/(l-m)! for m = 0..l (Y_l^{+-m} = w_lm q_l^m {C_m, S_m})."""
     scale = _integral_factor(normalization)
     w2 = [
         _c_squared(l, m, normalization)
         * Fraction(_double_factorial(2 * l - 1), math.factorial(l - m)) ** 2
         for m in range(l + 1)
     ]
-    return np.array([scale * math.sqrt(x) for x in w2], dtype=np.float64)[:, None]
+    return tuple(scale * math.sqrt(x) for x in w2)
 
 
 def _ladder_terms(l: int, m: int) -> list[tuple[int, int, complex]]:
@@ -154,16 +152,17 @@ def _ladder(l: int, normalization: str) -> np.ndarray:
 
 @cache
 def _ladder_vjp_matrix(l: int, normalization: str) -> np.ndarray:
-    """J_l as a [2l+1, 3 (2l-1)] matrix: grad_Y_l @ it, viewed [n, 3, 2l-1], dotted with Y_{l-1}."""
-    return _ladder(l, normalization).reshape(2 * l + 1, 3 * (2 * l - 1))
+    """J_l as a [3 (2l-1), 2l+1] matrix: it @ grad_Y_l^T, viewed [3, 2l-1, n], dotted with
+    Y_{l-1}^T over the middle axis, is the VJP of degree l (before the projection)."""
+    return np.ascontiguousarray(
+        _ladder(l, normalization).transpose(1, 2, 0).reshape(3 * (2 * l - 1), 2 * l + 1)
+    )
 
 
 @cache
 def _ladder_jacobian_matrix(l: int, normalization: str) -> np.ndarray:
-    """J_l as a [2l-1, (2l+1) 3] matrix: Y_{l-1} @ it, viewed [n, 2l+1, 3], is dY_l/dv."""
-    return np.ascontiguousarray(
-        _ladder(l, normalization).transpose(2, 0, 1).reshape(2 * l - 1, 3 * (2 * l + 1))
-    )
+    """J_l as a [(2l+1) 3, 2l-1] matrix: it @ Y_{l-1}^T, viewed [2l+1, 3, n], is dY_l/dv."""
+    return _ladder(l, normalization).reshape((2 * l + 1) * 3, 2 * l - 1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -223,61 +222,43 @@ def _blocks(n: int, on_host: bool) -> list[tuple[int, int]]:
 # --------------------------------------------------------------------------------------------
 
 
-def _solid_harmonics_into(out, rows: slice, points, lmax: int, normalization: str) -> None:
-    """Write Y_0..Y_lmax of ``points`` [n, 3] (solid harmonics) into ``out[rows]`` [n, (lmax+1)^2].
+def _solid_harmonics_into(out, rows: slice, points_t, r2, lmax: int, normalization: str):
+    """Write Y_0..Y_lmax at the points ``points_t`` [3, n] (component-major, solid harmonics
+    with r^2 = ``r2`` [n]) into ``out[rows, :]`` [n, (lmax+1)^2], one component at a time.
 
-    The recurrence runs component-major: each degree's monic q_l^m are a [l+1, n] block.
+    Every quantity is a length-n vector: q[m] = q_l^m (q_l^l = 1 is implicit), C[m], S[m].
     """
-    xp = namespace(points)
-    X, Y, Z = points[:, 2], points[:, 0], points[:, 1]  # Wikipedia frame: polar axis Z = e3nn y
-    r2 = X * X + Y * Y + Z * Z
-    ones = xp.ones_like(Z)
-    out[rows, 0] = as_constant(_weights(0, normalization), like=Z)[0, 0] * ones
-    if lmax == 0:
-        return
-    # cos_sin[m-1] = C_m, sin_rev[lmax-m] = S_m, so that S_l..S_1 = sin_rev[lmax-l:]
-    cos_rows, sin_rows = [X], [Y]
-    for _ in range(lmax - 1):
-        c, s = cos_rows[-1], sin_rows[-1]
-        cos_rows.append(X * c - Y * s)
-        sin_rows.append(X * s + Y * c)
-    cos = xp.stack(cos_rows)
-    sin_rev = xp.stack(sin_rows[::-1])
-
-    q_prev, q = None, xp.stack([ones])
+    X, Y, Z = points_t[2, :], points_t[0, :], points_t[1, :]  # Wikipedia frame: Z = e3nn y
+    out[rows, 0] = _weights(0, normalization)[0]
+    C, S = [None, X], [None, Y]
+    for m in range(2, lmax + 1):
+        C.append(X * C[m - 1] - Y * S[m - 1])
+        S.append(X * S[m - 1] + Y * C[m - 1])
+    q_prev = []  # q_{l-2}^m, m = 0..l-3
+    q = []  # q_{l-1}^m, m = 0..l-2
     for l in range(1, lmax + 1):
-        if l == 1:
-            q_prev, q = q, xp.stack([Z, ones])
-        else:
-            beta = as_constant(_beta(l), like=Z)
-            head = Z * q[: l - 1, :] - beta * (r2 * q_prev)
-            q_prev, q = q, xp.concat([head, Z[None, :], ones[None, :]])
-        w = as_constant(_weights(l, normalization), like=Z)
-        wq = w[1:, :] * q[1:, :]  # [l, n]: w_lm q_l^m for m = 1..l
-        start = l * l
-        out[rows, start : start + l] = xp.permute_dims(
-            xp.flip(wq, axis=0) * sin_rev[lmax - l :, :], (1, 0)
-        )
-        out[rows, start + l] = w[0, 0] * q[0, :]
-        out[rows, start + l + 1 : start + 2 * l + 1] = xp.permute_dims(wq * cos[:l, :], (1, 0))
-
-
-def _unit_vectors(vectors):
-    """u = v/|v| and 1/|v|: 0 for the zero vector (so u = 0 there), NaN for a vector with a NaN
-    or infinite entry (so all of u is NaN)."""
-    xp = namespace(vectors)
-    r2 = xp.sum(vectors * vectors, axis=-1, keepdims=True)
-    r2 = xp.where(r2 < xp.inf, r2, xp.nan)
-    inv_r = 1.0 / xp.sqrt(xp.where(r2 == 0, xp.inf, r2))
-    return vectors * inv_r, inv_r
+        q_next = []
+        for m in range(l - 1):
+            older = r2 if m == l - 2 else r2 * q_prev[m]  # q_{l-2}^{l-2} = 1
+            q_next.append(Z * q[m] - _beta(l, m) * older)
+        q_prev, q = q, q_next + [Z]  # q_l^{l-1} = Z q_{l-1}^{l-1} = Z
+        w = _weights(l, normalization)
+        center = l * l + l
+        out[rows, center] = w[0] * q[0]
+        for m in range(1, l):
+            wq = w[m] * q[m]
+            out[rows, center + m] = wq * C[m]
+            out[rows, center - m] = wq * S[m]
+        out[rows, center + l] = w[l] * C[l]
+        out[rows, center - l] = w[l] * S[l]
 
 
 class SphericalHarmonicsCache(NamedTuple):
     """What the backward needs: all degrees 0..l_max (also those not returned)."""
 
-    harmonics: Any  # [n, (l_max+1)^2] Y at ``points``
-    points: Any  # [n, 3] unit vectors u (normalize=True) or the vectors themselves
-    inv_norm: Any  # [n, 1] 1/|v| (0 for the zero vector), or None when normalize=False
+    harmonics: Any  # [n, (l_max+1)^2] Y at the points
+    points_t: Any  # [3, n] unit vectors u, component-major (None when normalize=False)
+    inv_norm: Any  # [n] 1/|v| (0 for the zero vector; None when normalize=False)
     degrees: tuple[int, ...]
     normalization: str
     batch_shape: tuple[int, ...]
@@ -289,23 +270,38 @@ def spherical_harmonics_forward(
     """Spherical harmonics and the cache for :func:`spherical_harmonics_backward`.
 
     Args and result as :func:`spherical_harmonics`; the cache holds the harmonics of every
-    degree up to max(ls) [n, (l_max+1)^2], the (unit) vectors [n, 3] and 1/|v| [n, 1].
+    degree up to max(ls) [n, (l_max+1)^2] and, for ``normalize=True``, the unit vectors [3, n]
+    and 1/|v| [n].
+
+    With ``normalize=True``: u = v/|v| with 1/|v| := 0 for the zero vector (so u = 0 and every
+    Y_{l>=1} = 0 there) and := NaN for a vector with a NaN or infinite entry.
     """
     xp = _check_vectors(vectors, normalization)
     degrees = _degrees(ls)
     lmax = max(degrees)
     batch_shape = tuple(vectors.shape[:-1])
     flat = xp.reshape(vectors, (-1, 3))
-    points, inv_norm = _unit_vectors(flat) if normalize else (flat, None)
     n = flat.shape[0]
-    full = xp.empty((n, (lmax + 1) ** 2), dtype=flat.dtype, device=device(flat))
-    for start, stop in _blocks(n, is_numpy(flat)):
-        _solid_harmonics_into(full, slice(start, stop), points[start:stop, :], lmax, normalization)
+    full = xp.empty((n, (lmax + 1) ** 2), dtype=vectors.dtype, device=device(vectors))
+    points_t = xp.empty((3, n), dtype=vectors.dtype, device=device(vectors)) if normalize else None
+    inv_norm = xp.empty((n,), dtype=vectors.dtype, device=device(vectors)) if normalize else None
+    for start, stop in _blocks(n, is_numpy(vectors)):
+        rows = slice(start, stop)
+        p = xp.stack([flat[rows, 0], flat[rows, 1], flat[rows, 2]])  # [3, b], contiguous rows
+        r2 = xp.sum(p * p, axis=0)
+        if normalize:
+            r2 = xp.where(r2 < xp.inf, r2, xp.nan)
+            inv = 1.0 / xp.sqrt(xp.where(r2 == 0, xp.inf, r2))
+            p = p * inv
+            r2 = r2 * inv * inv  # |u|^2: 1, or 0 for the zero vector
+            points_t[:, rows] = p
+            inv_norm[rows] = inv
+        _solid_harmonics_into(full, rows, p, r2, lmax, normalization)
     if degrees == tuple(range(lmax + 1)):
         values = full
     else:
         values = xp.concat([full[:, l * l : (l + 1) ** 2] for l in degrees], axis=-1)
-    cache = SphericalHarmonicsCache(full, points, inv_norm, degrees, normalization, batch_shape)
+    cache = SphericalHarmonicsCache(full, points_t, inv_norm, degrees, normalization, batch_shape)
     return xp.reshape(values, (*batch_shape, values.shape[-1])), cache
 
 
@@ -343,11 +339,11 @@ def spherical_harmonics_backward(cache: SphericalHarmonicsCache, grad_Y: Any) ->
     Returns:
         [..., 3] gradient with respect to the vectors.
 
-    Per degree l >= 1, G = sum_ij grad_Y_l[i] J_l[i, :, j] Y_{l-1}[j] (the ladder relation,
+    Per degree l >= 1, G_k = sum_ij grad_Y_l[i] J_l[i, k, j] Y_{l-1}[j] (the ladder relation,
     never forming the [n, D, 3] Jacobian); with ``normalize=True`` the chain rule through
-    u = v/|v| gives (G - u (u . G)) / |v|.
+    u = v/|v| gives (G - u (u . G)) / |v|. Computed component-major ([3, n] blocks).
     """
-    full, points, inv_norm, degrees, normalization, batch_shape = cache
+    full, points_t, inv_norm, degrees, normalization, batch_shape = cache
     xp = namespace(grad_Y)
     dim = sum(2 * l + 1 for l in degrees)
     if tuple(grad_Y.shape) != (*batch_shape, dim):
@@ -357,30 +353,32 @@ def spherical_harmonics_backward(cache: SphericalHarmonicsCache, grad_Y: Any) ->
         )
     n = full.shape[0]
     grad = xp.reshape(grad_Y, (n, dim))
-    # the cotangent of each degree (blocks of a repeated degree add up)
+    # the cotangent of each degree l >= 1 (blocks of a repeated degree add up)
     per_degree: dict[int, Any] = {}
     start = 0
     for l in degrees:
         block = grad[:, start : start + 2 * l + 1]
-        per_degree[l] = block if l not in per_degree else per_degree[l] + block
+        if l > 0:
+            per_degree[l] = block if l not in per_degree else per_degree[l] + block
         start += 2 * l + 1
+    ladders = {l: as_constant(_ladder_vjp_matrix(l, normalization), like=full) for l in per_degree}
 
     out = xp.zeros((n, 3), dtype=full.dtype, device=device(full))
+    if not per_degree:
+        return xp.reshape(out, (*batch_shape, 3))
     for begin, stop in _blocks(n, is_numpy(full)):
-        acc = None
-        for l, g_l in per_degree.items():
-            if l == 0:
-                continue
-            ladder = as_constant(_ladder_vjp_matrix(l, normalization), like=full)
-            h = xp.reshape(g_l[begin:stop, :] @ ladder, (stop - begin, 3, 2 * l - 1))
-            term = xp.sum(h * full[begin:stop, None, (l - 1) ** 2 : l * l], axis=-1)
-            acc = term if acc is None else acc + term
-        if acc is None:
-            continue
+        rows = slice(begin, stop)
+        harmonics_t = xp.permute_dims(full[rows, :], (1, 0))
+        g = None  # [3, n]
+        for l, grad_l in per_degree.items():
+            h = ladders[l] @ xp.permute_dims(grad_l[rows, :], (1, 0))
+            h = xp.reshape(h, (3, 2 * l - 1, stop - begin))
+            term = xp.sum(h * harmonics_t[None, (l - 1) ** 2 : l * l, :], axis=1)
+            g = term if g is None else g + term
         if inv_norm is not None:
-            u = points[begin:stop, :]
-            acc = (acc - u * xp.sum(u * acc, axis=-1, keepdims=True)) * inv_norm[begin:stop, :]
-        out[begin:stop, :] = acc
+            u = points_t[:, rows]
+            g = (g - u * xp.sum(u * g, axis=0)) * inv_norm[rows]
+        out[rows, :] = xp.permute_dims(g, (1, 0))
     return xp.reshape(out, (*batch_shape, 3))
 
 
@@ -395,23 +393,24 @@ def spherical_harmonics_with_grad(
     vector-Jacobian product is needed (it never forms this [..., D, 3] array).
     """
     values, cache = spherical_harmonics_forward(ls, vectors, normalize, normalization)
-    full, points, inv_norm, degrees, normalization, batch_shape = cache
+    full, points_t, inv_norm, degrees, normalization, batch_shape = cache
     xp = namespace(full)
     n, dim = full.shape[0], values.shape[-1]
     jacobian = xp.zeros((n, dim, 3), dtype=full.dtype, device=device(full))
+    ladders = {
+        l: as_constant(_ladder_jacobian_matrix(l, normalization), like=full) for l in degrees if l
+    }
     for begin, stop in _blocks(n, is_numpy(full)):
+        rows = slice(begin, stop)
+        harmonics_t = xp.permute_dims(full[rows, :], (1, 0))
         col = 0
         for l in degrees:
             if l > 0:
-                ladder = as_constant(_ladder_jacobian_matrix(l, normalization), like=full)
-                block = full[begin:stop, (l - 1) ** 2 : l * l] @ ladder
-                jacobian[begin:stop, col : col + 2 * l + 1, :] = xp.reshape(
-                    block, (stop - begin, 2 * l + 1, 3)
-                )
+                block = ladders[l] @ harmonics_t[(l - 1) ** 2 : l * l, :]
+                block = xp.reshape(block, (2 * l + 1, 3, stop - begin))  # [i, k, n]
+                if inv_norm is not None:
+                    u = points_t[None, :, rows]
+                    block = (block - u * xp.sum(block * u, axis=1, keepdims=True)) * inv_norm[rows]
+                jacobian[rows, col : col + 2 * l + 1, :] = xp.permute_dims(block, (2, 0, 1))
             col += 2 * l + 1
-        if inv_norm is not None:
-            u = points[begin:stop, None, :]
-            block = jacobian[begin:stop, ...]
-            radial = xp.sum(block * u, axis=-1, keepdims=True)
-            jacobian[begin:stop, ...] = (block - radial * u) * inv_norm[begin:stop, :, None]
     return values, xp.reshape(jacobian, (*batch_shape, dim, 3))

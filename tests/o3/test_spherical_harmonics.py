@@ -390,13 +390,17 @@ def test_backends_agree_with_numpy(backend, rng, normalize):
 
 @pytest.mark.parametrize("normalize", [True, False])
 def test_float32_agrees_with_float64(backend, rng, normalize):
-    v = rng.standard_normal((16, 3))
-    g = rng.standard_normal((16, (L_MAX + 1) ** 2))
+    """Within 1e-5 of the row's scale; for the VJP, of the scale of its terms sum_i |g_i J_i|
+    (the sum may cancel)."""
+    v = rng.standard_normal((64, 3))
+    g = rng.standard_normal((64, (L_MAX + 1) ** 2))
     expected = all_public_results(v, g, L_MAX, normalize)
     got = all_public_results(
         backend.asarray(v, "float32"), backend.asarray(g, "float32"), L_MAX, normalize
     )
-    for a, b in zip(got, expected, strict=True):
+    vjp_scale = np.max(np.sum(np.abs(g[:, :, None] * expected[3]), axis=1), axis=-1)
+    for i, (a, b) in enumerate(zip(got, expected, strict=True)):
         assert a.dtype == backend.xp.float32
-        a = backend.to_numpy(a).astype(np.float64)
-        assert_rows_close(a.reshape(len(v), -1), b.reshape(len(v), -1), 1e-5)
+        error = np.abs(backend.to_numpy(a).astype(np.float64) - b).reshape(len(v), -1)
+        scale = vjp_scale if i == 2 else np.max(np.abs(b.reshape(len(v), -1)), axis=-1)
+        assert np.all(np.max(error, axis=-1) <= 1e-5 * scale)
