@@ -1,0 +1,54 @@
+"""``AllegroCalculator``: a ``Potential`` as an ASE calculator.
+
+Properties: ``energy`` and ``free_energy`` (the same number, eV), ``energies`` (per atom, eV),
+``forces`` (eV/Å) and ``stress`` (eV/Å³, Voigt order xx, yy, zz, yz, xz, xy, ASE sign: positive
+under tension). Stress exists only for cells periodic in all three directions; asking for it
+otherwise raises ASE's ``PropertyNotImplementedError``. Results are cached by ASE's
+``check_state`` (a new calculation runs when positions, numbers, cell or pbc change);
+``reset()`` drops them.
+
+Requires the ``ase`` extra (``pip install allegro_ref[ase]``).
+"""
+
+from __future__ import annotations
+
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
+
+from .potential import Potential
+
+__all__ = ["AllegroCalculator"]
+
+
+class AllegroCalculator(Calculator):
+    """ASE calculator evaluating an Allegro ``Potential`` (network on the potential's backend;
+    results returned to ASE as NumPy arrays).
+
+    Example::
+
+        atoms.calc = AllegroCalculator(Potential.load("model.npz"))
+        atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+    """
+
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+
+    def __init__(self, potential: Potential, **kwargs):
+        super().__init__(**kwargs)
+        self.potential = potential
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        if "stress" in properties and not all(self.atoms.pbc):
+            raise PropertyNotImplementedError(
+                f"stress needs a cell periodic in all three directions; pbc is "
+                f"{self.atoms.pbc.tolist()}"
+            )
+        out = self.potential.compute_atoms(self.atoms)
+        self.results = {
+            "energy": out["energy"],
+            "free_energy": out["energy"],
+            "energies": out["energies"],
+            "forces": out["forces"],
+        }
+        if out["stress"] is not None:
+            self.results["stress"] = full_3x3_to_voigt_6_stress(out["stress"])

@@ -1,0 +1,52 @@
+"""``python -m allegro_ref md``: the demo MD run works, reports drift and throughput, says when
+its weights are random, and loads a weights file."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from allegro_ref.__main__ import main
+from allegro_ref.potential import Potential
+from tests.test_potential import tiny_config
+
+
+def test_md_with_the_default_random_model(capsys):
+    assert main(["md", "--atoms", "4", "--steps", "3", "--timestep", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "random weights" in out
+    assert "4 atoms" in out and "3 steps of 0.5 fs" in out
+    drift = float(re.search(r"energy drift: ([-+0-9.e]+) eV/atom", out).group(1))
+    assert abs(drift) < 1e-5
+    assert re.search(r"throughput: \d+ atom·steps/s", out)
+
+
+def test_md_is_the_default_command_and_loads_weights(tmp_path, capsys):
+    path = tmp_path / "tiny.npz"
+    Potential.from_config(
+        tiny_config(
+            type_names=["Cu"],
+            avg_num_neighbors=14.0,
+            per_type_energy_scales=None,
+            per_type_energy_shifts=None,
+        ),
+        seed=1,
+    ).save(path)
+    assert main(["--model", str(path), "--atoms", "4", "--steps", "2", "--dtype", "float32"]) == 0
+    out = capsys.readouterr().out
+    assert f"potential: {path}" in out and "random weights" not in out
+
+
+def test_bad_arguments_exit_with_usage():
+    with pytest.raises(SystemExit):
+        main(["md", "--dtype", "float16"])
+
+
+def test_runs_as_a_module():
+    done = subprocess.run(
+        [sys.executable, "-m", "allegro_ref", "md", "--help"], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and "--temperature" in done.stdout

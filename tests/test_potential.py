@@ -1,0 +1,458 @@
+"""Potential: forces = -∇E and stress = strain derivative (central finite differences), E(3)
+invariance / equivariance, permutations, supercells, strict locality, per-type cutoffs,
+backends and dtypes, weight files, and the documented input errors."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+from hypothesis import given
+
+from allegro_ref.model import AllegroConfig, AllegroModel
+from allegro_ref.neighbors import neighbor_list
+from allegro_ref.potential import FILE_FORMAT_VERSION, Potential
+from tests.strategies import orthogonal_matrices
+
+TYPE_NAMES = ["O", "Cu"]
+
+
+def tiny_config(**overrides) -> AllegroConfig:
+    base = dict(
+        type_names=TYPE_NAMES,
+        r_max=3.5,
+        l_max=2,
+        num_layers=2,
+        num_scalar_features=8,
+        num_tensor_features=4,
+        scalar_embed_mlp_hidden_layers_width=8,
+        allegro_mlp_hidden_layers_width=8,
+        readout_mlp_hidden_layers_width=8,
+        avg_num_neighbors={"O": 10.0, "Cu": 14.0},
+        per_type_energy_scales={"O": 0.7, "Cu": 1.3},
+        per_type_energy_shifts={"O": -1.5, "Cu": -3.0},
+    )
+    base.update(overrides)
+    return AllegroConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def potential() -> Potential:
+    return Potential.from_config(tiny_config(), seed=7)
+
+
+def molecule(seed: int = 0, n_atoms: int = 6):
+    """A random cluster (atoms >= 0.9 Å apart), no cell."""
+    rng = np.random.default_rng(seed)
+    while True:
+        positions = rng.uniform(0.0, 3.0, (n_atoms, 3))
+        d = np.linalg.norm(positions[:, None] - positions[None], axis=-1)
+        if np.all(d[np.triu_indices(n_atoms, 1)] > 0.9):
+            return positions, list(rng.choice(TYPE_NAMES, n_atoms)), None, False
+
+
+def crystal(seed: int = 0, n_atoms: int = 3):
+    """A random triclinic, arbitrarily oriented cell with edges 2.6-3.4 Å (< r_max = 3.5 Å, so
+    atoms see their own images), atoms >= 0.9 Å apart including images."""
+    rng = np.random.default_rng(seed)
+    while True:
+        lengths = rng.uniform(2.6, 3.4, 3)
+        cell = np.diag(lengths)
+        cell[1, 0], cell[2, 0], cell[2, 1] = rng.uniform(-0.3, 0.3, 3) * lengths[[1, 2, 2]]
+        cell = cell @ np.linalg.qr(rng.standard_normal((3, 3)))[0]
+        positions = rng.uniform(0.0, 1.0, (n_atoms, 3)) @ cell
+        c, n, s = neighbor_list(positions, cell, True, 0.9)
+        if c.size == 0:
+            return positions, list(rng.choice(TYPE_NAMES, n_atoms)), cell, True
+
+
+SYSTEMS = {
+    "molecule": molecule(),
+    "crystal": crystal(),
+    "crystal-mixed-pbc": crystal(1)[:3] + (np.array([True, False, True]),),
+}
+
+
+def energy(potential, positions, species, cell, pbc) -> float:
+    return potential.compute(positions, species, cell, pbc)["energy"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Derivatives
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(SYSTEMS))
+def test_forces_are_minus_the_energy_gradient(potential, name):
+    positions, species, cell, pbc = SYSTEMS[name]
+    out = potential.compute(positions, species, cell, pbc)
+    assert np.all(np.isfinite(out["forces"])) and np.max(np.abs(out["forces"])) > 1e-3
+    rng = np.random.default_rng(11)
+    h = 1e-5  # truncation error O(h²) ~ 1e-9 relative here; rounding ~1e-10
+    for _ in range(3):
+        direction = rng.standard_normal(positions.shape)
+        plus = energy(potential, positions + h * direction, species, cell, pbc)
+        minus = energy(potential, positions - h * direction, species, cell, pbc)
+        numeric = (plus - minus) / (2 * h)
+        analytic = -np.sum(out["forces"] * direction)
+        scale = np.linalg.norm(out["forces"]) * np.linalg.norm(direction)
+        assert abs(numeric - analytic) <= 1e-7 * scale, (numeric, analytic)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_stress_is_the_strain_derivative(potential, seed):
+    """σ = (1/V) ∂E/∂ε for x -> x (1 + ε), cell -> cell (1 + ε), ε symmetric."""
+    positions, species, cell, pbc = crystal(seed)
+    out = potential.compute(positions, species, cell, pbc)
+    stress = out["stress"]
+    np.testing.assert_array_equal(stress, stress.T)
+    volume = abs(np.linalg.det(cell))
+    rng = np.random.default_rng(seed)
+    h = 1e-5
+    for _ in range(3):
+        strain = rng.standard_normal((3, 3))
+        strain = 0.5 * (strain + strain.T)
+
+        def strained(t, strain=strain):
+            deformation = np.eye(3) + t * strain
+            return energy(potential, positions @ deformation, species, cell @ deformation, pbc)
+
+        numeric = (strained(h) - strained(-h)) / (2 * h)
+        analytic = volume * np.sum(stress * strain)
+        scale = volume * np.linalg.norm(stress) * np.linalg.norm(strain)
+        assert abs(numeric - analytic) <= 1e-7 * scale, (numeric, analytic)
+
+
+@pytest.mark.parametrize("name", list(SYSTEMS))
+def test_per_atom_virials_are_strain_derivatives_of_per_atom_energies(potential, name):
+    """E_i depends only on the edges centred on i and a strain maps every r_e to r_e (1 + ε),
+    so W_i = -∂E_i/∂ε: checked by central differences of the per-atom energies."""
+    positions, species, cell, pbc = SYSTEMS[name]
+    virials = potential.compute(positions, species, cell, pbc)["virials"]
+    strain = np.random.default_rng(2).standard_normal((3, 3))  # any ε, not only symmetric
+    h = 1e-5
+
+    def strained_energies(t):
+        deformation = np.eye(3) + t * strain
+        strained_cell = None if cell is None else cell @ deformation
+        return potential.compute(positions @ deformation, species, strained_cell, pbc)["energies"]
+
+    numeric = (strained_energies(h) - strained_energies(-h)) / (2 * h)
+    analytic = -np.sum(virials * strain, axis=(1, 2))
+    scale = np.linalg.norm(virials, axis=(1, 2)) * np.linalg.norm(strain)
+    assert np.all(np.abs(numeric - analytic) <= 1e-7 * scale), (numeric, analytic)
+
+
+@pytest.mark.parametrize("name", list(SYSTEMS))
+def test_energies_and_virials_add_up(potential, name):
+    positions, species, cell, pbc = SYSTEMS[name]
+    out = potential.compute(positions, species, cell, pbc)
+    assert out["energies"].shape == (len(species),)
+    assert out["virials"].shape == (len(species), 3, 3)
+    np.testing.assert_allclose(np.sum(out["energies"]), out["energy"], rtol=1e-14)
+    np.testing.assert_allclose(np.sum(out["forces"], axis=0), 0.0, atol=1e-12)
+    total_virial = np.sum(out["virials"], axis=0)
+    # rotation invariance makes the total virial symmetric
+    np.testing.assert_allclose(total_virial, total_virial.T, atol=1e-12)
+    if out["stress"] is None:
+        assert not np.all(pbc)
+    else:
+        volume = abs(np.linalg.det(cell))
+        np.testing.assert_allclose(-total_virial / volume, out["stress"], atol=1e-13)
+
+
+# ---------------------------------------------------------------------------------------------
+# Symmetries
+# ---------------------------------------------------------------------------------------------
+
+
+@given(orthogonal_matrices())
+def test_rotations_and_reflections(potential, rotation):
+    """E invariant; F -> F Qᵀ, σ -> Q σ Qᵀ, virials likewise, for Q in O(3)."""
+    for positions, species, cell, pbc in SYSTEMS.values():
+        ref = potential.compute(positions, species, cell, pbc)
+        rotated_cell = None if cell is None else cell @ rotation.T
+        out = potential.compute(positions @ rotation.T, species, rotated_cell, pbc)
+        np.testing.assert_allclose(out["energy"], ref["energy"], rtol=1e-12)
+        np.testing.assert_allclose(out["energies"], ref["energies"], rtol=1e-11, atol=1e-12)
+        np.testing.assert_allclose(out["forces"], ref["forces"] @ rotation.T, atol=1e-11)
+        np.testing.assert_allclose(
+            out["virials"], rotation @ ref["virials"] @ rotation.T, atol=1e-11
+        )
+        if ref["stress"] is not None:
+            np.testing.assert_allclose(
+                out["stress"], rotation @ ref["stress"] @ rotation.T, atol=1e-12
+            )
+
+
+@pytest.mark.parametrize("name", list(SYSTEMS))
+def test_translations_and_lattice_shifts(potential, name):
+    positions, species, cell, pbc = SYSTEMS[name]
+    ref = potential.compute(positions, species, cell, pbc)
+    moved = positions + np.array([1.7, -4.2, 0.3])
+    if cell is not None:  # also move atom 0 by a lattice vector along a periodic direction
+        moved[0] += cell[np.flatnonzero(np.broadcast_to(pbc, 3))[0]]
+    out = potential.compute(moved, species, cell, pbc)
+    np.testing.assert_allclose(out["energy"], ref["energy"], rtol=1e-12)
+    np.testing.assert_allclose(out["forces"], ref["forces"], atol=1e-11)
+
+
+@pytest.mark.parametrize("name", list(SYSTEMS))
+def test_permutations(potential, name):
+    positions, species, cell, pbc = SYSTEMS[name]
+    ref = potential.compute(positions, species, cell, pbc)
+    order = np.random.default_rng(5).permutation(len(species))
+    out = potential.compute(positions[order], [species[i] for i in order], cell, pbc)
+    np.testing.assert_allclose(out["energy"], ref["energy"], rtol=1e-12)
+    np.testing.assert_allclose(out["energies"], ref["energies"][order], rtol=1e-11, atol=1e-12)
+    np.testing.assert_allclose(out["forces"], ref["forces"][order], atol=1e-11)
+    np.testing.assert_allclose(out["virials"], ref["virials"][order], atol=1e-11)
+
+
+def test_supercell(potential):
+    """A 2x2x2 repeat has 8x the energy, the same stress and the forces of the images."""
+    positions, species, cell, pbc = crystal(2)
+    ref = potential.compute(positions, species, cell, pbc)
+    grid = np.stack(np.meshgrid(*[np.arange(2)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    big_positions = (positions[None, :, :] + (grid @ cell)[:, None, :]).reshape(-1, 3)
+    out = potential.compute(big_positions, species * 8, 2 * cell, pbc)
+    np.testing.assert_allclose(out["energy"], 8 * ref["energy"], rtol=1e-12)
+    np.testing.assert_allclose(out["energies"], np.tile(ref["energies"], 8), rtol=1e-11)
+    np.testing.assert_allclose(out["forces"], np.tile(ref["forces"], (8, 1)), atol=1e-11)
+    np.testing.assert_allclose(out["stress"], ref["stress"], atol=1e-12)
+
+
+def test_strict_locality(potential):
+    """Fragments farther apart than r_max do not interact: energies and forces add up."""
+    a_positions, a_species, _, _ = molecule(1, 4)
+    b_positions, b_species, _, _ = molecule(2, 5)
+    b_positions = b_positions + np.array([0.0, 0.0, 3.0 + potential.config.r_max + 1e-3])
+    a = potential.compute(a_positions, a_species)
+    b = potential.compute(b_positions, b_species)
+    both = potential.compute(np.concatenate([a_positions, b_positions]), a_species + b_species)
+    np.testing.assert_allclose(both["energy"], a["energy"] + b["energy"], rtol=1e-13)
+    np.testing.assert_allclose(
+        both["forces"], np.concatenate([a["forces"], b["forces"]]), atol=1e-13
+    )
+
+
+def test_isolated_atom_has_its_shift(potential):
+    for species, shift in (("O", -1.5), ("Cu", -3.0)):
+        out = potential.compute(np.zeros((1, 3)), [species])
+        assert out["energy"] == pytest.approx(shift, abs=1e-15)
+        np.testing.assert_array_equal(out["forces"], 0.0)
+        # periodic, cell wider than r_max: still no neighbour
+        out = potential.compute(np.zeros((1, 3)), [species], 4.0 * np.eye(3), True)
+        assert out["energy"] == pytest.approx(shift, abs=1e-15)
+        np.testing.assert_array_equal(out["stress"], 0.0)
+
+
+def test_species_as_atomic_numbers(potential):
+    positions, species, cell, pbc = SYSTEMS["crystal"]
+    numbers = [{"O": 8, "Cu": 29}[s] for s in species]
+    ref = potential.compute(positions, species, cell, pbc)
+    for given_species in (numbers, np.array(numbers), np.array(species)):
+        out = potential.compute(positions, given_species, cell, pbc)
+        assert out["energy"] == ref["energy"]
+
+
+def test_stress_only_for_3d_periodic_cells(potential):
+    positions, species, cell, _ = SYSTEMS["crystal"]
+    for pbc in (False, [True, True, False]):
+        assert potential.compute(positions, species, cell, pbc)["stress"] is None
+
+
+def test_per_edge_type_cutoffs():
+    """With r_cut(O, Cu) = 2.0 < r_max, an O-Cu pair 2.5 Å apart does not interact, one 1.8 Å
+    apart does; forces stay exact gradients."""
+    config = tiny_config(per_edge_type_cutoff={"O": {"Cu": 2.0}, "Cu": {"O": 2.0}})
+    potential = Potential.from_config(config, seed=3)
+    isolated = sum(potential.compute(np.zeros((1, 3)), [s])["energy"] for s in ("O", "Cu"))
+    far = potential.compute(np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 2.5]]), ["O", "Cu"])
+    assert far["energy"] == pytest.approx(isolated, abs=1e-15)
+    near = potential.compute(np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 1.8]]), ["O", "Cu"])
+    assert abs(near["energy"] - isolated) > 1e-6
+    # a Cu-Cu pair at 2.5 Å (cutoff r_max = 3.5) interacts
+    cucu = potential.compute(np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 2.5]]), ["Cu", "Cu"])
+    assert abs(cucu["energy"] - 2 * potential.compute(np.zeros((1, 3)), ["Cu"])["energy"]) > 1e-6
+    positions, species, cell, pbc = crystal(3, 4)
+    out = potential.compute(positions, species, cell, pbc)
+    direction = np.random.default_rng(0).standard_normal(positions.shape)
+    h = 1e-5  # truncation error O(h²) ~ 1e-9 relative here; rounding ~1e-10
+    numeric = (
+        energy(potential, positions + h * direction, species, cell, pbc)
+        - energy(potential, positions - h * direction, species, cell, pbc)
+    ) / (2 * h)
+    scale = np.linalg.norm(out["forces"]) * np.linalg.norm(direction)
+    assert abs(numeric + np.sum(out["forces"] * direction)) <= 1e-7 * scale
+
+
+# ---------------------------------------------------------------------------------------------
+# Backends and dtypes
+# ---------------------------------------------------------------------------------------------
+
+
+def test_numpy_and_strict_agree(potential, backend):
+    """The network runs on array-api-strict (a simulated device where any hidden conversion to
+    NumPy raises); results come back in the namespace of the positions."""
+    model = potential.model
+    params = {name: backend.asarray(value) for name, value in model.params.items()}
+    on_backend = Potential(AllegroModel(model.config, params, model.dtype))
+    for positions, species, cell, pbc in SYSTEMS.values():
+        ref = potential.compute(positions, species, cell, pbc)
+        xp_cell = None if cell is None else backend.asarray(cell)
+        out = on_backend.compute(backend.asarray(positions), species, xp_cell, pbc)
+        assert out["energy"] == pytest.approx(ref["energy"], rel=1e-13)
+        for key in ("energies", "forces", "virials", "stress"):
+            if ref[key] is None:
+                assert out[key] is None
+                continue
+            assert type(out[key]) is type(backend.asarray(positions))
+            np.testing.assert_allclose(backend.to_numpy(out[key]), ref[key], rtol=1e-12, atol=1e-13)
+        # NumPy inputs to a potential on another backend give NumPy results
+        host = on_backend.compute(positions, species, cell, pbc)
+        assert isinstance(host["forces"], np.ndarray)
+
+
+def test_float32_close_to_float64():
+    config = tiny_config()
+    p64 = Potential.from_config(config, seed=7, dtype="float64")
+    p32 = Potential.from_config(config, seed=7, dtype="float32")
+    for positions, species, cell, pbc in SYSTEMS.values():
+        a = p64.compute(positions, species, cell, pbc)
+        b = p32.compute(positions, species, cell, pbc)
+        assert b["forces"].dtype == np.float64
+        np.testing.assert_allclose(b["energy"], a["energy"], rtol=1e-5)
+        scale = np.max(np.abs(a["forces"]))
+        np.testing.assert_allclose(b["forces"], a["forces"], atol=1e-4 * scale)
+
+
+# ---------------------------------------------------------------------------------------------
+# Weight files
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_save_load_round_trip(tmp_path, dtype):
+    potential = Potential.from_config(
+        tiny_config(per_edge_type_cutoff={"O": 3.0}), seed=4, dtype=dtype
+    )
+    path = tmp_path / "model.npz"
+    potential.save(path)
+    loaded = Potential.load(path)
+    assert loaded.config == potential.config
+    assert loaded.dtype == dtype
+    assert set(loaded.model.params) == set(potential.model.params)
+    for name, value in potential.model.params.items():
+        assert loaded.model.params[name].dtype == value.dtype
+        np.testing.assert_array_equal(loaded.model.params[name], value)
+    positions, species, cell, pbc = SYSTEMS["crystal"]
+    a = potential.compute(positions, species, cell, pbc)
+    b = loaded.compute(positions, species, cell, pbc)
+    assert a["energy"] == b["energy"]
+    np.testing.assert_array_equal(a["forces"], b["forces"])
+
+
+def _rewrite(path, edit):
+    """Rewrite a saved file after ``edit(metadata, arrays)``."""
+    with np.load(path) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    metadata = json.loads(str(arrays.pop("__metadata__")))
+    edit(metadata, arrays)
+    with open(path, "wb") as handle:
+        np.savez(handle, __metadata__=np.asarray(json.dumps(metadata)), **arrays)
+
+
+def _set(key, value):
+    def edit(metadata, arrays):
+        metadata[key] = value
+
+    return edit
+
+
+def _drop_array(metadata, arrays):
+    name = sorted(arrays)[0]
+    del arrays[name]
+    del metadata["parameters"][name]
+
+
+def _reshape_array(metadata, arrays):
+    name = "center_embed"
+    arrays[name] = np.zeros((arrays[name].shape[0] + 1, arrays[name].shape[1]))
+    metadata["parameters"][name] = list(arrays[name].shape)
+
+
+def _unlisted_array(metadata, arrays):
+    arrays["extra"] = np.zeros(3)
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (_set("format", "something-else"), "has format 'something-else'"),
+        (_set("format_version", FILE_FORMAT_VERSION + 1), "format version 2"),
+        (_set("format_version", None), "format version None"),
+        (_drop_array, "missing"),
+        (_reshape_array, r"center_embed: got \(3, 4\), expected \(2, 4\)"),
+        (_unlisted_array, "inconsistent"),
+    ],
+)
+def test_load_refuses_bad_files(tmp_path, potential, edit, match):
+    path = tmp_path / "model.npz"
+    potential.save(path)
+    _rewrite(path, edit)
+    with pytest.raises(ValueError, match=match):
+        Potential.load(path)
+
+
+def test_load_refuses_other_files(tmp_path):
+    text = tmp_path / "model.txt"
+    text.write_text("not a model")
+    with pytest.raises(ValueError, match="is not an allegro_ref potential file"):
+        Potential.load(text)
+    other = tmp_path / "other.npz"
+    np.savez(other, weights=np.zeros(3))
+    with pytest.raises(ValueError, match="without '__metadata__'"):
+        Potential.load(other)
+    assert zipfile.is_zipfile(other)
+
+
+# ---------------------------------------------------------------------------------------------
+# Input errors
+# ---------------------------------------------------------------------------------------------
+
+POSITIONS = np.array([[0.0, 0.0, 0.0], [1.5, 0.0, 0.0]])
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(species=["O", "Xx"]), r"species 'Xx' is not in the model's type_names \['O', 'Cu'\]"),
+        (dict(species=[8, 1]), r"species 'H' is not in the model's type_names"),
+        (dict(species=[8, 0]), "atomic number 0 is not an element"),
+        (dict(species=["O"]), r"one entry per atom: got shape \(1,\) for 2 atoms"),
+        (dict(species=np.array([1.0, 2.0])), "type names .* or atomic numbers"),
+        (dict(positions=np.array([[0.0, 0.0, 0.0], [np.inf, 0.0, 0.0]])), r"atoms \[1\]"),
+        (dict(positions=np.zeros((2, 2))), r"positions must have shape \[n_atoms, 3\]"),
+        (dict(cell=np.eye(2), pbc=True), r"cell must have shape \[3, 3\]"),
+        (dict(cell=np.full((3, 3), np.nan), pbc=True), "cell is not finite"),
+        (dict(cell=np.zeros((3, 3)), pbc=True), "must be non-zero and linearly independent"),
+        (dict(pbc="yes"), "pbc must be one bool or three"),
+        (dict(positions=np.array([[0.0, 0.0, 0.0], [0.05, 0.0, 0.0]])), "atoms 0 and 1 are 0.05 Å"),
+        (
+            dict(
+                positions=np.array([[0.0, 0.0, 0.0], [2.97, 0.0, 0.0]]),
+                cell=3.0 * np.eye(3),
+                pbc=True,
+            ),
+            r"atoms 0 and 1 \(periodic image \[-1, 0, 0\]\) are 0.03 Å",
+        ),
+    ],
+)
+def test_bad_inputs(potential, kwargs, match):
+    arguments = dict(positions=POSITIONS, species=["O", "Cu"], cell=None, pbc=False)
+    arguments.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        potential.compute(**arguments)
