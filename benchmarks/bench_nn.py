@@ -1,0 +1,196 @@
+"""Benchmark of Allegro's channel-wise tensor product (allegro_ref.nn.ChannelwiseTensorProduct)
+against the same work in e3nn, where e3nn is importable.
+
+    python benchmarks/bench_nn.py --threads 1 --quick                     # allegro_ref alone
+    PYTHONPATH=/work/main /work/main/.venv-compare/bin/python benchmarks/bench_nn.py --threads 1
+
+Work: SH(l_max) ⊗ SH(l_max) -> SH(l_max) with SH(2) = 0e+1o+2e (11 paths) and SH(3) =
+0e+1o+2e+3o (23 paths), U channels, one weight per (channel, path), E edges; "fwd" is the
+output, "fwd+bwd" the output and the gradients with respect to both inputs and the weights.
+
+e3nn's version of the same map is ``o3.TensorProduct`` on U copies of each irrep with one
+"uuu" instruction per path (weights [U] per path) and ``path_normalization="none"``, so the
+numbers are identical (checked on every case); its backward is autograd. e3nn runs on chunks of
+at most 10^4 edges (unchunked it would need ~E·U·dim² floats at once: 13 GB at 10^5 edges,
+U 64, l_max 3). The official allegro ``Contracter`` (dense E·U·dim³ product) is timed at 10^4
+edges with ``--contracter``; it is several times slower than e3nn's "uuu".
+
+Prints a markdown table of wall times in ms, "median (best)" over the repeats, and the ratios
+allegro_ref / e3nn of the medians (< 1: allegro_ref is faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1, help="threads of BLAS/OpenMP/torch")
+    parser.add_argument("--quick", action="store_true", help="10^4 edges only, fewer repeats")
+    parser.add_argument("--contracter", action="store_true", help="also time allegro's Contracter")
+    return parser.parse_args()
+
+
+ARGS = parse_args()
+for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ[_name] = str(ARGS.threads)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # no install needed
+
+import numpy as np  # noqa: E402
+
+from allegro_ref.nn import ChannelwiseTensorProduct  # noqa: E402
+from allegro_ref.o3 import Irreps  # noqa: E402
+
+try:
+    import torch
+    from e3nn import o3 as e3nn_o3
+
+    torch.set_num_threads(ARGS.threads)
+except ImportError:
+    torch = e3nn_o3 = None
+try:
+    from allegro.nn._strided import Contracter
+except ImportError:
+    Contracter = None
+
+L_MAXES = (2, 3)
+CHANNELS = (32, 64)
+EDGES = (10_000,) if ARGS.quick else (10_000, 100_000)
+DTYPES = ("float32", "float64")
+E3NN_CHUNK = 10_000
+
+
+def timed(fn, repeats: int) -> tuple[float, float]:
+    """(median, best) wall time in ms of ``fn()`` after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times), min(times)
+
+
+def to_mul_ir(x: np.ndarray, irreps: Irreps) -> np.ndarray:
+    """[E, U, dim] -> e3nn's layout [E, Σ U (2l+1)] of U copies of each irrep."""
+    return np.concatenate([x[..., s].reshape(x.shape[0], -1) for s in irreps.slices()], axis=-1)
+
+
+def e3nn_case(irreps: Irreps, tp: ChannelwiseTensorProduct, x1, x2, theta, g):
+    """Closures (fwd, fwd+bwd) running e3nn's "uuu" TensorProduct, and its output in our
+    layout for the check."""
+    n_channels = tp.num_channels
+    wide = e3nn_o3.Irreps([(n_channels, (ir.l, ir.p)) for _, ir in irreps])
+    instructions = [(i1, i2, i_out, "uuu", True) for i1, i2, i_out in tp.paths]
+    e3nn_tp = e3nn_o3.TensorProduct(
+        wide, wide, wide, instructions, path_normalization="none", internal_weights=False
+    )
+    dtype = getattr(torch, str(x1.dtype))
+    t1, t2, tg = (torch.from_numpy(to_mul_ir(a, irreps)) for a in (x1, x2, g))
+    weights = torch.from_numpy(np.ascontiguousarray(theta.T).reshape(-1)).to(dtype)
+    chunks = [slice(s, s + E3NN_CHUNK) for s in range(0, x1.shape[0], E3NN_CHUNK)]
+
+    def forward():
+        with torch.no_grad():
+            return [e3nn_tp(t1[s], t2[s], weights) for s in chunks]
+
+    def forward_backward():
+        w = weights.clone().requires_grad_(True)
+        for s in chunks:
+            a, b = t1[s].clone().requires_grad_(True), t2[s].clone().requires_grad_(True)
+            e3nn_tp(a, b, w).backward(tg[s])
+
+    out = torch.cat(forward()).numpy()
+    out_ours_layout = np.concatenate(
+        [
+            out[:, s].reshape(out.shape[0], n_channels, ir.dim)
+            for s, (_, ir) in zip(wide.slices(), wide, strict=True)
+        ],
+        axis=-1,
+    )
+    return forward, forward_backward, out_ours_layout
+
+
+def contracter_case(irreps: Irreps, tp: ChannelwiseTensorProduct, x1, x2, theta, g):
+    e3nn_irreps = e3nn_o3.Irreps(str(irreps))
+    module = Contracter(e3nn_irreps, e3nn_irreps, e3nn_irreps, mul=tp.num_channels)
+    module = module.to(getattr(torch, str(x1.dtype)))
+    with torch.no_grad():
+        module.weights.copy_(torch.from_numpy(theta))
+    t1, t2, tg = (torch.from_numpy(a) for a in (x1, x2, g))
+    index = torch.arange(x1.shape[0])
+
+    def forward():
+        with torch.no_grad():
+            return module(t1, t2, index)
+
+    def forward_backward():
+        a, b = t1.clone().requires_grad_(True), t2.clone().requires_grad_(True)
+        module(a, b, index).backward(tg)
+
+    return forward, forward_backward
+
+
+def fmt(t: tuple[float, float] | None) -> str:
+    return "—" if t is None else f"{t[0]:.0f} ({t[1]:.0f})"
+
+
+def main() -> None:
+    rng = np.random.default_rng(0)
+    header = "| l_max | U | E | dtype | ours fwd | ours fwd+bwd | e3nn fwd | e3nn fwd+bwd |"
+    header += " ratio fwd | ratio fwd+bwd |"
+    if ARGS.contracter:
+        header += " Contracter fwd | Contracter fwd+bwd |"
+    print(f"threads {ARGS.threads}; ms, median (best)\n")
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    for l_max in L_MAXES:
+        irreps = Irreps.spherical_harmonics(l_max)
+        for n_channels in CHANNELS:
+            tp = ChannelwiseTensorProduct(irreps, irreps, irreps, n_channels)
+            for n_edges in EDGES:
+                repeats = 3 if ARGS.quick or n_edges > 10_000 else 5
+                for dtype in DTYPES:
+                    x1, x2, g = (
+                        rng.standard_normal((n_edges, n_channels, irreps.dim)).astype(dtype)
+                        for _ in range(3)
+                    )
+                    theta = tp.init_weights(rng).astype(dtype)
+                    ours_out = tp.forward(x1, x2, theta)[0]
+                    ours_fwd = timed(lambda: tp.forward(x1, x2, theta), repeats)  # noqa: B023
+                    ours_fb = timed(
+                        lambda: tp.backward(tp.forward(x1, x2, theta)[1], g),  # noqa: B023
+                        repeats,
+                    )
+                    row = [str(l_max), str(n_channels), f"{n_edges:.0e}", dtype]
+                    row += [fmt(ours_fwd), fmt(ours_fb)]
+                    if torch is None:
+                        row += ["—"] * 4
+                    else:
+                        fwd, fb, out = e3nn_case(irreps, tp, x1, x2, theta, g)
+                        error = np.abs(out - ours_out).max() / np.abs(out).max()
+                        tolerance = 1e-4 if dtype == "float32" else 1e-12
+                        assert error < tolerance, f"e3nn and allegro_ref differ by {error:.1e}"
+                        e3nn_fwd, e3nn_fb = timed(fwd, repeats), timed(fb, repeats)
+                        row += [fmt(e3nn_fwd), fmt(e3nn_fb)]
+                        row += [
+                            f"{ours_fwd[0] / e3nn_fwd[0]:.2f}",
+                            f"{ours_fb[0] / e3nn_fb[0]:.2f}",
+                        ]
+                    if ARGS.contracter:
+                        if Contracter is None or n_edges > 10_000:
+                            row += ["—", "—"]
+                        else:
+                            fwd, fb = contracter_case(irreps, tp, x1, x2, theta, g)
+                            row += [fmt(timed(fwd, 2)), fmt(timed(fb, 2))]
+                    print("| " + " | ".join(row) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
