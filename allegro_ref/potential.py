@@ -131,6 +131,9 @@ class Potential:
                 f"{os.fspath(path)!r} has format version {metadata.get('format_version')!r}; this "
                 f"allegro_ref ({__version__}) reads version {FILE_FORMAT_VERSION}"
             )
+        missing = sorted({"config", "dtype", "parameters"} - set(metadata))
+        if missing:
+            raise ValueError(f"{os.fspath(path)!r}: its metadata lacks the entries {missing}")
         config = AllegroConfig.from_dict(metadata["config"])
         listed = {name: tuple(shape) for name, shape in metadata["parameters"].items()}
         stored = {name: tuple(value.shape) for name, value in arrays.items()}

@@ -372,6 +372,10 @@ def _set(key, value):
     return edit
 
 
+def _drop_config(metadata, arrays):
+    del metadata["config"]
+
+
 def _drop_array(metadata, arrays):
     name = sorted(arrays)[0]
     del arrays[name]
@@ -394,6 +398,7 @@ def _unlisted_array(metadata, arrays):
         (_set("format", "something-else"), "has format 'something-else'"),
         (_set("format_version", FILE_FORMAT_VERSION + 1), "format version 2"),
         (_set("format_version", None), "format version None"),
+        (_drop_config, r"metadata lacks the entries \['config'\]"),
         (_drop_array, "missing"),
         (_reshape_array, r"center_embed: got \(3, 4\), expected \(2, 4\)"),
         (_unlisted_array, "inconsistent"),
