@@ -1,21 +1,38 @@
-"""Import of official nequip-allegro models: hyperparameters and state_dict -> allegro_ref.
+"""Import of official nequip-allegro models (nequip 0.19 + nequip-allegro 0.8) into allegro_ref.
 
-The official model (nequip 0.19 + nequip-allegro 0.8) stores its weights in a PyTorch
-``state_dict``. This module converts, with NumPy only:
+The official model is built by ``allegro.model.AllegroModel(**builder_kwargs)`` (the ``model:``
+section of a training config) and holds its weights in a PyTorch ``state_dict``. This module
+turns both into an :class:`~allegro_ref.model.AllegroModel`:
 
-- the builder's keyword arguments (``AllegroModel(**kwargs)``, as in a training config's
-  ``model:`` section) into an :class:`~allegro_ref.model.AllegroConfig`, refusing every option
-  allegro_ref does not implement rather than silently ignoring it;
-- the state_dict (tensors already converted to NumPy arrays) into allegro_ref's parameter dict.
+- :func:`load_nequip` reads a file written by the official tools: a Lightning training
+  checkpoint (``.ckpt``) or a package (``.nequip.zip`` from ``nequip-package build``). Both are
+  read with NumPy alone and without running any code from the file
+  (:mod:`allegro_ref.io._torch_archive`); torch is not needed. Compiled models (``.nequip.pt2``
+  from AOTInductor, ``.nequip.pth`` TorchScript) are refused: they hold compiled code, and the
+  only way to evaluate them is to run it.
+- :func:`model_from_nequip` does the conversion from builder arguments and a state_dict (as
+  NumPy arrays), e.g. of a model built in memory;
+- :func:`config_from_nequip` and :func:`params_from_nequip_state_dict` are its two halves.
 
-Layouts: official linear weights are stored (in, out) and used as ``x @ (α W)``, exactly as
-allegro_ref stores them, so no transpose is needed; the run-time constants α are not stored by
-either code. The official ``w3j`` buffers (√(2l+1)·3j per path) are compared with allegro_ref's
-own couplings as a check of conventions.
+Every option allegro_ref does not implement (a ZBL pair potential, another nonlinearity, another
+radial embedding, ...) is refused with a ``ValueError`` naming it, never ignored. Layouts:
+official linear weights are stored (in, out) and used as ``x @ (α W)``, as allegro_ref stores
+them, so no transpose is needed; the run-time constants α are stored by neither code. The
+official buffers that are pure functions of the config (``w3j``: √(2l+1)·3j per path;
+``_rmax_recip``: the per-edge-type cutoff table) are compared with allegro_ref's own as a check
+of conventions.
+
+Versions: files record the versions of the code that wrote them; anything other than
+nequip 0.19.x with nequip-allegro 0.8.x triggers a :class:`NequipVersionWarning` (the import is
+verified only against those; older or newer releases may compute something else even when the
+weights have the same names and shapes).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,9 +41,22 @@ import numpy as np
 from ..model import AllegroConfig, AllegroModel
 from ..nn.tensor_product import allowed_paths
 from ..o3 import wigner_3j
+from ._torch_archive import TorchArchive, module_state_dict
 
-__all__ = ["config_from_nequip", "params_from_nequip_state_dict"]
+__all__ = [
+    "SUPPORTED_NEQUIP_VERSIONS",
+    "NequipVersionWarning",
+    "load_nequip",
+    "model_from_nequip",
+    "config_from_nequip",
+    "params_from_nequip_state_dict",
+    "check_nequip_versions",
+]
 
+#: Package -> "major.minor" series the import is verified against (tests/fixtures).
+SUPPORTED_NEQUIP_VERSIONS = {"nequip": "0.19", "allegro": "0.8"}
+
+_BUILDER = "allegro.model.AllegroModel"
 _EMBED_TARGET = "allegro.nn.TwoBodyBesselScalarEmbed"
 
 # Builder arguments that map one-to-one onto AllegroConfig fields.
@@ -38,6 +68,7 @@ _SAME_NAME = (
     "num_layers",
     "num_scalar_features",
     "num_tensor_features",
+    "radial_chemical_embed_dim",
     "scalar_embed_mlp_hidden_layers_depth",
     "scalar_embed_mlp_hidden_layers_width",
     "allegro_mlp_hidden_layers_depth",
@@ -58,20 +89,232 @@ _FIXED = {
     "weight_individual_irreps": True,
     "forward_normalize": True,
     "pair_potential": None,
-    "per_type_energy_scales_trainable": False,
-    "per_type_energy_shifts_trainable": False,
 }
-# Builder arguments that do not change the function the model computes.
-_IGNORED = ("seed", "model_dtype", "compile_mode", "_target_")
+# Builder arguments that do not change the function the model computes: the seed of the initial
+# weights (the weights come from the state_dict), the dtype (an argument of AllegroModel), the
+# torch compile mode, whether the official model also differentiates (allegro_ref always can),
+# and whether scales/shifts were trained (their values come from the state_dict).
+_IGNORED = (
+    "seed",
+    "model_dtype",
+    "compile_mode",
+    "do_derivatives",
+    "per_type_energy_scales_trainable",
+    "per_type_energy_shifts_trainable",
+)
+
+# Lightning training modules whose evaluation weights are the checkpoint's "model.*" tensors
+# (or, with EMA, its "ema.ema_weight_{i}" tensors), by class name.
+_PLAIN_TRAINING_MODULES = ("NequIPLightningModule", "ConFIGLightningModule")
+_EMA_TRAINING_MODULES = ("EMALightningModule", "EMAConFIGLightningModule")
 
 
-def config_from_nequip(hyperparameters: Mapping[str, Any]) -> AllegroConfig:
+class NequipVersionWarning(UserWarning):
+    """A file written by nequip / nequip-allegro versions the import was not verified with."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+# ---------------------------------------------------------------------------------------------
+def load_nequip(path: str | os.PathLike, model_key: str = "sole_model") -> AllegroModel:
+    """An :class:`AllegroModel` (NumPy parameters) from an official nequip-allegro file.
+
+    Args:
+        path: a training checkpoint ``*.ckpt`` (Lightning; the evaluation weights are taken:
+            the EMA weights when the run used ``EMALightningModule``) or a package
+            ``*.nequip.zip`` (``nequip-package build``).
+        model_key: which model of the file (nequip files hold a dict of models; single-model
+            runs name theirs ``"sole_model"``).
+
+    Returns:
+        the model, in the file's ``model_dtype``, with the file's type names, cutoffs,
+        avg_num_neighbors, scales and shifts and every weight.
+
+    Raises:
+        ValueError: a compiled model (``.nequip.pt2`` / ``.nequip.pth``), a file that is not an
+            official Allegro model, or options allegro_ref does not implement.
+    """
+    name = os.fspath(path)
+    if name.endswith((".pt2", ".pth")):
+        raise ValueError(
+            f"{name!r} is a compiled nequip model (AOTInductor .nequip.pt2 or TorchScript "
+            ".nequip.pth): it holds compiled code and can only be evaluated by running it. Load "
+            "the training checkpoint (.ckpt) or the package (.nequip.zip) it was compiled from."
+        )
+    if not os.path.isfile(name):
+        raise ValueError(f"no such file: {name!r}")
+    if name.endswith(".nequip.zip"):
+        builder_kwargs, state, versions = _read_package(name, model_key)
+    elif name.endswith(".ckpt"):
+        builder_kwargs, state, versions = _read_checkpoint(name, model_key)
+    else:
+        raise ValueError(
+            f"{name!r}: expected a nequip training checkpoint (.ckpt) or a package (.nequip.zip)"
+        )
+    check_nequip_versions(versions, repr(name))
+    return model_from_nequip(builder_kwargs, state)
+
+
+def _read_checkpoint(path: str, model_key: str):
+    """(builder kwargs, evaluation state_dict of the model, versions) of a Lightning checkpoint
+    written by ``nequip-train``."""
+    checkpoint = TorchArchive(path).load()
+    hyper = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
+    if not isinstance(hyper, dict) or "model" not in hyper or "state_dict" not in checkpoint:
+        raise ValueError(f"{path!r} is not a nequip training checkpoint (no model hyperparameters)")
+    info = hyper.get("info_dict") or {}
+    versions = info.get("versions")
+    module = str((info.get("training_module") or {}).get("_target_", "")).rsplit(".", 1)[-1]
+    state = dict(checkpoint["state_dict"])
+    models = sorted({key.split(".")[1] for key in state if key.startswith("model.")})
+    if models != [model_key]:
+        raise ValueError(
+            f"{path!r} holds the models {models}; allegro_ref reads single-model checkpoints "
+            f"(model_key={model_key!r})"
+        )
+    head = f"model.{model_key}."
+    model_state = {key[len(head) :]: value for key, value in state.items() if key.startswith(head)}
+    if module in _EMA_TRAINING_MODULES:
+        _use_ema_weights(model_state, state, hyper["model"], path)
+    elif module not in _PLAIN_TRAINING_MODULES:
+        raise ValueError(
+            f"{path!r} was trained with {module or 'an unknown training module'!r}, whose "
+            "evaluation weights allegro_ref does not know how to derive from the checkpoint; "
+            "package it (nequip-package build) and load the .nequip.zip"
+        )
+    return hyper["model"], model_state, versions
+
+
+def _use_ema_weights(model_state: dict, state: Mapping, builder_kwargs: Mapping, path: str):
+    """Replace the parameters in ``model_state`` by the EMA weights, as the official
+    ``EMALightningModule.evaluation_model`` does: ``ema.ema_weight_{i}`` is the i-th parameter
+    in ``Module.parameters()`` order, i.e. the state_dict order without the buffers."""
+    extra = state.get("ema._extra_state")
+    if isinstance(extra, dict) and not extra.get("is_holding_ema_weights", True):
+        raise ValueError(f"{path!r}: its EMA module does not hold the EMA weights (corrupted?)")
+    ema = []
+    while f"ema.ema_weight_{len(ema)}" in state:
+        ema.append(state[f"ema.ema_weight_{len(ema)}"])
+    embed = builder_kwargs.get("radial_chemical_embed") or {}
+    buffers = {"_empty", "_rmax_recip", "w3j"}
+    if not embed.get("bessel_trainable", False):
+        buffers.add("bessel_weights")
+    if not builder_kwargs.get("per_type_energy_scales_trainable", False):
+        buffers.add("scales")
+    if not builder_kwargs.get("per_type_energy_shifts_trainable", False):
+        buffers.add("shifts")
+    parameters = [key for key in model_state if key.rsplit(".", 1)[-1] not in buffers]
+    shapes_match = len(parameters) == len(ema) and all(
+        np.shape(model_state[key]) == np.shape(value)
+        for key, value in zip(parameters, ema, strict=False)
+    )
+    if not shapes_match:
+        raise ValueError(
+            f"{path!r}: its {len(ema)} EMA weights do not match the model's {len(parameters)} "
+            "parameters in order and shape"
+        )
+    model_state.update(zip(parameters, ema, strict=True))
+
+
+def _read_package(path: str, model_key: str):
+    """(builder kwargs, state_dict, versions) of a ``nequip-package`` file: the training config
+    (``model/config.yaml``), the metadata (``model/package_metadata.txt``) and the weights of the
+    pickled eager model, read without importing its packaged code."""
+    try:
+        import yaml
+    except ImportError as error:  # pragma: no cover - PyYAML comes with the nequip extra
+        raise ImportError(
+            "reading .nequip.zip packages needs PyYAML: pip install 'allegro_ref[nequip]'"
+        ) from error
+    archive = TorchArchive(path)
+    if not archive.is_package:
+        raise ValueError(f"{path!r} is not a torch.package archive (nequip-package build)")
+    metadata = yaml.safe_load(archive.read_text("model/package_metadata.txt")) or {}
+    config = yaml.safe_load(archive.read_text("model/config.yaml")) or {}
+    builder_kwargs = (config.get("training_module") or {}).get("model")
+    if builder_kwargs is None:
+        raise ValueError(f"{path!r}: its config.yaml has no training_module.model section")
+    models = archive.load("model/eager_model.pkl")
+    modules = (getattr(models, "state", None) or {}).get("_modules", {})
+    if model_key not in modules:
+        raise ValueError(f"{path!r} holds the models {sorted(modules)}, not {model_key!r}")
+    return builder_kwargs, module_state_dict(modules[model_key]), metadata.get("versions")
+
+
+def check_nequip_versions(versions: Mapping[str, str] | None, source: str = "the file") -> None:
+    """Warn (:class:`NequipVersionWarning`) unless ``versions`` (package -> version string, as
+    nequip records them) are in :data:`SUPPORTED_NEQUIP_VERSIONS`."""
+    if not versions:
+        warnings.warn(
+            f"{source} does not record which nequip / nequip-allegro versions wrote it; the "
+            f"import is verified for nequip {SUPPORTED_NEQUIP_VERSIONS['nequip']}.x and "
+            f"nequip-allegro {SUPPORTED_NEQUIP_VERSIONS['allegro']}.x",
+            NequipVersionWarning,
+            stacklevel=2,
+        )
+        return
+    for package, series in SUPPORTED_NEQUIP_VERSIONS.items():
+        found = str(versions.get(package, "unknown"))
+        if found.split(".")[:2] != series.split("."):
+            warnings.warn(
+                f"{source} was written by {package} {found}; the import is verified only for "
+                f"{package} {series}.x (the model may compute something else): compare with "
+                "the official model on a few structures (allegro_ref.io.compare_with_official)",
+                NequipVersionWarning,
+                stacklevel=2,
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# Conversion
+# ---------------------------------------------------------------------------------------------
+def model_from_nequip(
+    builder_kwargs: Mapping[str, Any], state_dict: Mapping[str, Any]
+) -> AllegroModel:
+    """An :class:`AllegroModel` from the official builder arguments and state_dict.
+
+    Args:
+        builder_kwargs: the keyword arguments of ``allegro.model.AllegroModel`` (with or without
+            its ``_target_``); must include ``model_dtype``.
+        state_dict: name -> array (NumPy, or anything ``np.asarray`` takes), as
+            ``GraphModel.state_dict()`` gives it (prefixes ``model.func.`` accepted).
+    """
+    dtype = builder_kwargs.get("model_dtype")
+    if dtype not in ("float32", "float64"):
+        raise ValueError(f"model_dtype must be 'float32' or 'float64', got {dtype!r}")
+    config = config_from_nequip(builder_kwargs)
+    params = params_from_nequip_state_dict(state_dict, config)
+    trained = {
+        name: _per_type(config, params[name])
+        for name in ("per_type_energy_scales", "per_type_energy_shifts")
+        if builder_kwargs.get(f"{name}_trainable", False)
+    }
+    if trained:  # the config records the trained values, not the initial ones
+        config = dataclasses.replace(config, **trained)
+    return AllegroModel(config, params, dtype)
+
+
+def _per_type(config: AllegroConfig, values: np.ndarray) -> float | dict[str, float]:
+    if np.all(values == values[0]):
+        return float(values[0])
+    return {name: float(v) for name, v in zip(config.type_names, values, strict=True)}
+
+
+def config_from_nequip(builder_kwargs: Mapping[str, Any]) -> AllegroConfig:
     """An :class:`AllegroConfig` from the official ``AllegroModel`` builder arguments.
 
     Raises ``ValueError`` naming any option allegro_ref does not implement (a pair potential
-    such as ZBL, another nonlinearity, another radial embedding, ...) or does not know.
+    such as ZBL, another nonlinearity, another radial embedding, another builder, ...) or does
+    not know.
     """
-    args = dict(hyperparameters)
+    args = dict(builder_kwargs)
+    target = args.pop("_target_", _BUILDER)
+    if target != _BUILDER:
+        raise ValueError(
+            f"the model is built by {target!r}; allegro_ref imports only {_BUILDER!r} models "
+            "(models wrapped by nequip.model.modify or loaded from another file by "
+            "ModelFromCheckpoint / ModelFromPackage are not read)"
+        )
     config: dict[str, Any] = {}
     for key in _SAME_NAME:
         if key in args:
@@ -84,7 +327,7 @@ def config_from_nequip(hyperparameters: Mapping[str, Any]) -> AllegroConfig:
                     f"official option {key}={value!r} is not supported by allegro_ref "
                     f"(only {supported!r})"
                 )
-    embed = dict(args.pop("radial_chemical_embed", {"_target_": _EMBED_TARGET}))
+    embed = dict(args.pop("radial_chemical_embed", None) or {"_target_": _EMBED_TARGET})
     if embed.pop("_target_", _EMBED_TARGET) != _EMBED_TARGET:
         raise ValueError(
             f"radial_chemical_embed must be {_EMBED_TARGET}; allegro_ref implements only the "
@@ -95,17 +338,18 @@ def config_from_nequip(hyperparameters: Mapping[str, Any]) -> AllegroConfig:
     config["polynomial_cutoff_p"] = float(embed.pop("polynomial_cutoff_p", 6.0))
     if embed:
         raise ValueError(f"unsupported radial_chemical_embed options {sorted(embed)}")
-    if "radial_chemical_embed_dim" in args:
-        config["radial_chemical_embed_dim"] = args.pop("radial_chemical_embed_dim")
     for key in _IGNORED:
         args.pop(key, None)
     if args:
         raise ValueError(f"unsupported or unknown official model options {sorted(args)}")
-    if "avg_num_neighbors" not in config or config["avg_num_neighbors"] is None:
+    if config.get("avg_num_neighbors") is None:
         raise ValueError("the official model needs avg_num_neighbors; none was given")
     for key in ("per_type_energy_scales", "per_type_energy_shifts"):
-        if config.get(key) is not None and not isinstance(config[key], dict):
-            config[key] = float(config[key])
+        value = config.get(key)
+        if isinstance(value, list | tuple):
+            raise ValueError(f"{key} must be a number or a dict type name -> number, got a list")
+        if value is not None and not isinstance(value, dict):
+            config[key] = float(value)
     return AllegroConfig(**config)
 
 
@@ -123,13 +367,14 @@ def _mlp_weights(state: Mapping[str, np.ndarray], prefix: str) -> list[np.ndarra
 
 
 def params_from_nequip_state_dict(
-    state_dict: Mapping[str, np.ndarray], config: AllegroConfig
+    state_dict: Mapping[str, Any], config: AllegroConfig
 ) -> dict[str, np.ndarray]:
-    """allegro_ref parameters from an official state_dict (values as NumPy arrays).
+    """allegro_ref parameters (float64 NumPy) from an official state_dict.
 
     Keys may carry the ``model.func.`` / ``model.`` prefixes of the official wrappers. Raises
     ``ValueError`` for a missing key or a shape that does not match ``config``, and when the
-    stored ``w3j`` couplings differ from allegro_ref's (a convention mismatch).
+    stored ``w3j`` couplings or per-edge-type cutoffs differ from allegro_ref's (a convention
+    mismatch).
     """
     state = {}
     for key, value in state_dict.items():
@@ -164,7 +409,13 @@ def params_from_nequip_state_dict(
             params[f"{ours}.{i}"] = weight
     shapes = config.parameter_shapes()
     for k in range(config.num_layers):
-        params[f"tp.{k}"] = take(f"allegro.tps.{k}.weights").reshape(shapes[f"tp.{k}"])
+        weights = take(f"allegro.tps.{k}.weights")
+        if weights.size != int(np.prod(shapes[f"tp.{k}"])):
+            raise ValueError(
+                f"allegro.tps.{k}.weights has shape {weights.shape}; the config gives "
+                f"{shapes[f'tp.{k}']}"
+            )
+        params[f"tp.{k}"] = weights.reshape(shapes[f"tp.{k}"])
     for ours, theirs in (
         ("per_type_energy_scales", "scales"),
         ("per_type_energy_shifts", "shifts"),
@@ -175,8 +426,25 @@ def params_from_nequip_state_dict(
             value = np.full(1, 1.0 if theirs == "scales" else 0.0)
         params[ours] = np.broadcast_to(value.reshape(-1), (config.num_types,)).copy()
     _check_couplings(state, config)
+    _check_cutoffs(state, config)
     AllegroModel(config, params)  # validates names and shapes with a clear message
     return params
+
+
+def _check_cutoffs(state: Mapping[str, np.ndarray], config: AllegroConfig) -> None:
+    """Compare the official table of reciprocal cutoffs (``edge_norm._rmax_recip``: a scalar,
+    or [T·T] indexed centre·T + neighbour) with allegro_ref's ``config.cutoff_matrix()``."""
+    theirs = state.get("edge_norm._rmax_recip")
+    if theirs is None:
+        return
+    ours = 1.0 / config.cutoff_matrix()
+    theirs = np.broadcast_to(theirs.reshape(-1) if theirs.ndim else theirs, ours.size)
+    if not np.allclose(theirs.reshape(ours.shape), ours, rtol=1e-12, atol=0):
+        raise ValueError(
+            "the official per-edge-type cutoffs (edge_norm._rmax_recip) differ from those of "
+            f"the config (r_max={config.r_max}, per_edge_type_cutoff="
+            f"{config.per_edge_type_cutoff}); refusing to import"
+        )
 
 
 def _check_couplings(state: Mapping[str, np.ndarray], config: AllegroConfig) -> None:
