@@ -222,13 +222,15 @@ def _blocks(n: int, on_host: bool) -> list[tuple[int, int]]:
 # --------------------------------------------------------------------------------------------
 
 
-def _solid_harmonics_into(out, rows: slice, points_t, r2, lmax: int, normalization: str):
-    """Write Y_0..Y_lmax at the points ``points_t`` [3, n] (component-major, solid harmonics
-    with r^2 = ``r2`` [n]) into ``out[rows, :]`` [n, (lmax+1)^2], one component at a time.
+def _solid_harmonics_into(out, rows: slice, X, Y, Z, r2, unit: bool, lmax: int, normalization: str):
+    """Write Y_0..Y_lmax at the points (X, Y, Z) = (z, x, y) [n] (Wikipedia frame: Z is e3nn's
+    polar axis y) with |p|^2 = ``r2`` [n] into ``out[rows, :]`` [n, (lmax+1)^2].
 
-    Every quantity is a length-n vector: q[m] = q_l^m (q_l^l = 1 is implicit), C[m], S[m].
+    Every quantity is a length-n vector (component-major): q[m] = q_l^m (q_l^l = 1 implicit),
+    C[m], S[m]. With ``unit`` the points are on the unit sphere and r^2 = 1 is used in the
+    recurrence, except for m = 0, where the true |p|^2 (0 for the zero vector) makes
+    Y_{l>=1}(0) = 0 (for m >= 1 the factor C_m or S_m vanishes there).
     """
-    X, Y, Z = points_t[2, :], points_t[0, :], points_t[1, :]  # Wikipedia frame: Z = e3nn y
     out[rows, 0] = _weights(0, normalization)[0]
     C, S = [None, X], [None, Y]
     for m in range(2, lmax + 1):
@@ -239,7 +241,11 @@ def _solid_harmonics_into(out, rows: slice, points_t, r2, lmax: int, normalizati
     for l in range(1, lmax + 1):
         q_next = []
         for m in range(l - 1):
-            older = r2 if m == l - 2 else r2 * q_prev[m]  # q_{l-2}^{l-2} = 1
+            with_r2 = m == 0 or not unit
+            if m < l - 2:
+                older = r2 * q_prev[m] if with_r2 else q_prev[m]
+            else:  # q_{l-2}^{l-2} = 1
+                older = r2 if with_r2 else 1.0
             q_next.append(Z * q[m] - _beta(l, m) * older)
         q_prev, q = q, q_next + [Z]  # q_l^{l-1} = Z q_{l-1}^{l-1} = Z
         w = _weights(l, normalization)
@@ -253,12 +259,27 @@ def _solid_harmonics_into(out, rows: slice, points_t, r2, lmax: int, normalizati
         out[rows, center - l] = w[l] * S[l]
 
 
+def _inverse_norm(r2):
+    """1/|v| from |v|^2: 0 for the zero vector (so that u = v/|v| = 0), NaN for a vector with a
+    NaN or infinite entry (so that all of u is NaN)."""
+    xp = namespace(r2)
+    r2 = xp.where(r2 < xp.inf, r2, xp.nan)
+    return 1.0 / xp.sqrt(xp.where(r2 == 0, xp.inf, r2))
+
+
+def _unit_vectors_t(vectors, rows: slice, inv_norm):
+    """u^T [3, b] of the rows ``rows`` of ``vectors`` [n, 3] (component-major)."""
+    xp = namespace(vectors)
+    inv = inv_norm[rows]
+    return xp.stack([vectors[rows, 0] * inv, vectors[rows, 1] * inv, vectors[rows, 2] * inv])
+
+
 class SphericalHarmonicsCache(NamedTuple):
     """What the backward needs: all degrees 0..l_max (also those not returned)."""
 
-    harmonics: Any  # [n, (l_max+1)^2] Y at the points
-    points_t: Any  # [3, n] unit vectors u, component-major (None when normalize=False)
-    inv_norm: Any  # [n] 1/|v| (0 for the zero vector; None when normalize=False)
+    harmonics: Any  # [n, (l_max+1)^2] Y at the (unit) vectors
+    vectors: Any  # [n, 3] the input vectors, flattened (a view, not a copy)
+    inv_norm: Any  # [n] 1/|v| (0 for the zero vector); None when normalize=False
     degrees: tuple[int, ...]
     normalization: str
     batch_shape: tuple[int, ...]
@@ -270,8 +291,7 @@ def spherical_harmonics_forward(
     """Spherical harmonics and the cache for :func:`spherical_harmonics_backward`.
 
     Args and result as :func:`spherical_harmonics`; the cache holds the harmonics of every
-    degree up to max(ls) [n, (l_max+1)^2] and, for ``normalize=True``, the unit vectors [3, n]
-    and 1/|v| [n].
+    degree up to max(ls) [n, (l_max+1)^2], the vectors and, for ``normalize=True``, 1/|v| [n].
 
     With ``normalize=True``: u = v/|v| with 1/|v| := 0 for the zero vector (so u = 0 and every
     Y_{l>=1} = 0 there) and := NaN for a vector with a NaN or infinite entry.
@@ -283,25 +303,22 @@ def spherical_harmonics_forward(
     flat = xp.reshape(vectors, (-1, 3))
     n = flat.shape[0]
     full = xp.empty((n, (lmax + 1) ** 2), dtype=vectors.dtype, device=device(vectors))
-    points_t = xp.empty((3, n), dtype=vectors.dtype, device=device(vectors)) if normalize else None
     inv_norm = xp.empty((n,), dtype=vectors.dtype, device=device(vectors)) if normalize else None
     for start, stop in _blocks(n, is_numpy(vectors)):
         rows = slice(start, stop)
-        p = xp.stack([flat[rows, 0], flat[rows, 1], flat[rows, 2]])  # [3, b], contiguous rows
-        r2 = xp.sum(p * p, axis=0)
+        x, y, z = flat[rows, 0], flat[rows, 1], flat[rows, 2]
+        squares = flat[rows, :] * flat[rows, :]
+        r2 = squares[:, 0] + squares[:, 1] + squares[:, 2]
         if normalize:
-            r2 = xp.where(r2 < xp.inf, r2, xp.nan)
-            inv = 1.0 / xp.sqrt(xp.where(r2 == 0, xp.inf, r2))
-            p = p * inv
-            r2 = r2 * inv * inv  # |u|^2: 1, or 0 for the zero vector
-            points_t[:, rows] = p
+            inv = _inverse_norm(r2)
             inv_norm[rows] = inv
-        _solid_harmonics_into(full, rows, p, r2, lmax, normalization)
+            x, y, z, r2 = x * inv, y * inv, z * inv, r2 * inv * inv  # |u|^2 = 1 (0 for v = 0)
+        _solid_harmonics_into(full, rows, z, x, y, r2, normalize, lmax, normalization)
     if degrees == tuple(range(lmax + 1)):
         values = full
     else:
         values = xp.concat([full[:, l * l : (l + 1) ** 2] for l in degrees], axis=-1)
-    cache = SphericalHarmonicsCache(full, points_t, inv_norm, degrees, normalization, batch_shape)
+    cache = SphericalHarmonicsCache(full, flat, inv_norm, degrees, normalization, batch_shape)
     return xp.reshape(values, (*batch_shape, values.shape[-1])), cache
 
 
@@ -343,7 +360,7 @@ def spherical_harmonics_backward(cache: SphericalHarmonicsCache, grad_Y: Any) ->
     never forming the [n, D, 3] Jacobian); with ``normalize=True`` the chain rule through
     u = v/|v| gives (G - u (u . G)) / |v|. Computed component-major ([3, n] blocks).
     """
-    full, points_t, inv_norm, degrees, normalization, batch_shape = cache
+    full, flat, inv_norm, degrees, normalization, batch_shape = cache
     xp = namespace(grad_Y)
     dim = sum(2 * l + 1 for l in degrees)
     if tuple(grad_Y.shape) != (*batch_shape, dim):
@@ -376,7 +393,7 @@ def spherical_harmonics_backward(cache: SphericalHarmonicsCache, grad_Y: Any) ->
             term = xp.sum(h * harmonics_t[None, (l - 1) ** 2 : l * l, :], axis=1)
             g = term if g is None else g + term
         if inv_norm is not None:
-            u = points_t[:, rows]
+            u = _unit_vectors_t(flat, rows, inv_norm)
             g = (g - u * xp.sum(u * g, axis=0)) * inv_norm[rows]
         out[rows, :] = xp.permute_dims(g, (1, 0))
     return xp.reshape(out, (*batch_shape, 3))
@@ -393,7 +410,7 @@ def spherical_harmonics_with_grad(
     vector-Jacobian product is needed (it never forms this [..., D, 3] array).
     """
     values, cache = spherical_harmonics_forward(ls, vectors, normalize, normalization)
-    full, points_t, inv_norm, degrees, normalization, batch_shape = cache
+    full, flat, inv_norm, degrees, normalization, batch_shape = cache
     xp = namespace(full)
     n, dim = full.shape[0], values.shape[-1]
     jacobian = xp.zeros((n, dim, 3), dtype=full.dtype, device=device(full))
@@ -409,7 +426,7 @@ def spherical_harmonics_with_grad(
                 block = ladders[l] @ harmonics_t[(l - 1) ** 2 : l * l, :]
                 block = xp.reshape(block, (2 * l + 1, 3, stop - begin))  # [i, k, n]
                 if inv_norm is not None:
-                    u = points_t[None, :, rows]
+                    u = _unit_vectors_t(flat, rows, inv_norm)[None, :, :]
                     block = (block - u * xp.sum(block * u, axis=1, keepdims=True)) * inv_norm[rows]
                 jacobian[rows, col : col + 2 * l + 1, :] = xp.permute_dims(block, (2, 0, 1))
             col += 2 * l + 1
