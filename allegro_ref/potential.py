@@ -165,6 +165,13 @@ class Potential:
             ``None`` unless ``pbc`` is True in all three directions), ``"virials"``
             ``[N, 3, 3]`` eV (per-atom virials, summing to -V·stress); float64 arrays in the
             namespace and on the device of ``positions`` (NumPy for lists).
+
+        Raises:
+            ValueError: naming the problem: positions not ``[N, 3]`` or not finite, a species
+                not in ``config.type_names`` (or an atomic number that is not an element), one
+                species per atom expected, cell not ``[3, 3]`` or not finite, pbc not one or
+                three bools, degenerate lattice vectors along periodic directions, two atoms
+                (or an atom and an image) closer than ``min_distance``.
         """
         host_positions = check_positions(positions)
         host_cell, host_pbc = check_cell_and_pbc(cell, pbc)
