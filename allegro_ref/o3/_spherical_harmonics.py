@@ -63,9 +63,11 @@ __all__ = [
 
 NORMALIZATIONS = ("component", "norm", "integral")
 
-# Vectors per block on NumPy: the few (2l+1, n) temporaries of one block stay in the CPU cache.
-# Other backends (CuPy, ...) run the whole batch as one block.
-_HOST_BLOCK = 4096
+# On NumPy, vectors are processed in blocks of about this many output values (1 MiB in float64),
+# so that a block's temporaries stay in the CPU cache and no large temporary is ever allocated
+# (page faults on fresh memory cost as much as the arithmetic). Other backends (CuPy, ...) run the
+# whole batch as one block.
+_HOST_BLOCK_VALUES = 1 << 17
 
 
 # --------------------------------------------------------------------------------------------
@@ -212,8 +214,9 @@ def _check_vectors(vectors: Any, normalization: str):
     return xp
 
 
-def _blocks(n: int, on_host: bool) -> list[tuple[int, int]]:
-    step = _HOST_BLOCK if on_host else max(n, 1)
+def _blocks(n: int, dim: int, on_host: bool) -> list[tuple[int, int]]:
+    """(start, stop) of the blocks of vectors, for ``dim`` harmonics per vector."""
+    step = max(1024, min(8192, _HOST_BLOCK_VALUES // dim)) if on_host else max(n, 1)
     return [(start, min(start + step, n)) for start in range(0, n, step)]
 
 
@@ -304,7 +307,7 @@ def spherical_harmonics_forward(
     n = flat.shape[0]
     full = xp.empty((n, (lmax + 1) ** 2), dtype=vectors.dtype, device=device(vectors))
     inv_norm = xp.empty((n,), dtype=vectors.dtype, device=device(vectors)) if normalize else None
-    for start, stop in _blocks(n, is_numpy(vectors)):
+    for start, stop in _blocks(n, (lmax + 1) ** 2, is_numpy(vectors)):
         rows = slice(start, stop)
         x, y, z = flat[rows, 0], flat[rows, 1], flat[rows, 2]
         squares = flat[rows, :] * flat[rows, :]
@@ -383,7 +386,7 @@ def spherical_harmonics_backward(cache: SphericalHarmonicsCache, grad_Y: Any) ->
     out = xp.zeros((n, 3), dtype=full.dtype, device=device(full))
     if not per_degree:
         return xp.reshape(out, (*batch_shape, 3))
-    for begin, stop in _blocks(n, is_numpy(full)):
+    for begin, stop in _blocks(n, full.shape[1], is_numpy(full)):
         rows = slice(begin, stop)
         harmonics_t = xp.permute_dims(full[rows, :], (1, 0))
         g = None  # [3, n]
@@ -417,16 +420,17 @@ def spherical_harmonics_with_grad(
     ladders = {
         l: as_constant(_ladder_jacobian_matrix(l, normalization), like=full) for l in degrees if l
     }
-    for begin, stop in _blocks(n, is_numpy(full)):
+    for begin, stop in _blocks(n, full.shape[1], is_numpy(full)):
         rows = slice(begin, stop)
         harmonics_t = xp.permute_dims(full[rows, :], (1, 0))
+        if inv_norm is not None:
+            u = _unit_vectors_t(flat, rows, inv_norm)[None, :, :]
         col = 0
         for l in degrees:
             if l > 0:
                 block = ladders[l] @ harmonics_t[(l - 1) ** 2 : l * l, :]
                 block = xp.reshape(block, (2 * l + 1, 3, stop - begin))  # [i, k, n]
                 if inv_norm is not None:
-                    u = _unit_vectors_t(flat, rows, inv_norm)[None, :, :]
                     block = (block - u * xp.sum(block * u, axis=1, keepdims=True)) * inv_norm[rows]
                 jacobian[rows, col : col + 2 * l + 1, :] = xp.permute_dims(block, (2, 0, 1))
             col += 2 * l + 1
