@@ -126,6 +126,7 @@ def _coupling_tensor(irreps_in1: Irreps, irreps_in2: Irreps, irreps_out: Irreps)
     for p, (i1, i2, i_out) in enumerate(paths):
         block = _path_coupling(irreps_in1[i1].ir, irreps_in2[i2].ir, irreps_out[i_out].ir)
         coupling[p, slices1[i1], slices2[i2], slices_out[i_out]] = block
+    coupling.flags.writeable = False  # cached: shared by every caller
     return coupling
 
 
@@ -333,7 +334,7 @@ class ChannelwiseTensorProduct:
         return xp.empty(shape, dtype=like.dtype, device=device(like))
 
     def _chunks(self, x1) -> list[slice]:
-        """Slices of edges whose largest temporary ``[U, n_pairs, e]`` fits in chunk_bytes."""
+        """Slices of edges whose largest temporary ``[n_pairs, U, e]`` fits in chunk_bytes."""
         n_edges = x1.shape[0]
         budget = self.chunk_bytes
         if budget is None:
