@@ -116,6 +116,8 @@ _ALLOWED: dict[tuple[str, str], Callable] = {
     ("builtins", "tuple"): tuple,
 }
 
+_PYTHON2_NAMES = {"__builtin__": "builtins", "copy_reg": "copyreg"}
+
 
 class _RestrictedUnpickler(pickle.Unpickler):
     def __init__(self, data: bytes, load_storage: Callable[[str, np.dtype, int], np.ndarray]):
@@ -124,6 +126,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self._opaque: dict[str, type] = {}
 
     def find_class(self, module: str, name: str):
+        module = _PYTHON2_NAMES.get(module, module)  # protocol-2 pickles say __builtin__
         if (module, name) in _ALLOWED:
             return _ALLOWED[module, name]
         if module == "torch" and name.endswith("Storage"):
