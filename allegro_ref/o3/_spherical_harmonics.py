@@ -22,9 +22,13 @@ Legendre functions,
     beta_lm = (l+m-1)(l-m-1) / ((2l-1)(2l-3)),
 
 and (X + iY)^m = C_m + i S_m by C_{m+1} = X C_m - Y S_m, S_{m+1} = X S_m + Y C_m. Then
-Y_l^{+-m} = w_lm q_l^m {C_m, S_m} with w_lm = c_lm (2l-1)!!/(l-m)!. The recurrence runs over
-degrees with all orders m of one degree at once, on component-major [component, vector]
-blocks (contiguous length-n vector operations).
+Y_l^{+-m} = w_lm q_l^m {C_m, S_m} with w_lm = c_lm (2l-1)!!/(l-m)!. Every q_l^m, C_m, S_m is a
+contiguous length-n vector, so that each step is one vectorized operation over the vectors.
+
+Layout. Results are stored component-major ([D, n]: one contiguous row per component, which is
+what makes the recurrence fast in NumPy) and returned as the transposed view [n, D] (no copy on
+NumPy or CuPy). Copy the result (e.g. ``numpy.ascontiguousarray``) if a row-major buffer is
+needed. On NumPy the vectors are processed in cache-sized blocks.
 
 Algorithm (gradients). The gradient of a solid harmonic of degree l is a solid harmonic of degree
 l-1 (ladder relations; F_l^m = Q_l^m (X + iY)^m, d_+- = d_X +- i d_Y):
@@ -225,16 +229,18 @@ def _blocks(n: int, dim: int, on_host: bool) -> list[tuple[int, int]]:
 # --------------------------------------------------------------------------------------------
 
 
-def _solid_harmonics_into(out, rows: slice, X, Y, Z, r2, unit: bool, lmax: int, normalization: str):
+def _solid_harmonics_into(
+    out_t, rows: slice, X, Y, Z, r2, unit: bool, lmax: int, normalization: str
+):
     """Write Y_0..Y_lmax at the points (X, Y, Z) = (z, x, y) [n] (Wikipedia frame: Z is e3nn's
-    polar axis y) with |p|^2 = ``r2`` [n] into ``out[rows, :]`` [n, (lmax+1)^2].
+    polar axis y) with |p|^2 = ``r2`` [n] into ``out_t[:, rows]`` [(lmax+1)^2, n].
 
     Every quantity is a length-n vector (component-major): q[m] = q_l^m (q_l^l = 1 implicit),
     C[m], S[m]. With ``unit`` the points are on the unit sphere and r^2 = 1 is used in the
     recurrence, except for m = 0, where the true |p|^2 (0 for the zero vector) makes
     Y_{l>=1}(0) = 0 (for m >= 1 the factor C_m or S_m vanishes there).
     """
-    out[rows, 0] = _weights(0, normalization)[0]
+    out_t[0, rows] = _weights(0, normalization)[0]
     C, S = [None, X], [None, Y]
     for m in range(2, lmax + 1):
         C.append(X * C[m - 1] - Y * S[m - 1])
@@ -253,13 +259,13 @@ def _solid_harmonics_into(out, rows: slice, X, Y, Z, r2, unit: bool, lmax: int, 
         q_prev, q = q, q_next + [Z]  # q_l^{l-1} = Z q_{l-1}^{l-1} = Z
         w = _weights(l, normalization)
         center = l * l + l
-        out[rows, center] = w[0] * q[0]
+        out_t[center, rows] = w[0] * q[0]
         for m in range(1, l):
             wq = w[m] * q[m]
-            out[rows, center + m] = wq * C[m]
-            out[rows, center - m] = wq * S[m]
-        out[rows, center + l] = w[l] * C[l]
-        out[rows, center - l] = w[l] * S[l]
+            out_t[center + m, rows] = wq * C[m]
+            out_t[center - m, rows] = wq * S[m]
+        out_t[center + l, rows] = w[l] * C[l]
+        out_t[center - l, rows] = w[l] * S[l]
 
 
 def _inverse_norm(r2):
@@ -280,12 +286,19 @@ def _unit_vectors_t(vectors, rows: slice, inv_norm):
 class SphericalHarmonicsCache(NamedTuple):
     """What the backward needs: all degrees 0..l_max (also those not returned)."""
 
-    harmonics: Any  # [n, (l_max+1)^2] Y at the (unit) vectors
+    harmonics_t: Any  # [(l_max+1)^2, n] Y at the (unit) vectors, component-major
     vectors: Any  # [n, 3] the input vectors, flattened (a view, not a copy)
     inv_norm: Any  # [n] 1/|v| (0 for the zero vector); None when normalize=False
     degrees: tuple[int, ...]
     normalization: str
     batch_shape: tuple[int, ...]
+
+
+def _batch_view(xp, array_t, batch_shape: tuple[int, ...]):
+    """A component-major array [..., n] seen as [*batch_shape, ...]: the vector axis moved first
+    (a transposed view, no copy on NumPy and CuPy) and unflattened."""
+    moved = xp.permute_dims(array_t, (array_t.ndim - 1, *range(array_t.ndim - 1)))
+    return xp.reshape(moved, (*batch_shape, *moved.shape[1:]))
 
 
 def spherical_harmonics_forward(
@@ -294,7 +307,7 @@ def spherical_harmonics_forward(
     """Spherical harmonics and the cache for :func:`spherical_harmonics_backward`.
 
     Args and result as :func:`spherical_harmonics`; the cache holds the harmonics of every
-    degree up to max(ls) [n, (l_max+1)^2], the vectors and, for ``normalize=True``, 1/|v| [n].
+    degree up to max(ls) [(l_max+1)^2, n], the vectors and, for ``normalize=True``, 1/|v| [n].
 
     With ``normalize=True``: u = v/|v| with 1/|v| := 0 for the zero vector (so u = 0 and every
     Y_{l>=1} = 0 there) and := NaN for a vector with a NaN or infinite entry.
@@ -305,7 +318,7 @@ def spherical_harmonics_forward(
     batch_shape = tuple(vectors.shape[:-1])
     flat = xp.reshape(vectors, (-1, 3))
     n = flat.shape[0]
-    full = xp.empty((n, (lmax + 1) ** 2), dtype=vectors.dtype, device=device(vectors))
+    full_t = xp.empty(((lmax + 1) ** 2, n), dtype=vectors.dtype, device=device(vectors))
     inv_norm = xp.empty((n,), dtype=vectors.dtype, device=device(vectors)) if normalize else None
     for start, stop in _blocks(n, (lmax + 1) ** 2, is_numpy(vectors)):
         rows = slice(start, stop)
@@ -316,13 +329,13 @@ def spherical_harmonics_forward(
             inv = _inverse_norm(r2)
             inv_norm[rows] = inv
             x, y, z, r2 = x * inv, y * inv, z * inv, r2 * inv * inv  # |u|^2 = 1 (0 for v = 0)
-        _solid_harmonics_into(full, rows, z, x, y, r2, normalize, lmax, normalization)
+        _solid_harmonics_into(full_t, rows, z, x, y, r2, normalize, lmax, normalization)
     if degrees == tuple(range(lmax + 1)):
-        values = full
+        values_t = full_t
     else:
-        values = xp.concat([full[:, l * l : (l + 1) ** 2] for l in degrees], axis=-1)
-    cache = SphericalHarmonicsCache(full, flat, inv_norm, degrees, normalization, batch_shape)
-    return xp.reshape(values, (*batch_shape, values.shape[-1])), cache
+        values_t = xp.concat([full_t[l * l : (l + 1) ** 2, :] for l in degrees], axis=0)
+    cache = SphericalHarmonicsCache(full_t, flat, inv_norm, degrees, normalization, batch_shape)
+    return _batch_view(xp, values_t, batch_shape), cache
 
 
 def spherical_harmonics(
@@ -344,7 +357,7 @@ def spherical_harmonics(
 
     Returns:
         [..., D] array of the input's namespace, dtype and device, the blocks in the order of
-        ``ls``, each ordered m = -l..l.
+        ``ls``, each ordered m = -l..l (a transposed view of component-major [D, n] memory).
     """
     return spherical_harmonics_forward(ls, vectors, normalize, normalization)[0]
 
@@ -363,7 +376,7 @@ def spherical_harmonics_backward(cache: SphericalHarmonicsCache, grad_Y: Any) ->
     never forming the [n, D, 3] Jacobian); with ``normalize=True`` the chain rule through
     u = v/|v| gives (G - u (u . G)) / |v|. Computed component-major ([3, n] blocks).
     """
-    full, flat, inv_norm, degrees, normalization, batch_shape = cache
+    full_t, flat, inv_norm, degrees, normalization, batch_shape = cache
     xp = namespace(grad_Y)
     dim = sum(2 * l + 1 for l in degrees)
     if tuple(grad_Y.shape) != (*batch_shape, dim):
@@ -371,7 +384,7 @@ def spherical_harmonics_backward(cache: SphericalHarmonicsCache, grad_Y: Any) ->
             f"grad_Y has shape {tuple(grad_Y.shape)} but the harmonics have shape "
             f"{(*batch_shape, dim)}"
         )
-    n = full.shape[0]
+    n = full_t.shape[1]
     grad = xp.reshape(grad_Y, (n, dim))
     # the cotangent of each degree l >= 1 (blocks of a repeated degree add up)
     per_degree: dict[int, Any] = {}
@@ -381,25 +394,26 @@ def spherical_harmonics_backward(cache: SphericalHarmonicsCache, grad_Y: Any) ->
         if l > 0:
             per_degree[l] = block if l not in per_degree else per_degree[l] + block
         start += 2 * l + 1
-    ladders = {l: as_constant(_ladder_vjp_matrix(l, normalization), like=full) for l in per_degree}
+    ladders = {
+        l: as_constant(_ladder_vjp_matrix(l, normalization), like=full_t) for l in per_degree
+    }
 
-    out = xp.zeros((n, 3), dtype=full.dtype, device=device(full))
-    if not per_degree:
-        return xp.reshape(out, (*batch_shape, 3))
-    for begin, stop in _blocks(n, full.shape[1], is_numpy(full)):
+    out_t = xp.zeros((3, n), dtype=full_t.dtype, device=device(full_t))
+    if not per_degree:  # only l = 0: Y does not depend on v
+        return _batch_view(xp, out_t, batch_shape)
+    for begin, stop in _blocks(n, full_t.shape[0], is_numpy(full_t)):
         rows = slice(begin, stop)
-        harmonics_t = xp.permute_dims(full[rows, :], (1, 0))
-        g = None  # [3, n]
+        g = None  # [3, b]
         for l, grad_l in per_degree.items():
             h = ladders[l] @ xp.permute_dims(grad_l[rows, :], (1, 0))
             h = xp.reshape(h, (3, 2 * l - 1, stop - begin))
-            term = xp.sum(h * harmonics_t[None, (l - 1) ** 2 : l * l, :], axis=1)
+            term = xp.sum(h * full_t[None, (l - 1) ** 2 : l * l, rows], axis=1)
             g = term if g is None else g + term
         if inv_norm is not None:
             u = _unit_vectors_t(flat, rows, inv_norm)
             g = (g - u * xp.sum(u * g, axis=0)) * inv_norm[rows]
-        out[rows, :] = xp.permute_dims(g, (1, 0))
-    return xp.reshape(out, (*batch_shape, 3))
+        out_t[:, rows] = g
+    return _batch_view(xp, out_t, batch_shape)
 
 
 def spherical_harmonics_with_grad(
@@ -413,25 +427,24 @@ def spherical_harmonics_with_grad(
     vector-Jacobian product is needed (it never forms this [..., D, 3] array).
     """
     values, cache = spherical_harmonics_forward(ls, vectors, normalize, normalization)
-    full, flat, inv_norm, degrees, normalization, batch_shape = cache
-    xp = namespace(full)
-    n, dim = full.shape[0], values.shape[-1]
-    jacobian = xp.zeros((n, dim, 3), dtype=full.dtype, device=device(full))
+    full_t, flat, inv_norm, degrees, normalization, batch_shape = cache
+    xp = namespace(full_t)
+    n, dim = full_t.shape[1], values.shape[-1]
+    jacobian_t = xp.zeros((dim, 3, n), dtype=full_t.dtype, device=device(full_t))
     ladders = {
-        l: as_constant(_ladder_jacobian_matrix(l, normalization), like=full) for l in degrees if l
+        l: as_constant(_ladder_jacobian_matrix(l, normalization), like=full_t) for l in degrees if l
     }
-    for begin, stop in _blocks(n, full.shape[1], is_numpy(full)):
+    for begin, stop in _blocks(n, full_t.shape[0], is_numpy(full_t)):
         rows = slice(begin, stop)
-        harmonics_t = xp.permute_dims(full[rows, :], (1, 0))
         if inv_norm is not None:
             u = _unit_vectors_t(flat, rows, inv_norm)[None, :, :]
         col = 0
         for l in degrees:
             if l > 0:
-                block = ladders[l] @ harmonics_t[(l - 1) ** 2 : l * l, :]
-                block = xp.reshape(block, (2 * l + 1, 3, stop - begin))  # [i, k, n]
+                block = ladders[l] @ full_t[(l - 1) ** 2 : l * l, rows]
+                block = xp.reshape(block, (2 * l + 1, 3, stop - begin))  # [i, k, b]
                 if inv_norm is not None:
                     block = (block - u * xp.sum(block * u, axis=1, keepdims=True)) * inv_norm[rows]
-                jacobian[rows, col : col + 2 * l + 1, :] = xp.permute_dims(block, (2, 0, 1))
+                jacobian_t[col : col + 2 * l + 1, :, rows] = block
             col += 2 * l + 1
-    return values, xp.reshape(jacobian, (*batch_shape, dim, 3))
+    return values, _batch_view(xp, jacobian_t, batch_shape)
