@@ -150,6 +150,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
 class TorchArchive:
     """A PyTorch zip archive (``torch.save`` file or ``torch.package``) opened for reading.
 
+    Records are read from the file when needed (a checkpoint's optimizer state is read only if
+    its pickle is loaded).
+
     Args:
         path: the file. Raises ``ValueError`` if it is not a zip archive.
     """
@@ -159,43 +162,51 @@ class TorchArchive:
             raise ValueError(f"{path!s} is not a PyTorch zip archive")
         self.path = path
         with zipfile.ZipFile(path) as archive:
-            self._records = {name: archive.read(name) for name in archive.namelist()}
-        roots = {name.split("/", 1)[0] for name in self._records}
+            self._names = archive.namelist()
+        roots = {name.split("/", 1)[0] for name in self._names}
         if len(roots) != 1:
             raise ValueError(f"{path!s}: expected one top-level folder, found {sorted(roots)}")
         self.root = roots.pop()
-        byteorder = self._records.get(f"{self.root}/byteorder", b"little").strip()
-        if byteorder != b"little":
-            raise ValueError(f"{path!s}: big-endian archives are not supported")
-        self.is_package = f"{self.root}/.data/version" in self._records
+        if f"{self.root}/byteorder" in self._names:
+            if self._read("byteorder").strip() != b"little":
+                raise ValueError(f"{path!s}: big-endian archives are not supported")
+        self.is_package = f"{self.root}/.data/version" in self._names
 
     def names(self) -> list[str]:
         """Record names relative to the archive's top-level folder."""
-        return [name[len(self.root) + 1 :] for name in self._records]
+        return [name[len(self.root) + 1 :] for name in self._names]
 
     def read_text(self, name: str) -> str:
         """A text record (e.g. ``model/config.yaml`` of a package)."""
-        return self._record(name).decode("utf-8")
-
-    def _record(self, name: str) -> bytes:
-        full = f"{self.root}/{name}"
-        if full not in self._records:
-            raise ValueError(f"{self.path!s} has no record {name!r}")
-        return self._records[full]
-
-    def _storage(self, key: str, dtype: np.dtype, numel: int) -> np.ndarray:
-        name = f".data/{key}.storage" if self.is_package else f"data/{key}"
-        raw = self._record(name)
-        if len(raw) != numel * dtype.itemsize:
-            raise ValueError(
-                f"{self.path!s}: storage {key} has {len(raw)} bytes, expected {numel} x "
-                f"{dtype.itemsize}"
-            )
-        return np.frombuffer(raw, dtype=dtype)
+        return self._read(name).decode("utf-8")
 
     def load(self, name: str = "data.pkl") -> Any:
         """Unpickle the record ``name`` with :func:`read_pickle`'s restrictions."""
-        return read_pickle(self._record(name), self._storage)
+        storages: dict[str, np.ndarray] = {}
+        with zipfile.ZipFile(self.path) as archive:
+
+            def load_storage(key: str, dtype: np.dtype, numel: int) -> np.ndarray:
+                if key not in storages:
+                    record = f".data/{key}.storage" if self.is_package else f"data/{key}"
+                    raw = self._read(record, archive)
+                    if len(raw) != numel * dtype.itemsize:
+                        raise ValueError(
+                            f"{self.path!s}: storage {key} has {len(raw)} bytes, expected "
+                            f"{numel} x {dtype.itemsize}"
+                        )
+                    storages[key] = np.frombuffer(raw, dtype=dtype)
+                return storages[key]
+
+            return read_pickle(self._read(name, archive), load_storage)
+
+    def _read(self, name: str, archive: zipfile.ZipFile | None = None) -> bytes:
+        full = f"{self.root}/{name}"
+        if full not in self._names:
+            raise ValueError(f"{self.path!s} has no record {name!r}")
+        if archive is not None:
+            return archive.read(full)
+        with zipfile.ZipFile(self.path) as opened:
+            return opened.read(full)
 
 
 def read_pickle(data: bytes, load_storage: Callable[[str, np.dtype, int], np.ndarray]) -> Any:
