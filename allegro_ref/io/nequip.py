@@ -259,7 +259,8 @@ def check_nequip_versions(versions: Mapping[str, str] | None, source: str = "the
             warnings.warn(
                 f"{source} was written by {package} {found}; the import is verified only for "
                 f"{package} {series}.x (the model may compute something else): compare with "
-                "the official model on a few structures (allegro_ref.io.compare_with_official)",
+                "the official model on a few structures "
+                "(allegro_ref.io.compare.compare_with_official)",
                 NequipVersionWarning,
                 stacklevel=2,
             )
