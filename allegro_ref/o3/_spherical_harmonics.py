@@ -49,6 +49,7 @@ and in its gradient (Y_0 is the constant). Norms from ~1e-154 to ~1e154 (float64
 from __future__ import annotations
 
 import math
+import operator
 from fractions import Fraction
 from functools import cache
 from typing import Any, NamedTuple
@@ -56,6 +57,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..backend import as_constant, device, float_dtype, is_numpy, namespace
+from ._irreps import Irrep, Irreps
 
 __all__ = [
     "NORMALIZATIONS",
@@ -178,17 +180,15 @@ def _ladder_jacobian_matrix(l: int, normalization: str) -> np.ndarray:
 
 def _degrees(ls: Any) -> tuple[int, ...]:
     """The degrees of the output blocks, in order: an int l_max means 0..l_max; a sequence of
-    ints is taken as is; an Irreps (or its string) gives each l `mul` times, and its parities
-    must be those of the harmonics of a vector, (-1)^l, or all even (pseudovector input)."""
+    ints is taken as is; an Irreps (or Irrep, or their string) gives each l `mul` times, and its
+    parities must be those of the harmonics of a vector, (-1)^l, or all even (pseudovector)."""
     if isinstance(ls, bool):
         raise TypeError(f"ls must be an int, a sequence of ints or Irreps, not {ls!r}")
     if isinstance(ls, int):
         if ls < 0:
             raise ValueError(f"l_max must be >= 0, got {ls}")
         return tuple(range(ls + 1))
-    if isinstance(ls, str) or type(ls).__name__ == "Irreps":
-        from ._irreps import Irreps
-
+    if isinstance(ls, (str, Irrep, Irreps)):
         irreps = Irreps(ls)
         vector = all(ir.p == (-1) ** ir.l for _, ir in irreps)
         pseudovector = all(ir.p == 1 for _, ir in irreps)
@@ -200,7 +200,7 @@ def _degrees(ls: Any) -> tuple[int, ...]:
             )
         degrees = tuple(ir.l for mul, ir in irreps for _ in range(mul))
     else:
-        degrees = tuple(int(l) for l in ls)
+        degrees = tuple(operator.index(l) for l in ls)
         if any(l < 0 for l in degrees):
             raise ValueError(f"degrees must be >= 0, got {list(degrees)}")
     if not degrees:

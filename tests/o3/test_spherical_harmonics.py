@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 from scipy.special import sph_harm_y
 
 from allegro_ref.o3 import (
+    Irrep,
+    Irreps,
     spherical_harmonics,
     spherical_harmonics_backward,
     spherical_harmonics_forward,
@@ -94,11 +96,16 @@ def test_subsets_and_multiplicities_are_blocks_of_the_full_harmonics(e3nn):
         "0e+2e": [0, 2],
         "2x1o+0e": [1, 1, 0],
         "0e+1e+2e": [0, 1, 2],  # harmonics of a pseudovector: same functions, even parity
+        "3o": [3],
     }
     for irreps, degrees in cases.items():
         expected = np.concatenate([full[:, s[l]] for l in degrees], axis=-1)
         np.testing.assert_array_equal(spherical_harmonics(irreps, v), expected)
         np.testing.assert_array_equal(spherical_harmonics(degrees, v), expected)
+    np.testing.assert_array_equal(spherical_harmonics(Irrep("2e"), v), full[:, s[2]])
+    np.testing.assert_array_equal(
+        spherical_harmonics(Irreps("0e+2e"), v), full[:, [0, 4, 5, 6, 7, 8]]
+    )
 
 
 def test_vjp_of_a_subset_sums_repeated_blocks(rng):
@@ -348,6 +355,7 @@ def test_host_blocks_do_not_change_the_result(rng):
         (-1, "l_max must be >= 0"),
         ([2, -1], "degrees must be >= 0"),
         ([], "selects no spherical harmonics"),
+        ("", "selects no spherical harmonics"),
     ],
 )
 def test_bad_degrees_are_refused(ls, message):
@@ -357,6 +365,8 @@ def test_bad_degrees_are_refused(ls, message):
 
 def test_bad_arguments_are_refused():
     v = np.ones((2, 3))
+    with pytest.raises(TypeError):
+        spherical_harmonics([1.5], v)
     with pytest.raises(ValueError, match="normalization 'unit'"):
         spherical_harmonics(2, v, normalization="unit")
     with pytest.raises(ValueError, match=r"shape \[\.\.\., 3\]"):
