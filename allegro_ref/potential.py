@@ -83,6 +83,14 @@ class Potential:
         """A potential with random weights (``AllegroModel.init``), on NumPy."""
         return cls(AllegroModel.init(config, seed=seed, dtype=dtype))
 
+    @classmethod
+    def from_nequip(cls, path: str | os.PathLike, min_distance: float = 0.1) -> Potential:
+        """A potential from an official nequip-allegro checkpoint (``.ckpt``) or package
+        (``.nequip.zip``); see :func:`allegro_ref.io.load_nequip`."""
+        from .io import load_nequip
+
+        return cls(load_nequip(path), min_distance)
+
     def to(self, backend: str) -> Potential:
         """The same potential with the network on ``"numpy"`` (host) or ``"cupy"`` (GPU)."""
         return Potential(self.model.to(backend), self.min_distance)

@@ -253,3 +253,13 @@ def test_missing_and_misshapen_weights_are_refused(fixture):
     other = config_from_nequip(dict(_kwargs(fixture, "l2_L2_f64"), num_scalar_features=32))
     with pytest.raises(ValueError, match="wrong shapes"):
         params_from_nequip_state_dict(state, other)
+
+
+def test_potential_from_nequip_equals_load_nequip():
+    from allegro_ref import Potential
+
+    potential = Potential.from_nequip(CHECKPOINT)
+    model = load_nequip(CHECKPOINT)
+    assert potential.model.config == model.config
+    for name, value in model.params.items():
+        np.testing.assert_array_equal(potential.model.params[name], value)
