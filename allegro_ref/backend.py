@@ -37,6 +37,7 @@ __all__ = [
 
 DEFAULT_DTYPE = "float64"
 _FLOAT_DTYPES = ("float32", "float64")
+_COMPLEX_DTYPES = {"float32": "complex64", "float64": "complex128"}
 
 
 def namespace(*arrays: Any):
@@ -60,18 +61,28 @@ def is_cupy(x: Any) -> bool:
     return array_api_compat.is_cupy_array(x)
 
 
-def float_dtype(xp, name: str | Any = DEFAULT_DTYPE):
+def float_dtype(xp, name: str | Any = DEFAULT_DTYPE, like: Any = None):
     """The floating dtype object of namespace ``xp`` named ``"float32"`` or ``"float64"``.
 
-    Accepts a name or a dtype object of ``xp`` (returned unchanged after validation).
+    Accepts a name or a dtype object of ``xp`` (returned unchanged after validation; the
+    complex dtypes of the two precisions are accepted too). When ``like`` is a complex array
+    the result is the complex dtype of that precision (complex64 or complex128): code that casts
+    to its working precision then also runs on complex inputs, which complex-step
+    differentiation (``allegro_ref.train``) needs.
     """
     if not isinstance(name, str):
-        for candidate in _FLOAT_DTYPES:
-            if name == getattr(xp, candidate):
+        for real, complex_ in _COMPLEX_DTYPES.items():
+            if name == getattr(xp, complex_):
                 return name
-        raise ValueError(f"dtype {name!r} is not supported; use one of {list(_FLOAT_DTYPES)}")
+            if name == getattr(xp, real):
+                name = real
+                break
+        else:
+            raise ValueError(f"dtype {name!r} is not supported; use one of {list(_FLOAT_DTYPES)}")
     if name not in _FLOAT_DTYPES:
         raise ValueError(f"dtype {name!r} is not supported; use one of {list(_FLOAT_DTYPES)}")
+    if like is not None and xp.isdtype(like.dtype, "complex floating"):
+        return getattr(xp, _COMPLEX_DTYPES[name])
     return getattr(xp, name)
 
 

@@ -65,6 +65,11 @@ class AllegroModel:
             basis, envelope, spherical harmonics) is always float64 and cast to ``dtype``; atomic
             energies are float64 (the official dtype policy). Energy scales and shifts and
             the Bessel frequencies stay float64.
+
+    Complex inputs: every operation of the forward and backward is complex-analytic, so both
+    also run on complex edge vectors (then in complex128 geometry and the complex dtype of
+    ``dtype`` for the network, parameters cast on the fly). Training uses this for exact
+    mixed second derivatives by complex-step differentiation (``allegro_ref.train.loss``).
     """
 
     _FLOAT64_PARAMS = ("bessel_frequencies", "per_type_energy_scales", "per_type_energy_shifts")
@@ -143,10 +148,19 @@ class AllegroModel:
             self.config, {k: to_backend(v, backend) for k, v in self.params.items()}, self.dtype
         )
 
-    def _mlp(self, prefix: str) -> list[Any]:
+    def _params_like(self, x) -> dict[str, Any]:
+        """The parameters, cast to their complex dtype of the same precision when ``x`` is
+        complex (complex-step differentiation, see ``allegro_ref.train.loss``)."""
+        xp = namespace(x)
+        if not xp.isdtype(x.dtype, "complex floating"):
+            return self.params
+        return {k: xp.astype(v, float_dtype(xp, v.dtype, like=x)) for k, v in self.params.items()}
+
+    @staticmethod
+    def _mlp(params: dict[str, Any], prefix: str) -> list[Any]:
         weights = []
-        while f"{prefix}.{len(weights)}" in self.params:
-            weights.append(self.params[f"{prefix}.{len(weights)}"])
+        while f"{prefix}.{len(weights)}" in params:
+            weights.append(params[f"{prefix}.{len(weights)}"])
         return weights
 
     # ---------------------------------------------------------------------------------------
@@ -156,7 +170,8 @@ class AllegroModel:
         """Per-atom energies of one structure (or a batch of disjoint structures).
 
         Args:
-            edge_vectors: ``[E, 3]`` float64, Å: r_e = x_j − x_i + shift·cell for edge e = (i→j).
+            edge_vectors: ``[E, 3]`` float64, Å: r_e = x_j − x_i + shift·cell for edge e = (i→j)
+                (or complex128: class docstring).
             centers: ``[E]`` integer index of the centre atom i of each edge.
             neighbors: ``[E]`` integer index of the neighbour atom j of each edge.
             atom_types: ``[N]`` integer type of each atom (index into ``config.type_names``).
@@ -170,13 +185,15 @@ class AllegroModel:
             [E, S], edge_features [E, S(L+1)], edge_energies ε [E], atomic_energies [N].
         """
         cfg = self.config
-        p = self.params
         xp = namespace(edge_vectors)
-        dtype = float_dtype(xp, self.dtype)
+        p = self._params_like(edge_vectors)
+        # float64 / self.dtype, or complex128 / complex64 for complex edge vectors
+        geometry_dtype = float_dtype(xp, "float64", like=edge_vectors)
+        dtype = float_dtype(xp, self.dtype, like=edge_vectors)
         n_atoms, n_edges = atom_types.shape[0], edge_vectors.shape[0]
         S, U, n_l = cfg.num_scalar_features, cfg.num_tensor_features, cfg.num_sh_irreps
         sh_irreps = cfg.sh_irreps
-        edge_vectors = xp.astype(edge_vectors, xp.float64)
+        edge_vectors = xp.astype(edge_vectors, geometry_dtype)
 
         # 1. Geometry, in float64.
         center_types = gather(atom_types, centers)
@@ -198,18 +215,18 @@ class AllegroModel:
             [gather(p["center_embed"], center_types), gather(p["neighbor_embed"], neighbor_types)],
             axis=-1,
         )
-        radial_embedding, basis_cache = mlp_forward(self._mlp("basis_linear"), radial, None)
+        radial_embedding, basis_cache = mlp_forward(self._mlp(p, "basis_linear"), radial, None)
         h, embed_cache = mlp_forward(
-            self._mlp("scalar_embed_mlp"), type_embedding * radial_embedding
+            self._mlp(p, "scalar_embed_mlp"), type_embedding * radial_embedding
         )
 
         # 3. Initial tensor track V⁰ = w ⊙ Y, initial scalars x⁰ and layer-0 environment weights.
-        v0_weights, tensor_embed_cache = mlp_forward(self._mlp("tensor_embed"), h, None)
+        v0_weights, tensor_embed_cache = mlp_forward(self._mlp(p, "tensor_embed"), h, None)
         tensors_0, v0_cache = irrep_weighted_forward(
             xp.reshape(v0_weights, (n_edges, U, n_l)), sh, sh_irreps
         )
         tensors = tensors_0
-        projection, projection_cache = mlp_forward(self._mlp("first_projection"), h, None)
+        projection, projection_cache = mlp_forward(self._mlp(p, "first_projection"), h, None)
         latents = [projection[:, :S]]
         env_weights = xp.reshape(projection[:, S:], (n_edges, U, n_l))
 
@@ -226,7 +243,7 @@ class AllegroModel:
             )
             scalars = new_tensors[:, :, 0]  # the 0e component of every channel
             latent_out, latent_cache = mlp_forward(
-                self._mlp(f"latent.{k}"), xp.concat([*latents, scalars], axis=-1)
+                self._mlp(p, f"latent.{k}"), xp.concat([*latents, scalars], axis=-1)
             )
             latents.append(latent_out[:, :S])
             if k < cfg.num_layers - 1:
@@ -237,10 +254,10 @@ class AllegroModel:
 
         # 5. Readout: edge energies, summed onto the centre atoms.
         features = xp.concat(latents, axis=-1)
-        edge_energies, readout_cache = mlp_forward(self._mlp("readout"), features)
+        edge_energies, readout_cache = mlp_forward(self._mlp(p, "readout"), features)
         energy_norm = inv_sqrt_nbar * math.sqrt(0.5)
         reduced = scatter_sum(edge_energies[:, 0], centers, n_atoms) * energy_norm
-        reduced = xp.astype(reduced, xp.float64)
+        reduced = xp.astype(reduced, geometry_dtype)
         scales = gather(p["per_type_energy_scales"], atom_types)
         atomic_energies = gather(p["per_type_energy_shifts"], atom_types) + scales * reduced
 
@@ -258,6 +275,9 @@ class AllegroModel:
         }
         cache = {
             "intermediates": intermediates,
+            "params": p,
+            "dtype": dtype,
+            "geometry_dtype": geometry_dtype,
             "n_atoms": n_atoms,
             "atom_types": atom_types,
             "centers": centers,
@@ -295,7 +315,8 @@ class AllegroModel:
 
         Args:
             cache: from :meth:`forward`.
-            grad_atomic_energies: ``[N]`` float64, ∂L/∂E_i (all ones for the total energy).
+            grad_atomic_energies: ``[N]`` float64, ∂L/∂E_i (all ones for the total energy);
+                complex128 if the forward ran on complex edge vectors.
             parameter_gradients: also return ∂L/∂θ for every parameter.
 
         Returns:
@@ -304,8 +325,8 @@ class AllegroModel:
         """
         cfg = self.config
         xp = namespace(grad_atomic_energies)
-        dtype = float_dtype(xp, self.dtype)
         c = cache
+        p, dtype, geometry_dtype = c["params"], c["dtype"], c["geometry_dtype"]
         n_atoms, centers = c["n_atoms"], c["centers"]
         n_edges = centers.shape[0]
         S, U, n_l, L = (
@@ -315,7 +336,7 @@ class AllegroModel:
             cfg.num_layers,
         )
         grads: dict[str, Any] = {}
-        grad_atomic_energies = xp.astype(grad_atomic_energies, xp.float64)
+        grad_atomic_energies = xp.astype(grad_atomic_energies, geometry_dtype)
 
         # 5. Readout.
         if parameter_gradients:
@@ -328,7 +349,7 @@ class AllegroModel:
         grad_reduced = xp.astype(grad_atomic_energies * c["scales"], dtype) * c["energy_norm"]
         grad_edge_energies = gather(grad_reduced, centers)[:, None]
         grad_features, grad_w = mlp_backward(
-            self._mlp("readout"), c["readout_cache"], grad_edge_energies
+            self._mlp(p, "readout"), c["readout_cache"], grad_edge_energies
         )
         self._store(grads, "readout", grad_w, parameter_gradients)
         grad_latents = [grad_features[:, S * k : S * (k + 1)] for k in range(L + 1)]
@@ -344,7 +365,9 @@ class AllegroModel:
                 grad_latent_out = xp.concat(
                     [grad_latent_out, xp.reshape(grad_env_weights, (n_edges, U * n_l))], axis=-1
                 )
-            grad_z, grad_w = mlp_backward(self._mlp(f"latent.{k}"), latent_cache, grad_latent_out)
+            grad_z, grad_w = mlp_backward(
+                self._mlp(p, f"latent.{k}"), latent_cache, grad_latent_out
+            )
             self._store(grads, f"latent.{k}", grad_w, parameter_gradients)
             for j in range(k + 1):
                 grad_latents[j] = grad_latents[j] + grad_z[:, S * j : S * (j + 1)]
@@ -372,13 +395,13 @@ class AllegroModel:
             [grad_latents[0], xp.reshape(grad_env_weights, (n_edges, U * n_l))], axis=-1
         )
         grad_h, grad_w = mlp_backward(
-            self._mlp("first_projection"), c["projection_cache"], grad_projection
+            self._mlp(p, "first_projection"), c["projection_cache"], grad_projection
         )
         self._store(grads, "first_projection", grad_w, parameter_gradients)
         grad_v0_weights, grad_sh_0 = irrep_weighted_backward(c["v0_cache"], grad_tensors)
         grad_sh = grad_sh + grad_sh_0
         grad_h_v0, grad_w = mlp_backward(
-            self._mlp("tensor_embed"),
+            self._mlp(p, "tensor_embed"),
             c["tensor_embed_cache"],
             xp.reshape(grad_v0_weights, (n_edges, U * n_l)),
         )
@@ -386,11 +409,11 @@ class AllegroModel:
         grad_h = grad_h + grad_h_v0
 
         # 2. Two-body embedding.
-        grad_h0, grad_w = mlp_backward(self._mlp("scalar_embed_mlp"), c["embed_cache"], grad_h)
+        grad_h0, grad_w = mlp_backward(self._mlp(p, "scalar_embed_mlp"), c["embed_cache"], grad_h)
         self._store(grads, "scalar_embed_mlp", grad_w, parameter_gradients)
         grad_radial_embedding = grad_h0 * c["type_embedding"]
         grad_radial, grad_w = mlp_backward(
-            self._mlp("basis_linear"), c["basis_cache"], grad_radial_embedding
+            self._mlp(p, "basis_linear"), c["basis_cache"], grad_radial_embedding
         )
         self._store(grads, "basis_linear", grad_w, parameter_gradients)
         if parameter_gradients:
@@ -404,7 +427,7 @@ class AllegroModel:
             )
 
         # 1. Geometry (float64): radial basis × envelope, and the spherical harmonics.
-        grad_radial = xp.astype(grad_radial, xp.float64)
+        grad_radial = xp.astype(grad_radial, geometry_dtype)
         grad_bessel = grad_radial * c["envelope"][:, None]
         grad_envelope = xp.sum(grad_radial * c["bessel"], axis=-1)
         grad_x_bessel, grad_frequencies = bessel_basis_backward(c["bessel_cache"], grad_bessel)
@@ -415,7 +438,7 @@ class AllegroModel:
         # d|r|/dr = r/|r|; edges have |r| > 0 (the Potential refuses overlapping atoms).
         grad_vectors = (grad_lengths / c["lengths"])[:, None] * c["edge_vectors"]
         grad_vectors = grad_vectors + spherical_harmonics_backward(
-            c["sh_cache"], xp.astype(grad_sh, xp.float64)
+            c["sh_cache"], xp.astype(grad_sh, geometry_dtype)
         )
         if parameter_gradients:
             return grad_vectors, grads

@@ -47,10 +47,14 @@ def mlp_init(dims: Sequence[int], rng: np.random.Generator) -> list[np.ndarray]:
 
 def _sigmoid_parts(xp, z):
     """(z >= 0, 1/(1+e), e/(1+e)) with e = exp(−|z|) <= 1, which never overflows: σ(z) is the
-    second for z >= 0 and the third for z < 0, and 1 − σ(z) = σ(−z) the other one."""
-    e = xp.exp(-xp.abs(z))
+    second for z >= 0 and the third for z < 0, and 1 − σ(z) = σ(−z) the other one.
+
+    For complex z (complex-step differentiation) the branch follows Re z and e = exp(∓z) stays
+    analytic (|z| would not be)."""
+    positive = xp.real(z) >= 0
+    e = xp.exp(xp.where(positive, -z, z))
     big = 1.0 / (1.0 + e)
-    return z >= 0, big, e * big
+    return positive, big, e * big
 
 
 def silu(z: Any) -> Any:

@@ -128,7 +128,7 @@ def polynomial_cutoff_forward(x: Any, p: float = 6.0) -> tuple[Any, tuple]:
         raise ValueError(f"polynomial cutoff degree p must be > 0; got p = {p}")
     xp = namespace(x)
     a, b, c, _ = _cutoff_coefficients(p)
-    inside = x < 1.0
+    inside = xp.real(x) < 1.0  # real part: x may be complex (complex-step differentiation)
     # Evaluate the polynomial at min(x, 1) only: for x >= 1 it would be discarded, and for huge x
     # its powers could overflow.
     xc = xp.where(inside, x, xp.ones_like(x))
@@ -151,7 +151,7 @@ def polynomial_cutoff_backward(cache: tuple, grad_u: Any) -> Any:
     x, p = cache
     xp = namespace(x, grad_u)
     _, _, _, k = _cutoff_coefficients(p)
-    inside = x < 1.0
+    inside = xp.real(x) < 1.0
     xc = xp.where(inside, x, xp.ones_like(x))  # (1 − xc)² = 0 outside: u' = 0 there
     one_minus = 1.0 - xc
     du_dx = (-k) * xc ** (p - 1.0) * (one_minus * one_minus)
