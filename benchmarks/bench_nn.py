@@ -35,6 +35,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="threads of BLAS/OpenMP/torch")
     parser.add_argument("--quick", action="store_true", help="10^4 edges only, fewer repeats")
     parser.add_argument("--contracter", action="store_true", help="also time allegro's Contracter")
+    parser.add_argument("--edges", type=int, nargs="+", help="edge counts (default 1e4 1e5)")
+    parser.add_argument("--lmax", type=int, nargs="+", default=[2, 3], help="default 2 3")
     return parser.parse_args()
 
 
@@ -60,9 +62,9 @@ try:
 except ImportError:
     Contracter = None
 
-L_MAXES = (2, 3)
+L_MAXES = tuple(ARGS.lmax)
 CHANNELS = (32, 64)
-EDGES = (10_000,) if ARGS.quick else (10_000, 100_000)
+EDGES = tuple(ARGS.edges or ((10_000,) if ARGS.quick else (10_000, 100_000)))
 DTYPES = ("float32", "float64")
 E3NN_CHUNK = 10_000
 CONTRACTER_CHUNK = 1_000
