@@ -85,7 +85,9 @@ def e3nn_tp_case(
     shared_weights: bool = True,
     untrained: tuple = (),
 ):
-    irreps_in1, irreps_in2, irreps_out = (o3.Irreps(s) for s in (irreps_in1, irreps_in2, irreps_out))
+    irreps_in1, irreps_in2, irreps_out = (
+        o3.Irreps(s) for s in (irreps_in1, irreps_in2, irreps_out)
+    )
     # all allowed paths whose multiplicities fit the mode ("uvu": mul1 = mul_out; "uuu": all equal)
     instructions = [
         (i1, i2, i_out, mode, (i1, i2, i_out) not in untrained)
@@ -174,7 +176,9 @@ def main() -> None:
     contracter_case(store, "contracter_lmax3", sh3, sh3, sh3, coupling=True)
     contracter_case(store, "contracter_one_path", "0e+1o", "1o", "0e", coupling=True)
 
-    e3nn_tp_case(store, "e3nn_tp_uvw", "2x0e+3x1o+1x2e", "1x0e+2x1o+1x2e", "3x0e+2x1o+2x1e+1x2e", "uvw")
+    e3nn_tp_case(
+        store, "e3nn_tp_uvw", "2x0e+3x1o+1x2e", "1x0e+2x1o+1x2e", "3x0e+2x1o+2x1e+1x2e", "uvw"
+    )
     e3nn_tp_case(
         store, "e3nn_tp_uvw_path_norm", "2x0e+3x1o+1x2e", "1x0e+2x1o+1x2e", "3x0e+2x1o+1x2e",
         "uvw", irrep_normalization="norm", path_normalization="path",
