@@ -1,0 +1,143 @@
+"""``TrainConfig``: everything a training run needs, readable from a YAML file.
+
+A config has four parts (the YAML file mirrors it; see docs/training.md for a full example):
+
+- data: one file split by seed (``data_path``, ``n_train``, ``n_val``, ``n_test``) or three
+  files (``train_path``, ``val_path``, ``test_path``);
+- ``model``: the fields of :class:`~allegro_ref.model.AllegroConfig`. ``type_names`` defaults to
+  the species of the data (by atomic number). The normalizations the official trainer takes from
+  the training data may be given as numbers or left to the data:
+  ``avg_num_neighbors: auto`` (mean coordination; ``per_type`` for one value per centre type),
+  ``per_type_energy_shifts: auto`` (least squares; ``per_atom_mean`` for the official tutorial's
+  single mean), ``per_type_energy_scales: auto`` (force RMS);
+- the loss weights (``energy_weight``, ``forces_weight``, ``stress_weight``);
+- the optimizer and schedule (Adam ``lr``, ``ema_decay``, ``batch_size``, ``max_epochs``,
+  optional ``lr_schedule`` and ``early_stopping``), and the run's ``output_dir``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["TrainConfig"]
+
+AUTO = "auto"
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run (defaults: the official trainer's where it has one).
+
+    Attributes:
+        data_path: one labelled data file (any ASE-readable file or ``.db``), split by
+            ``split_seed`` into ``n_train`` / ``n_val`` / ``n_test`` (rest if None).
+        train_path, val_path, test_path: alternatively, one file each (test optional).
+        energy_key, forces_key, stress_key: label names when not the standard ones.
+        model: ``AllegroConfig`` fields; ``r_max`` is required (see module docstring).
+        dtype: network dtype, ``"float64"`` or ``"float32"``.
+        seed: seed of the weight initialization and of the batch order.
+        energy_weight, forces_weight, stress_weight: loss weights (normalized to sum 1).
+        lr, betas, eps: Adam (official defaults lr 1e-3 in the tutorials; PyTorch betas/eps).
+        ema_decay: decay of the weight average used for validation and the saved model.
+        train_scales_shifts: also train the per-type energy scales and shifts.
+        batch_size: structures per optimizer step.
+        max_epochs: epochs to run.
+        lr_schedule: None, or ``{"factor", "patience", "threshold", "min_lr"}`` for
+            ReduceLROnPlateau on the validation loss.
+        early_stopping: None, or ``{"patience", "min_delta"}`` on the validation loss.
+        output_dir: where metrics, checkpoints, the model and figures go.
+        backend: ``"numpy"`` or ``"cupy"``.
+        progress: show a tqdm progress bar.
+        plots: write the learning-curve and parity figures at the end (needs matplotlib).
+    """
+
+    model: dict[str, Any]
+    data_path: str | None = None
+    n_train: int | None = None
+    n_val: int | None = None
+    n_test: int | None = None
+    split_seed: int = 0
+    train_path: str | None = None
+    val_path: str | None = None
+    test_path: str | None = None
+    energy_key: str | None = None
+    forces_key: str | None = None
+    stress_key: str | None = None
+    dtype: str = "float64"
+    seed: int = 0
+    energy_weight: float = 1.0
+    forces_weight: float = 1.0
+    stress_weight: float = 0.0
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    ema_decay: float = 0.999
+    train_scales_shifts: bool = False
+    batch_size: int = 5
+    max_epochs: int = 100
+    lr_schedule: dict[str, float] | None = None
+    early_stopping: dict[str, float] | None = None
+    output_dir: str = "allegro_run"
+    backend: str = "numpy"
+    progress: bool = True
+    plots: bool = True
+    _base_dir: str = field(default=".", repr=False)
+
+    def __post_init__(self):
+        if "r_max" not in self.model:
+            raise ValueError("the model section needs r_max (the cutoff radius in Å)")
+        one_file = self.data_path is not None
+        three_files = self.train_path is not None or self.val_path is not None
+        if one_file == three_files:
+            raise ValueError(
+                "give either data_path (one file, split by split_seed) or train_path and "
+                "val_path (and optionally test_path), not both"
+            )
+        if one_file and (self.n_train is None or self.n_val is None):
+            raise ValueError("data_path needs n_train and n_val (n_test: the rest if omitted)")
+        if three_files and (self.train_path is None or self.val_path is None):
+            raise ValueError("separate files need both train_path and val_path")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        if self.batch_size < 1 or self.max_epochs < 0:
+            raise ValueError(
+                f"batch_size must be >= 1 and max_epochs >= 0, got {self.batch_size} and "
+                f"{self.max_epochs}"
+            )
+        self.betas = (float(self.betas[0]), float(self.betas[1]))
+
+    def path(self, name: str) -> str | None:
+        """A path of the config, relative to the YAML file's folder when it was read from one."""
+        value = getattr(self, name)
+        return None if value is None else os.path.join(self._base_dir, os.path.expanduser(value))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], base_dir: str = ".") -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls) if not f.name.startswith("_")}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown training settings {unknown}; known: {sorted(known)}")
+        return cls(**data, _base_dir=base_dir)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> TrainConfig:
+        """Read a YAML file (paths inside it are relative to its folder)."""
+        import yaml
+
+        with open(path) as handle:
+            data = yaml.safe_load(handle)
+        if not isinstance(data, dict):
+            raise ValueError(f"{os.fspath(path)!r} must hold a mapping of settings")
+        return cls.from_dict(data, base_dir=os.path.dirname(os.path.abspath(path)))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as a dict (paths made absolute), for ``from_dict`` and checkpoints."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out.pop("_base_dir")
+        for name in ("data_path", "train_path", "val_path", "test_path", "output_dir"):
+            out[name] = None if out[name] is None else os.path.abspath(self.path(name))
+        out["betas"] = list(self.betas)
+        return out

@@ -1,0 +1,182 @@
+r"""The training loss and its exact gradient with respect to every parameter.
+
+Loss of a batch of B structures (N atoms), with normalized weights c_E + c_F + c_σ = 1 (the
+official ``EnergyForceLoss`` normalizes its coefficients the same way; its default is 1 : 1)::
+
+    L = c_E · mean_s ((E_s − E_s^ref) / n_s)²          per-atom energy MSE, (eV/atom)²
+      + c_F · mean_{i,a} (F_ia − F_ia^ref)²            force MSE, (eV/Å)²
+      + c_σ · mean_{s,a,b} (σ_sab − σ_sab^ref)²        stress MSE over structures with a stress
+
+Predictions come from one forward pass (atomic energies E_i) and one backward pass with
+∂E/∂E_i = 1, which gives g_e = ∂E/∂r_e for every edge e = (i → j); then E_s = Σ_{i∈s} E_i,
+F_k = Σ_{e: centre k} g_e − Σ_{e: neighbour k} g_e, σ_s = sym((1/V_s) Σ_{e∈s} r_e ⊗ g_e).
+
+**Gradient.** With the cotangents a_i = ∂L/∂E_{s(i)}, v_k = ∂L/∂F_k and Σ_s = ∂L/∂σ_s (all
+cheap, on the predictions), the chain rule gives
+
+    ∂L/∂θ = ∂/∂θ [ Σ_i a_i E_i ] + ∂/∂θ [ Σ_e w_e · g_e ],
+    w_e = v_{i(e)} − v_{j(e)} + Σ_{s(e)} r_e / V_{s(e)}
+
+(forces and stress are linear in the g_e: Σ_k v_k·F_k = Σ_e g_e·(v_i − v_j), and
+Σ_ab Σ_ab σ_ab = Σ_e g_e·(Σ r_e)/V for symmetric Σ). The second term is a *mixed second
+derivative*, ∂/∂θ of the directional derivative of E along w. We get it by **complex-step
+differentiation** through the model's own hand-written backward: every operation of the model is
+complex-analytic, so for a small real h
+
+    E(r + i h w) = E(r) + i h (w · ∂E/∂r) + O(h²)   and   ∂E/∂θ(r + i h w) = P + i h Q + O(h²),
+
+with P = ∂E/∂θ(r) and Q = ∂/∂θ (w · ∂E/∂r) exactly what we need. Im(·)/h involves no
+subtraction, so it is exact to rounding for any tiny h (unlike finite differences). One complex
+forward and backward pass gives the *whole* gradient: backpropagating the cotangent
+c_i = 1 + i h a_i (instead of 1) gives Im Σ_i c_i ∂E_i/∂θ(r + ihw) = h (Q + Σ_i a_i P_i) + O(h³).
+
+Cost: one real forward + backward (predictions) and one complex forward + backward (≈ 3-4 real
+passes) per step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..backend import namespace, segment_sum
+from ..nn import gather
+from .data import Batch
+
+__all__ = ["LossWeights", "LossResult", "predict", "loss_and_gradient"]
+
+# Complex step h per network dtype (the imaginary part of the edge vectors is at most h Å):
+# h² must vanish against the precision, and h·(any derivative) must stay far from underflow.
+_STEP = {"float64": 1e-20, "float32": 1e-10}
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Relative weights of the loss terms (normalized to sum to 1, as the official trainer
+    does): per-atom energy MSE, force MSE, stress MSE."""
+
+    energy: float = 1.0
+    forces: float = 1.0
+    stress: float = 0.0
+
+    def normalized(self) -> tuple[float, float, float]:
+        values = (float(self.energy), float(self.forces), float(self.stress))
+        if min(values) < 0 or sum(values) <= 0:
+            raise ValueError(
+                f"loss weights must be >= 0 with a positive sum, got energy={values[0]}, "
+                f"forces={values[1]}, stress={values[2]}"
+            )
+        total = sum(values)
+        return values[0] / total, values[1] / total, values[2] / total
+
+
+@dataclass(frozen=True)
+class LossResult:
+    """Attributes:
+    loss: L (float).
+    terms: ``{"energy_mse", "forces_mse", "stress_mse"}`` floats (unweighted; stress_mse is
+        NaN when no structure of the batch has a stress).
+    predictions: ``{"energy" [B] eV, "forces" [N, 3] eV/Å, "stress" [B, 3, 3] eV/Å³}`` arrays.
+    gradients: ∂L/∂θ, name -> array shaped like the parameter, or None.
+    """
+
+    loss: float
+    terms: dict[str, float]
+    predictions: dict[str, Any]
+    gradients: dict[str, Any] | None
+
+
+def predict(model, batch: Batch) -> dict[str, Any]:
+    """Energies, forces and stresses of every structure of ``batch``, as
+    ``LossResult.predictions`` (stress is NaN for structures that are not 3-D periodic)."""
+    return _predict(model, batch)[0]
+
+
+def _predict(model, batch: Batch) -> tuple[dict[str, Any], Any]:
+    """(predictions, the model's forward cache)."""
+    xp = namespace(batch.edge_vectors)
+    n_atoms, n_structures = batch.total_atoms, batch.num_structures
+    atomic_energies, cache = model.forward(
+        batch.edge_vectors, batch.centers, batch.neighbors, batch.atom_types
+    )
+    ones = xp.ones_like(atomic_energies)
+    g = model.backward(cache, ones)
+    forces = segment_sum(g, batch.centers, n_atoms) - segment_sum(g, batch.neighbors, n_atoms)
+    edge_virials = batch.edge_vectors[:, :, None] * g[:, None, :]  # r_e ⊗ g_e
+    virial_sums = segment_sum(edge_virials, batch.edge_structure, n_structures)
+    stress = virial_sums / batch.volume[:, None, None]
+    predictions = {
+        "energy": segment_sum(atomic_energies, batch.atom_structure, n_structures),
+        "forces": forces,
+        "stress": 0.5 * (stress + xp.permute_dims(stress, (0, 2, 1))),
+    }
+    return predictions, cache
+
+
+def loss_and_gradient(
+    model, batch: Batch, weights: LossWeights = LossWeights(), gradient: bool = True
+) -> LossResult:
+    """The loss of ``batch`` (module docstring) and, if ``gradient``, ∂L/∂θ for every
+    parameter of ``model`` (exact to rounding; complex step for the force and stress terms)."""
+    xp = namespace(batch.edge_vectors)
+    c_energy, c_forces, c_stress = weights.normalized()
+    predictions, cache = _predict(model, batch)
+    B, N = batch.num_structures, batch.total_atoms
+
+    energy_error = (predictions["energy"] - batch.energy) / batch.num_atoms  # [B], eV/atom
+    force_error = predictions["forces"] - batch.forces  # [N, 3]
+    has_stress = xp.isfinite(batch.stress[:, 0, 0]) & xp.isfinite(batch.volume)
+    n_stress = int(xp.sum(xp.astype(has_stress, xp.int64)))
+    stress_error = xp.where(
+        has_stress[:, None, None], predictions["stress"] - batch.stress, xp.zeros_like(batch.stress)
+    )
+    terms = {
+        "energy_mse": float(xp.mean(energy_error * energy_error)),
+        "forces_mse": float(xp.mean(force_error * force_error)),
+        "stress_mse": float(xp.sum(stress_error * stress_error)) / (9 * n_stress)
+        if n_stress
+        else float("nan"),
+    }
+    if c_stress > 0 and n_stress == 0:
+        raise ValueError("the stress weight is > 0 but no structure of the batch has a stress")
+    loss = c_energy * terms["energy_mse"] + c_forces * terms["forces_mse"]
+    if c_stress > 0:
+        loss += c_stress * terms["stress_mse"]
+    if not gradient:
+        return LossResult(loss, terms, predictions, None)
+
+    # Cotangents of the predictions.
+    energy_cotangent = (2.0 * c_energy / B) * energy_error / batch.num_atoms  # ∂L/∂E_s [B]
+    atom_cotangent = gather(energy_cotangent, batch.atom_structure)  # [N]
+    force_cotangent = (2.0 * c_forces / (3 * N)) * force_error  # ∂L/∂F [N, 3]
+    directions = gather(force_cotangent, batch.centers) - gather(force_cotangent, batch.neighbors)
+    if c_stress > 0:
+        stress_cotangent = (2.0 * c_stress / (9 * n_stress)) * stress_error  # ∂L/∂σ [B, 3, 3]
+        stress_cotangent = 0.5 * (stress_cotangent + xp.permute_dims(stress_cotangent, (0, 2, 1)))
+        safe_volume = xp.where(has_stress, batch.volume, xp.ones_like(batch.volume))
+        per_volume = gather(stress_cotangent / safe_volume[:, None, None], batch.edge_structure)
+        directions = directions + xp.sum(per_volume * batch.edge_vectors[:, None, :], axis=-1)
+
+    if c_forces == 0 and c_stress == 0:
+        _, grads = model.backward(cache, atom_cotangent, True)
+    else:
+        grads = _complex_step_gradient(model, batch, directions, atom_cotangent)
+    return LossResult(loss, terms, predictions, grads)
+
+
+def _complex_step_gradient(model, batch: Batch, directions, atom_cotangent) -> dict[str, Any]:
+    """∂/∂θ [Σ_i a_i E_i + Σ_e w_e·∂E/∂r_e] by one complex forward + backward (module
+    docstring): directions w ``[E, 3]``, atom_cotangent a ``[N]``."""
+    xp = namespace(directions)
+    scale = float(xp.max(xp.abs(directions))) if directions.shape[0] else 0.0
+    h = _STEP[model.dtype] / max(scale, 1.0)
+    complex_dtype = xp.complex128
+    vectors = xp.astype(batch.edge_vectors, complex_dtype) + (1j * h) * xp.astype(
+        directions, complex_dtype
+    )
+    _, cache = model.forward(vectors, batch.centers, batch.neighbors, batch.atom_types)
+    cotangent = xp.astype(xp.ones_like(atom_cotangent), complex_dtype) + (1j * h) * xp.astype(
+        atom_cotangent, complex_dtype
+    )
+    _, grads = model.backward(cache, cotangent, True)
+    return {name: xp.astype(xp.imag(g) / h, model.params[name].dtype) for name, g in grads.items()}

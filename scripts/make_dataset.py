@@ -1,0 +1,167 @@
+"""Generate the reference data sets of allegro_ref (deterministic; seconds to minutes).
+
+    python scripts/make_dataset.py cu-rattled OUT.xyz [--frames 120 --seed 0]
+    python scripts/make_dataset.py cu OUT.xyz.gz [--seed 0]
+    OMP_NUM_THREADS=1 python scripts/make_dataset.py ethanol OUT.xyz.gz [--frames 1000]
+
+cu-rattled
+    The official-trainer comparison set (shared/reference/allegro_official.md §5): 2×2×2
+    conventional fcc Cu cells (32 atoms), lattice constant 3.61 Å × U(0.97, 1.03), every atom
+    displaced by N(0, σ²) with σ ~ U(0.02, 0.12) Å; labelled with ASE's EMT calculator
+    (energy, forces, stress). About 1 s for 120 frames.
+cu
+    The training set of the shipped ``cu-emt`` model, meant for MD of bulk fcc Cu at
+    300–1000 K and moderate strains: (a) 200 rattled cells as above but with a random
+    symmetric strain (diagonal ±4 %, shear ±2 %) and σ up to 0.15 Å; (b) Langevin MD with EMT
+    (2 fs, friction 0.02/fs) at 300, 600, 900 and 1200 K, each at three lattice constants
+    (0.99, 1.0, 1.01 × 3.61 Å; the 1200 K run covers the hot tail of 1000 K MD), 34 frames
+    per run 40 fs apart after 1 ps of equilibration; 608 frames, about 2 min.
+ethanol
+    A molecular set: Langevin MD of ethanol (ASE's g2 geometry) at 500 K, 0.5 fs steps,
+    friction 0.01/fs, labelled with GFN2-xTB through ``tblite`` (pip install tblite), one frame
+    every 10 steps after 500 steps of equilibration. ~5 ms per xTB call, so 1000 frames take
+    about 1 min — but only with OMP_NUM_THREADS=1 (with more threads on a busy machine tblite
+    is 10–40x slower). The cell is empty and pbc False (no stress).
+
+Every frame is written as extended XYZ with energy (eV), forces (eV/Å) and, for periodic cells,
+stress (eV/Å³, ASE sign). Needs ase (and tblite for ethanol); not allegro_ref.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+LATTICE_CONSTANT = 3.61  # Å, fcc Cu (EMT's equilibrium is 3.59 Å)
+
+
+def _labelled(atoms, calculator, with_stress: bool):
+    """A copy of ``atoms`` with the calculator's energy, forces (and stress) frozen in a
+    SinglePointCalculator."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    atoms = atoms.copy()
+    atoms.calc = calculator
+    results = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces()}
+    if with_stress:
+        results["stress"] = atoms.get_stress()
+    frozen = atoms.copy()
+    frozen.calc = SinglePointCalculator(frozen, **results)
+    return frozen
+
+
+def _fcc_cu(scale: float = 1.0, strain=None):
+    from ase.build import bulk
+
+    atoms = bulk("Cu", "fcc", a=LATTICE_CONSTANT * scale, cubic=True).repeat((2, 2, 2))
+    if strain is not None:
+        atoms.set_cell(atoms.cell.array @ (np.eye(3) + strain), scale_atoms=True)
+    return atoms
+
+
+def cu_rattled(frames: int, seed: int, max_sigma: float = 0.12, strain: float = 0.0):
+    """Rattled (and, with ``strain`` > 0, randomly strained) Cu32 cells labelled with EMT."""
+    from ase.calculators.emt import EMT
+
+    rng = np.random.default_rng(seed)
+    calculator = EMT()
+    out = []
+    for _ in range(frames):
+        scale = rng.uniform(0.97, 1.03)
+        deformation = None
+        if strain > 0:
+            diagonal = np.diag(rng.uniform(-strain, strain, 3))
+            shear = rng.uniform(-strain / 2, strain / 2, (3, 3))
+            deformation = diagonal + np.triu(shear, 1) + np.triu(shear, 1).T
+        atoms = _fcc_cu(scale, deformation)
+        sigma = rng.uniform(0.02, max_sigma)
+        atoms.positions += rng.normal(0.0, sigma, atoms.positions.shape)
+        out.append(_labelled(atoms, calculator, with_stress=True))
+    return out
+
+
+def _langevin(atoms, calculator, temperature, timestep_fs, friction, equilibrate, stride, n, rng):
+    """Frames of Langevin MD: ``equilibrate`` steps, then one frame every ``stride`` steps."""
+    from ase import units
+    from ase.constraints import FixCom
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import Stationary, thermalize_momenta
+
+    atoms = atoms.copy()
+    atoms.calc = calculator
+    atoms.set_constraint(FixCom())
+    thermalize_momenta(atoms, temperature_K=temperature, rng=rng)
+    Stationary(atoms)
+    dynamics = Langevin(
+        atoms,
+        timestep_fs * units.fs,
+        temperature_K=temperature,
+        friction=friction / units.fs,
+        fixcm=False,
+        rng=rng,
+    )
+    dynamics.run(equilibrate)
+    frames = []
+    for _ in range(n):
+        dynamics.run(stride)
+        snapshot = atoms.copy()
+        snapshot.set_constraint()
+        frames.append(snapshot)
+    return frames
+
+
+def cu_md_and_rattled(seed: int):
+    from ase.calculators.emt import EMT
+
+    rng = np.random.default_rng(seed)
+    out = cu_rattled(200, seed, max_sigma=0.15, strain=0.04)
+    calculator = EMT()
+    for temperature in (300, 600, 900, 1200):
+        for scale in (0.99, 1.0, 1.01):
+            frames = _langevin(_fcc_cu(scale), calculator, temperature, 2.0, 0.02, 500, 20, 34, rng)
+            out.extend(_labelled(f, calculator, with_stress=True) for f in frames)
+    return out
+
+
+def ethanol(frames: int, seed: int):
+    if os.environ.get("OMP_NUM_THREADS") != "1":
+        print("warning: set OMP_NUM_THREADS=1 (tblite is 10-40x slower otherwise)", file=sys.stderr)
+    try:
+        from tblite.ase import TBLite
+    except ImportError as error:
+        raise SystemExit("the ethanol set needs tblite: pip install tblite") from error
+    from ase.build import molecule
+
+    rng = np.random.default_rng(seed)
+    calculator = TBLite(method="GFN2-xTB", verbosity=0)
+    snapshots = _langevin(molecule("CH3CH2OH"), calculator, 500, 0.5, 0.01, 500, 10, frames, rng)
+    return [_labelled(f, calculator, with_stress=False) for f in snapshots]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("kind", choices=["cu-rattled", "cu", "ethanol"])
+    parser.add_argument("output", help="extxyz file (.xyz, or .xyz.gz compressed)")
+    parser.add_argument("--frames", type=int, default=None, help="cu-rattled 120, ethanol 1000")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    import ase.io
+
+    start = time.perf_counter()
+    if args.kind == "cu-rattled":
+        frames = cu_rattled(args.frames or 120, args.seed)
+    elif args.kind == "cu":
+        frames = cu_md_and_rattled(args.seed)
+    else:
+        frames = ethanol(args.frames or 1000, args.seed)
+    ase.io.write(args.output, frames, format="extxyz")
+    print(f"{len(frames)} frames -> {args.output} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
