@@ -5,8 +5,9 @@ the cold build of the Wigner 3j symbols, against sphericart and e3nn where they 
     /work/main/.venv-compare/bin/python benchmarks/bench_o3.py --threads 1   # + sphericart, e3nn
 
 Prints markdown tables of wall times in ms, "median (best)" over the repeats, and the ratios
-allegro_ref / reference computed on the medians. The vectors are Gaussian (all libraries
-normalize them); the VJP cotangent is Gaussian too.
+allegro_ref / reference computed on the best times (the stabler number on a shared machine). The
+libraries are timed round-robin (one call of each per repeat), so that a change of load affects
+them alike. The vectors are Gaussian (all libraries normalize them); so is the VJP cotangent.
 """
 
 from __future__ import annotations
@@ -59,16 +60,18 @@ SIZES = (100_000,) if ARGS.quick else (100_000, 1_000_000)
 DTYPES = ("float64", "float32")
 
 
-def timed(fn, repeats: int, warmup: int) -> tuple[float, float]:
-    """(median, best) wall time of fn() in ms."""
-    for _ in range(warmup):
-        fn()
-    times = []
+def timed(functions: dict, repeats: int, warmup: int) -> dict:
+    """{name: (median, best) wall time in ms}, calling the functions round-robin."""
+    for fn in functions.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in functions}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(1e3 * (time.perf_counter() - start))
-    return statistics.median(times), min(times)
+        for name, fn in functions.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(1e3 * (time.perf_counter() - start))
+    return {name: (statistics.median(t), min(t)) for name, t in times.items()}
 
 
 def cell(t: tuple[float, float] | None) -> str:
@@ -78,7 +81,7 @@ def cell(t: tuple[float, float] | None) -> str:
 
 
 def ratio(ours, theirs) -> str:
-    return "-" if ours is None or theirs is None else f"{ours[0] / theirs[0]:.2f}"
+    return "-" if ours is None or theirs is None else f"{ours[1] / theirs[1]:.2f}"
 
 
 def harmonics_rows(n: int, dtype: str, lmax: int, repeats: int, warmup: int) -> dict:
@@ -90,17 +93,15 @@ def harmonics_rows(n: int, dtype: str, lmax: int, repeats: int, warmup: int) -> 
         _, cache = spherical_harmonics_forward(lmax, v)
         spherical_harmonics_backward(cache, g)
 
-    row = {
-        "ours values": timed(lambda: spherical_harmonics(lmax, v), repeats, warmup),
-        "ours values+vjp": timed(values_and_vjp, repeats, warmup),
-        "ours values+jac": timed(lambda: spherical_harmonics_with_grad(lmax, v), repeats, warmup),
+    functions = {
+        "ours values": lambda: spherical_harmonics(lmax, v),
+        "ours values+vjp": values_and_vjp,
+        "ours values+jac": lambda: spherical_harmonics_with_grad(lmax, v),
     }
     if sphericart is not None:
         calculator = sphericart.SphericalHarmonics(lmax)
-        row["sphericart values"] = timed(lambda: calculator.compute(v), repeats, warmup)
-        row["sphericart values+jac"] = timed(
-            lambda: calculator.compute_with_gradients(v), repeats, warmup
-        )
+        functions["sphericart values"] = lambda: calculator.compute(v)
+        functions["sphericart values+jac"] = lambda: calculator.compute_with_gradients(v)
     if e3nn_o3 is not None:
         module = e3nn_o3.SphericalHarmonics(list(range(lmax + 1)), True, "component")
         x, cotangent = torch.from_numpy(v), torch.from_numpy(g)
@@ -113,9 +114,11 @@ def harmonics_rows(n: int, dtype: str, lmax: int, repeats: int, warmup: int) -> 
             xg = x.detach().requires_grad_(True)
             module(xg).backward(cotangent)
 
-        row["e3nn values"] = timed(e3nn_values, repeats, warmup + 2)
-        row["e3nn values+vjp"] = timed(e3nn_values_and_vjp, repeats, warmup + 2)
-    return row
+        e3nn_values()  # TorchScript compiles on the first calls
+        e3nn_values_and_vjp()
+        functions["e3nn values"] = e3nn_values
+        functions["e3nn values+vjp"] = e3nn_values_and_vjp
+    return timed(functions, repeats, warmup)
 
 
 def clear_caches(module) -> None:
@@ -144,12 +147,12 @@ def wigner_rows(repeats: int) -> dict:
 
         return run
 
-    row = {"ours": timed(cold(wigner_3j, wigner_module), repeats, 0)}
+    functions = {"ours": cold(wigner_3j, wigner_module)}
     if e3nn_o3 is not None:
         import e3nn.o3._wigner as e3nn_wigner
 
-        row["e3nn"] = timed(cold(e3nn_o3.wigner_3j, e3nn_wigner), repeats, 0)
-    return row, len(all_triples)
+        functions["e3nn"] = cold(e3nn_o3.wigner_3j, e3nn_wigner)
+    return timed(functions, repeats, 0), len(all_triples)
 
 
 def main() -> None:
@@ -185,7 +188,8 @@ def main() -> None:
     row, count = wigner_rows(1 if ARGS.quick else 3)
     print(f"\nWigner 3j, all {count} triples with l <= 6, cold caches (ms, median (best)):\n")
     print("| ours | e3nn | ours / e3nn |\n|---|---|---|")
-    print(f"| {cell(row['ours'])} | {cell(row.get('e3nn'))} | {ratio(row['ours'], row.get('e3nn'))} |")
+    ours, e3nn = row["ours"], row.get("e3nn")
+    print(f"| {cell(ours)} | {cell(e3nn)} | {ratio(ours, e3nn)} |")
 
 
 if __name__ == "__main__":
