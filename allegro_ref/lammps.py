@@ -86,7 +86,14 @@ from .model import AllegroModel
 from .neighbors import neighbor_list, within_pair_cutoffs
 from .potential import Potential
 
-__all__ = ["AllegroFix", "DomainResult", "evaluate_domain", "ghost_cutoff", "open_lammps"]
+__all__ = [
+    "AllegroFix",
+    "CouplingStats",
+    "DomainResult",
+    "evaluate_domain",
+    "ghost_cutoff",
+    "open_lammps",
+]
 
 # lammps.constants: error severities of lammps.error()
 _LMP_ERROR_ONE = 1  # this rank only (MPI_Abort)
@@ -298,7 +305,9 @@ class CouplingStats:
         rebuilds: calls right after a LAMMPS neighbour-list rebuild (new ghosts).
         owned_edges, ghost_edges: edges centred on owned atoms / on ghosts owned elsewhere
             (duplicated work), summed over calls.
-        seconds: wall time inside the callback; ``seconds_reduce``: in the MPI reductions.
+        seconds: wall time inside the callback, of which ``seconds_evaluate`` in
+            :func:`evaluate_domain` (neighbour list + network) and ``seconds_reduce`` in the MPI
+            reductions (they include waiting for the slowest rank).
     """
 
     calls: int = 0
@@ -306,6 +315,7 @@ class CouplingStats:
     owned_edges: int = 0
     ghost_edges: int = 0
     seconds: float = 0.0
+    seconds_evaluate: float = 0.0
     seconds_reduce: float = 0.0
 
     @property
@@ -368,6 +378,10 @@ class AllegroFix:
         lmp.command(f"fix_modify {self.fix_id} energy yes virial yes")
         lmp.set_fix_external_callback(self.fix_id, self._callback)
 
+    def reset_stats(self) -> None:
+        """Start :attr:`stats` afresh (e.g. after an untimed set-up run)."""
+        self.stats = CouplingStats()
+
     def _callback(self, caller, step, n_local, tags, x, forces) -> None:
         start = time.perf_counter()
         try:
@@ -406,7 +420,9 @@ class AllegroFix:
             )
         moved = positions[:n_local] - self._reference
         local_delta = float(np.sqrt(np.max(np.sum(moved * moved, axis=1)))) if n_local else 0.0
+        reduce_start = time.perf_counter()
         delta = self.comm.allreduce(local_delta, op=MPI.MAX)
+        self.stats.seconds_reduce += time.perf_counter() - reduce_start
         needed = self.required_cutoff + 2.0 * delta
         if self.ghost_cutoff < needed:
             return (
@@ -417,9 +433,11 @@ class AllegroFix:
                 f"neighbour lists more often ('neigh_modify every 1 delay 0 check yes')"
             )
 
+        evaluate_start = time.perf_counter()
         result = evaluate_domain(
             self.potential.model, positions, types, self._owners, self.potential.min_distance
         )
+        self.stats.seconds_evaluate += time.perf_counter() - evaluate_start
         forces[:] = result.forces
         reduce_start = time.perf_counter()
         totals = np.concatenate([[np.sum(result.energies)], _voigt(result.virial)])
