@@ -4,10 +4,11 @@ the cold build of the Wigner 3j symbols, against sphericart and e3nn where they 
     python benchmarks/bench_o3.py --threads 1                  # allegro_ref alone
     /work/main/.venv-compare/bin/python benchmarks/bench_o3.py --threads 1   # + sphericart, e3nn
 
-Prints markdown tables of wall times in ms, "median (best)" over the repeats, and the ratios
-allegro_ref / reference computed on the best times (the stabler number on a shared machine). The
-libraries are timed round-robin (one call of each per repeat), so that a change of load affects
-them alike. The vectors are Gaussian (all libraries normalize them); so is the VJP cotangent.
+Prints markdown tables of times in ms (wall clock, or with ``--clock cpu`` this process's CPU
+time), "median (best)" over the repeats, and the ratios allegro_ref / reference computed on the
+best times (the stabler number on a shared machine). The libraries are timed round-robin (one
+call of each per repeat), so that a change of load affects them alike. The vectors are Gaussian
+(all libraries normalize them); so is the VJP cotangent.
 """
 
 from __future__ import annotations
@@ -24,6 +25,13 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1, help="threads of BLAS/OpenMP/torch")
     parser.add_argument("--quick", action="store_true", help="1e5 vectors only, fewer repeats")
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall time, or CPU time of this process (robust to other jobs on a busy machine; "
+        "meaningful with --threads 1 only, as it adds up the threads)",
+    )
     return parser.parse_args()
 
 
@@ -60,17 +68,20 @@ SIZES = (100_000,) if ARGS.quick else (100_000, 1_000_000)
 DTYPES = ("float64", "float32")
 
 
+CLOCK = time.perf_counter if ARGS.clock == "wall" else time.process_time
+
+
 def timed(functions: dict, repeats: int, warmup: int) -> dict:
-    """{name: (median, best) wall time in ms}, calling the functions round-robin."""
+    """{name: (median, best) time in ms}, calling the functions round-robin."""
     for fn in functions.values():
         for _ in range(warmup):
             fn()
     times = {name: [] for name in functions}
     for _ in range(repeats):
         for name, fn in functions.items():
-            start = time.perf_counter()
+            start = CLOCK()
             fn()
-            times[name].append(1e3 * (time.perf_counter() - start))
+            times[name].append(1e3 * (CLOCK() - start))
     return {name: (statistics.median(t), min(t)) for name, t in times.items()}
 
 
@@ -157,7 +168,7 @@ def wigner_rows(repeats: int) -> dict:
 
 def main() -> None:
     print(
-        f"threads={ARGS.threads}, numpy {np.__version__}, "
+        f"threads={ARGS.threads}, clock={ARGS.clock}, numpy {np.__version__}, "
         f"sphericart {'yes' if sphericart else 'no'}, e3nn {'yes' if e3nn_o3 else 'no'}, "
         f"load average {os.getloadavg()[0]:.1f}\n"
     )
