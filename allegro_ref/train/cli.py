@@ -3,6 +3,7 @@
     python -m allegro_ref train config.yaml                  # a new run
     python -m allegro_ref train config.yaml --resume         # continue output_dir/checkpoint.npz
     python -m allegro_ref train config.yaml --max-epochs 50  # override the config's epochs
+    python -m allegro_ref train config.yaml --output-dir runs/a  # override output_dir
 
 Writes metrics.csv, checkpoint.npz, model.npz (the best averaged weights, ``Potential.load``),
 test_metrics.json and the figures to the config's ``output_dir``; prints the final validation
@@ -12,6 +13,7 @@ and test errors. Needs the ``train`` extra (ase, vesin, tqdm, pyyaml, matplotlib
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
@@ -31,12 +33,17 @@ def main(argv: list[str] | None = None) -> int:
         "--resume", action="store_true", help="continue from output_dir/checkpoint.npz"
     )
     parser.add_argument("--max-epochs", type=int, default=None, help="override max_epochs")
+    parser.add_argument(
+        "--output-dir", default=None, help="override output_dir (relative to the current folder)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
 
     config = TrainConfig.from_yaml(args.config)
     if args.max_epochs is not None:
         config.max_epochs = args.max_epochs
+    if args.output_dir is not None:
+        config.output_dir = os.path.abspath(args.output_dir)
     if args.no_progress:
         config.progress = False
     if args.resume:
@@ -65,9 +72,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{split}: energy MAE {m['energy_mae'] * 1e3:.2f} meV/atom, force MAE "
                 f"{m['forces_mae'] * 1e3:.1f} meV/Å (RMSE {m['forces_rmse'] * 1e3:.1f})"
                 + (
-                    f", stress MAE {m['stress_mae'] * 1e3:.3f} meV/Å³"
-                    if m["stress_mae"] == m["stress_mae"]
-                    else ""
+                    ""
+                    if math.isnan(m["stress_mae"])
+                    else f", stress MAE {m['stress_mae'] * 1e3:.3f} meV/Å³"
                 )
             )
     print(f"wall time {trainer.wall_time:.0f} s; outputs in {trainer.output_dir}")

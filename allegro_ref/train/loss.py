@@ -6,6 +6,7 @@ official ``EnergyForceLoss`` normalizes its coefficients the same way; its defau
     L = c_E · mean_s ((E_s − E_s^ref) / n_s)²          per-atom energy MSE, (eV/atom)²
       + c_F · mean_{i,a} (F_ia − F_ia^ref)²            force MSE, (eV/Å)²
       + c_σ · mean_{s,a,b} (σ_sab − σ_sab^ref)²        stress MSE over structures with a stress
+                                                       (0 if the batch has none)
 
 Predictions come from one forward pass (atomic energies E_i) and one backward pass with
 ∂E/∂E_i = 1, which gives g_e = ∂E/∂r_e for every edge e = (i → j); then E_s = Σ_{i∈s} E_i,
@@ -137,8 +138,7 @@ def loss_and_gradient(
         if n_stress
         else float("nan"),
     }
-    if c_stress > 0 and n_stress == 0:
-        raise ValueError("the stress weight is > 0 but no structure of the batch has a stress")
+    c_stress = c_stress if n_stress else 0.0  # e.g. a batch of molecules
     loss = c_energy * terms["energy_mse"] + c_forces * terms["forces_mse"]
     if c_stress > 0:
         loss += c_stress * terms["stress_mse"]

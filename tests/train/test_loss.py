@@ -130,7 +130,17 @@ def test_errors(problem):
         loss_and_gradient(model, batch, LossWeights(0, 0, 0))
     with pytest.raises(ValueError, match=">= 0"):
         LossWeights(-1, 1, 0).normalized()
+
+
+def test_batch_without_stress_skips_the_stress_term(problem):
+    """A batch of molecules under a stress weight: the stress term is absent (not NaN), the
+    energy and force terms keep their weights relative to each other."""
+    model, _ = problem
     molecule = random_structures(1)[2]
     only_molecule = collate([build_graph(molecule, model.config.type_names, model.config.r_max)])
-    with pytest.raises(ValueError, match="no structure of the batch has a stress"):
-        loss_and_gradient(model, only_molecule, LossWeights(1, 1, 1))
+    with_stress = loss_and_gradient(model, only_molecule, LossWeights(1, 1, 2))
+    without = loss_and_gradient(model, only_molecule, LossWeights(1, 1, 0))
+    assert np.isnan(with_stress.terms["stress_mse"])
+    assert with_stress.loss == pytest.approx(without.loss / 2, rel=1e-14)
+    for name, g in without.gradients.items():
+        np.testing.assert_allclose(with_stress.gradients[name], g / 2, rtol=1e-10, atol=1e-15)
