@@ -163,7 +163,7 @@ def evaluate_domain(
         host_owners[n_owned:] >= n_owned
     ):
         raise ValueError(
-            "owners must be a[i] = i for the owned rows, which come first, and an owned row "
+            "owners must be owners[a] = a for the owned rows, which come first, and an owned row "
             "index or -1 for the ghost rows after them"
         )
     config = model.config
