@@ -38,7 +38,6 @@ import numpy as np
 
 from ..backend import as_constant, float_dtype, namespace, to_backend
 from ..nn import (
-    ChannelwiseTensorProduct,
     bessel_basis_backward,
     bessel_basis_forward,
     gather,
@@ -48,6 +47,7 @@ from ..nn import (
     polynomial_cutoff_forward,
     scatter_sum,
 )
+from ..nn.environment_tensor_product import EnvironmentTensorProduct, group_edges
 from ..nn.irrep_weights import irrep_weighted_backward, irrep_weighted_forward
 from ..o3 import spherical_harmonics_backward, spherical_harmonics_forward
 from .config import AllegroConfig
@@ -101,7 +101,7 @@ class AllegroModel:
             for name, value in params.items()
         }
         self._tensor_products = [
-            ChannelwiseTensorProduct(
+            EnvironmentTensorProduct(
                 irreps_in,
                 config.sh_irreps,
                 irreps_out,
@@ -234,13 +234,12 @@ class AllegroModel:
         inv_sqrt_nbar = xp.astype(
             gather(as_constant(self._inv_sqrt_nbar, like=edge_vectors), atom_types), dtype
         )
+        groups = group_edges(centers)  # edges by centre atom, for the tensor products
         layer_caches, layer_tensors = [], []
         for k, tensor_product in enumerate(self._tensor_products):
             env_edges, env_cache = irrep_weighted_forward(env_weights, sh, sh_irreps)
             density = scatter_sum(env_edges, centers, n_atoms) * inv_sqrt_nbar[:, None, None]
-            new_tensors, tp_cache = tensor_product.forward(
-                tensors, gather(density, centers), p[f"tp.{k}"]
-            )
+            new_tensors, tp_cache = tensor_product.forward(tensors, density, groups, p[f"tp.{k}"])
             scalars = new_tensors[:, :, 0]  # the 0e component of every channel
             latent_out, latent_cache = mlp_forward(
                 self._mlp(p, f"latent.{k}"), xp.concat([*latents, scalars], axis=-1)
@@ -327,7 +326,7 @@ class AllegroModel:
         xp = namespace(grad_atomic_energies)
         c = cache
         p, dtype, geometry_dtype = c["params"], c["dtype"], c["geometry_dtype"]
-        n_atoms, centers = c["n_atoms"], c["centers"]
+        centers = c["centers"]
         n_edges = centers.shape[0]
         S, U, n_l, L = (
             cfg.num_scalar_features,
@@ -380,12 +379,11 @@ class AllegroModel:
                     [grad_tensors[:, :, :1] + grad_scalars[:, :, None], grad_tensors[:, :, 1:]],
                     axis=-1,
                 )
-            grad_tensors, grad_density_edges, grad_theta = self._tensor_products[k].backward(
+            grad_tensors, grad_density, grad_theta = self._tensor_products[k].backward(
                 tp_cache, grad_new_tensors
             )
             if parameter_gradients:
                 grads[f"tp.{k}"] = grad_theta
-            grad_density = scatter_sum(grad_density_edges, centers, n_atoms)
             grad_env_edges = gather(grad_density * c["inv_sqrt_nbar"][:, None, None], centers)
             grad_env_weights, grad_sh_k = irrep_weighted_backward(env_cache, grad_env_edges)
             grad_sh = grad_sh_k if grad_sh is None else grad_sh + grad_sh_k
