@@ -45,30 +45,39 @@ def mlp_init(dims: Sequence[int], rng: np.random.Generator) -> list[np.ndarray]:
     ]
 
 
-def _sigmoid_parts(xp, z):
-    """(z >= 0, 1/(1+e), e/(1+e)) with e = exp(−|z|) <= 1, which never overflows: σ(z) is the
-    second for z >= 0 and the third for z < 0, and 1 − σ(z) = σ(−z) the other one.
+def _sigmoids(xp, z, complement: bool):
+    """σ(z), and σ(−z) = 1 − σ(z) when ``complement``, accurate to rounding for every finite z.
 
-    For complex z (complex-step differentiation) the branch follows Re z and e = exp(∓z) stays
-    analytic (|z| would not be)."""
-    positive = xp.real(z) >= 0
-    e = xp.exp(xp.where(positive, -z, z))
-    big = 1.0 / (1.0 + e)
-    return positive, big, e * big
+    Real z: σ(±z) = exp(min(±z, 0)) / (1 + exp(−|z|)). Every exponent is <= 0, so nothing
+    overflows, tiny values underflow gracefully, and σ(−z) is not formed as 1 − σ(z) (which
+    cancels for large z). Branch-free: ``where`` costs ~10 times an ``exp`` on NumPy.
+
+    Complex z (complex-step differentiation): min, max and |z| are not analytic, so the branch
+    follows Re z, with e = exp(∓z) (never overflowing there) and σ = 1/(1+e) or e/(1+e).
+    """
+    if xp.isdtype(z.dtype, "complex floating"):
+        positive = xp.real(z) >= 0
+        e = xp.exp(xp.where(positive, -z, z))
+        big = 1.0 / (1.0 + e)
+        small = e * big
+        sigma = xp.where(positive, big, small)
+        return (sigma, xp.where(positive, small, big)) if complement else (sigma, None)
+    denominator = 1.0 / (1.0 + xp.exp(-xp.abs(z)))
+    sigma = xp.exp(xp.minimum(z, 0.0)) * denominator
+    if not complement:
+        return sigma, None
+    return sigma, xp.exp(-xp.maximum(z, 0.0)) * denominator
 
 
 def silu(z: Any) -> Any:
     """silu(z) = z · σ(z), elementwise, finite and warning-free for any finite z."""
-    xp = namespace(z)
-    positive, big, small = _sigmoid_parts(xp, z)
-    return z * xp.where(positive, big, small)
+    sigma, _ = _sigmoids(namespace(z), z, complement=False)
+    return z * sigma
 
 
 def _silu_and_grad(xp, z):
-    """(silu(z), silu'(z)) with silu'(z) = σ(z) (1 + z (1 − σ(z))), sharing one exp."""
-    positive, big, small = _sigmoid_parts(xp, z)
-    sigma = xp.where(positive, big, small)
-    one_minus_sigma = xp.where(positive, small, big)
+    """(silu(z), silu'(z)) with silu'(z) = σ(z) (1 + z σ(−z))."""
+    sigma, one_minus_sigma = _sigmoids(xp, z, complement=True)
     return z * sigma, sigma * (1.0 + z * one_minus_sigma)
 
 
