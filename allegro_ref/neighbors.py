@@ -48,9 +48,9 @@ def neighbor_list(
 
     Returns:
         ``(centers, neighbors, shifts)``: ``[n_edges]``, ``[n_edges]`` and ``[n_edges, 3]``
-        int64 arrays in the namespace and on the device of ``positions``, with
-        r_e = positions[neighbors] - positions[centers] + shifts @ cell, sorted by centre
-        then neighbour.
+            int64 arrays in the namespace and on the device of ``positions``, with
+            r_e = positions[neighbors] - positions[centers] + shifts @ cell, sorted by centre
+            then neighbour.
     """
     xp = namespace(positions)
     host_positions = check_positions(positions)
@@ -100,13 +100,14 @@ def within_pair_cutoffs(
 
     Args:
         vectors: ``[n_edges, 3]`` edge vectors, Å.
-        centers, neighbors: ``[n_edges]`` integer atom indices.
+        centers: ``[n_edges]`` integer index of each edge's centre atom.
+        neighbors: ``[n_edges]`` integer index of each edge's neighbour atom.
         atom_types: ``[n_atoms]`` integer types (indices into the model's type names).
         cutoff_matrix: ``[n_types, n_types]`` float64 NumPy array, Å (row: centre type).
 
     Returns:
         ``[n_kept]`` int64 indices into the edges, increasing (so the sort order is kept); use
-        ``xp.take(a, kept, axis=0)`` on every per-edge array.
+            ``xp.take(a, kept, axis=0)`` on every per-edge array.
     """
     xp = namespace(vectors)
     n_types = cutoff_matrix.shape[0]

@@ -22,6 +22,7 @@ names and arrays ``Module.state_dict()`` would give.
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import zipfile
 from collections import OrderedDict
@@ -157,7 +158,7 @@ class TorchArchive:
         path: the file. Raises ``ValueError`` if it is not a zip archive.
     """
 
-    def __init__(self, path):
+    def __init__(self, path: str | os.PathLike):
         if not zipfile.is_zipfile(path):
             raise ValueError(f"{path!s} is not a PyTorch zip archive")
         self.path = path

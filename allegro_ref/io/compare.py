@@ -95,8 +95,9 @@ def compare_features(ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> Comp
     """Stage-by-stage differences of the stages present in both dicts, in ``ours``' order.
 
     Args:
-        ours, theirs: stage name -> array (any backend; compared in float64 on the host).
-            Rows must correspond (same edges in the same order, same atoms).
+        ours: stage name -> array (any backend; compared in float64 on the host).
+        theirs: stage name -> array, with rows corresponding to ``ours``' (same edges in the
+            same order, same atoms).
 
     Raises:
         ValueError: a stage whose shapes differ (naming the stage and both shapes), or no
@@ -134,16 +135,17 @@ def allegro_ref_features(
     Args:
         model: the model (any backend; inputs are moved to its parameters' device).
         edge_vectors: ``[E, 3]`` Å, r_e = x_j − x_i + shift·cell for edge e = (i → j).
-        centers, neighbors: ``[E]`` atom indices i and j.
+        centers: ``[E]`` atom index i (centre) of each edge.
+        neighbors: ``[E]`` atom index j (neighbour) of each edge.
         atom_types: ``[N]`` type indices.
         cell: ``[3, 3]`` lattice vectors (rows), Å, for the stress of a cell periodic in all
             three directions; None for no stress.
 
     Returns:
         ``cache["intermediates"]`` of :meth:`AllegroModel.forward` (see :mod:`this module
-        <allegro_ref.io.compare>` for the names), ``"forces"`` ``[N, 3]`` eV/Å and, with a cell,
-        ``"stress"`` ``[3, 3]`` eV/Å³: from g_e = ∂E/∂r_e, F_i = Σ_{e: centre i} g_e −
-        Σ_{e: neighbour i} g_e and σ = (1/V) Σ_e r_e ⊗ g_e (ASE sign).
+            <allegro_ref.io.compare>` for the names), ``"forces"`` ``[N, 3]`` eV/Å and, with a cell,
+            ``"stress"`` ``[3, 3]`` eV/Å³: from g_e = ∂E/∂r_e, F_i = Σ_{e: centre i} g_e −
+            Σ_{e: neighbour i} g_e and σ = (1/V) Σ_e r_e ⊗ g_e (ASE sign).
     """
     like = next(iter(model.params.values()))
     xp, where = namespace(like), device(like)
@@ -206,8 +208,8 @@ def official_features(official_model: Any, atoms: Any, model: AllegroModel) -> d
 
     Returns:
         stage name -> float64 NumPy array, plus the official edges as ``"edge_vectors"`` ``[E,
-        3]``, ``"centers"``, ``"neighbors"`` ``[E]`` and ``"atom_types"`` ``[N]``, for
-        :func:`allegro_ref_features`.
+            3]``, ``"centers"``, ``"neighbors"`` ``[E]`` and ``"atom_types"`` ``[N]``, for
+            :func:`allegro_ref_features`.
     """
     try:
         import torch

@@ -128,7 +128,7 @@ def load_nequip(path: str | os.PathLike, model_key: str = "sole_model") -> Alleg
 
     Returns:
         the model, in the file's ``model_dtype``, with the file's type names, cutoffs,
-        avg_num_neighbors, scales and shifts and every weight.
+            avg_num_neighbors, scales and shifts and every weight.
 
     Raises:
         ValueError: a compiled model (``.nequip.pt2`` / ``.nequip.pth``), a file that is not an

@@ -16,6 +16,7 @@ in every channel. Backward (a bilinear form):
 from __future__ import annotations
 
 from functools import cache
+from typing import Any
 
 import numpy as np
 
@@ -37,13 +38,13 @@ def _component_to_irrep(irreps: str) -> tuple[np.ndarray, np.ndarray]:
     return index, one_hot
 
 
-def irrep_weighted_forward(weights, features, irreps):
+def irrep_weighted_forward(weights: Any, features: Any, irreps: Any) -> tuple[Any, tuple]:
     """Scale every irrep block of ``features`` by a per-(edge, channel, irrep) weight.
 
     Args:
         weights: ``[E, U, n_irreps]``, one weight per channel u and irrep of ``irreps``.
         features: ``[E, irreps.dim]`` equivariant features (e.g. spherical harmonics Y).
-        irreps: the irreps of ``features`` (each entry of multiplicity 1 typically).
+        irreps: Irreps or string, the irreps of ``features`` (typically multiplicity 1 each).
 
     Returns:
         ``(out [E, U, irreps.dim], cache)`` with out[e,u,(l,m)] = w[e,u,l] * Y[e,(l,m)].
@@ -64,7 +65,7 @@ def irrep_weighted_forward(weights, features, irreps):
     return out, (expanded, features, irreps)
 
 
-def irrep_weighted_backward(cache, grad_out):
+def irrep_weighted_backward(cache: tuple, grad_out: Any) -> tuple[Any, Any]:
     """VJP of :func:`irrep_weighted_forward`: ``(grad_weights [E, U, n_irreps],
     grad_features [E, dim])``."""
     xp = namespace(grad_out)

@@ -42,11 +42,14 @@ class EquivariantLinear:
     """e3nn's ``o3.Linear(irreps_in, irreps_out)`` without biases (module docstring).
 
     Args:
-        irreps_in, irreps_out: Irreps or strings; output entries whose irrep is absent from
-            the input are zero, input entries absent from the output are ignored.
+        irreps_in: Irreps or string; entries whose irrep is absent from the output are ignored.
+        irreps_out: Irreps or string; entries whose irrep is absent from the input are zero.
         path_normalization: "element" (default) or "path".
 
-    Attributes: ``instructions`` (list of ``(i_in, i_out, alpha)``), ``weight_numel``.
+    Attributes:
+        instructions: list of ``(i_in, i_out, alpha)``, one per (input entry, output entry)
+            pair carrying the same irrep, in weight order.
+        weight_numel: length of the flat weight vector.
     """
 
     def __init__(self, irreps_in: Any, irreps_out: Any, path_normalization: str = "element"):

@@ -123,7 +123,7 @@ def mlp_forward(
 
     Returns:
         ``y``: ``[..., d_L]``; ``cache``: (x, hidden pre-activations z_0..z_{L−2}, nonlinearity),
-        the least the backward needs (h_{k+1} = silu(z_k) is recomputed there).
+            the least the backward needs (h_{k+1} = silu(z_k) is recomputed there).
     """
     _check(weights, x, nonlinearity)
     alphas = _alphas(weights, nonlinearity)

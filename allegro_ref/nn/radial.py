@@ -71,7 +71,7 @@ def bessel_basis_forward(x: Any, frequencies: Any) -> tuple[Any, tuple]:
 
     Returns:
         ``b``: ``[E, B]`` basis values in the dtype of ``x``; ``cache`` for
-        :func:`bessel_basis_backward`.
+            :func:`bessel_basis_backward`.
     """
     xp = namespace(x, frequencies)
     if x.ndim != 1 or frequencies.ndim != 1:

@@ -358,7 +358,7 @@ def spherical_harmonics(
 
     Returns:
         [..., D] array of the input's namespace, dtype and device, the blocks in the order of
-        ``ls``, each ordered m = -l..l (a transposed view of component-major [D, n] memory).
+            ``ls``, each ordered m = -l..l (a transposed view of component-major [D, n] memory).
     """
     return spherical_harmonics_forward(ls, vectors, normalize, normalization)[0]
 

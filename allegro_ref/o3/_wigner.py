@@ -290,8 +290,8 @@ def wigner_D(l: int, rotation: Any) -> Any:
 
     Returns:
         ``[..., 2l+1, 2l+1]`` array of the same namespace, device and dtype, such that
-        ``Y_l(R x) = D_l(R) Y_l(x)`` for e3nn's real spherical harmonics (column vectors), and
-        ``D_1(R) = R``. It is a representation: ``D(R1 R2) = D(R1) D(R2)``, ``D(R^T) = D(R)^T``.
+            ``Y_l(R x) = D_l(R) Y_l(x)`` for e3nn's real spherical harmonics (column vectors), and
+            ``D_1(R) = R``. It is a representation: ``D(R1 R2) = D(R1) D(R2)``, ``D(R^T) = D(R)^T``.
 
     Method: Y-X-Y Euler angles ``R = R_y(a) R_x(b) R_y(c)`` (``_yxy_euler_angles``), then
     ``D = exp(a L_y) exp(b L_x) exp(c L_y)`` with the real generators of ``so3_generators``; each
