@@ -14,7 +14,7 @@ from ase.md.verlet import VelocityVerlet
 import allegro_ref
 from allegro_ref.ase import AllegroCalculator
 from allegro_ref.potential import Potential
-from tests.test_potential import tiny_config
+from tests.models import tiny_config
 
 try:  # ase >= 3.29
     from ase.md.velocitydistribution import thermalize_momenta

@@ -29,29 +29,15 @@ from allegro_ref.lammps import _owners_from_tags, _voigt, evaluate_domain
 from allegro_ref.model import AllegroConfig, AllegroModel
 from allegro_ref.neighbors import neighbor_list
 from allegro_ref.potential import Potential
+from tests.models import TYPE_NAMES, tiny_config
 
-TYPE_NAMES = ["O", "Cu"]
-CONFIG = dict(
-    type_names=TYPE_NAMES,
-    r_max=3.5,
-    l_max=2,
-    num_layers=2,
-    num_scalar_features=8,
-    num_tensor_features=4,
-    scalar_embed_mlp_hidden_layers_width=8,
-    allegro_mlp_hidden_layers_width=8,
-    readout_mlp_hidden_layers_width=8,
-    avg_num_neighbors={"O": 10.0, "Cu": 14.0},
-    per_type_energy_scales={"O": 0.7, "Cu": 1.3},
-    per_type_energy_shifts={"O": -1.5, "Cu": -3.0},
-    per_edge_type_cutoff={"O": {"O": 3.0}},
-)
+CONFIG = tiny_config(per_edge_type_cutoff={"O": {"O": 3.0}})
 SEED = 11
 
 
 @pytest.fixture(scope="module")
 def potential() -> Potential:
-    return Potential.from_config(AllegroConfig(**CONFIG), seed=SEED)
+    return Potential.from_config(CONFIG, seed=SEED)
 
 
 def random_structure(seed: int, n_atoms: int, cell: np.ndarray, min_distance: float = 1.2):
@@ -235,6 +221,7 @@ def lammps(test):
     """Marks a test that runs LAMMPS (``-m lammps`` selects them) and skips it without LAMMPS."""
     return pytest.mark.lammps(_skip_without_lammps(test))
 
+
 SKIN = 1.0
 MASSES = {"O": 15.999, "Cu": 63.546}
 
@@ -279,10 +266,10 @@ def structure_arrays(seed, cell, n_atoms=90):
 
 def base_spec(**overrides):
     spec = dict(
-        config=CONFIG,
+        config=CONFIG.to_dict(),
         seed=SEED,
         species=TYPE_NAMES,
-        ghost_cutoff=2 * CONFIG["r_max"] + SKIN,
+        ghost_cutoff=2 * CONFIG.r_max + SKIN,
         skin=SKIN,
         steps=0,
         units="metal",
@@ -414,7 +401,7 @@ def _driver(input_path: str, output_path: str) -> None:
         thermo_modify norm no
         """
     )
-    potential = Potential.from_config(AllegroConfig(**spec["config"]), seed=spec["seed"])
+    potential = Potential.from_config(AllegroConfig.from_dict(spec["config"]), seed=spec["seed"])
     fix = AllegroFix(lmp, potential, spec["species"])
     if spec["steps"]:
         lmp.command(f"timestep {spec['timestep']}")

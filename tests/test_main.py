@@ -11,7 +11,7 @@ import pytest
 
 from allegro_ref.__main__ import main
 from allegro_ref.potential import Potential
-from tests.test_potential import tiny_config
+from tests.models import tiny_config
 
 
 def test_md_with_the_default_random_model(capsys):
@@ -27,12 +27,7 @@ def test_md_with_the_default_random_model(capsys):
 def test_md_is_the_default_command_and_loads_weights(tmp_path, capsys):
     path = tmp_path / "tiny.npz"
     Potential.from_config(
-        tiny_config(
-            type_names=["Cu"],
-            avg_num_neighbors=14.0,
-            per_type_energy_scales=None,
-            per_type_energy_shifts=None,
-        ),
+        tiny_config(type_names=["Cu"], avg_num_neighbors=14.0),
         seed=1,
     ).save(path)
     assert main(["--model", str(path), "--atoms", "4", "--steps", "2", "--dtype", "float32"]) == 0

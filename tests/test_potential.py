@@ -11,31 +11,11 @@ import numpy as np
 import pytest
 from hypothesis import given
 
-from allegro_ref.model import AllegroConfig, AllegroModel
+from allegro_ref.model import AllegroModel
 from allegro_ref.neighbors import neighbor_list
 from allegro_ref.potential import FILE_FORMAT_VERSION, Potential
+from tests.models import TYPE_NAMES, tiny_config
 from tests.strategies import orthogonal_matrices
-
-TYPE_NAMES = ["O", "Cu"]
-
-
-def tiny_config(**overrides) -> AllegroConfig:
-    base = dict(
-        type_names=TYPE_NAMES,
-        r_max=3.5,
-        l_max=2,
-        num_layers=2,
-        num_scalar_features=8,
-        num_tensor_features=4,
-        scalar_embed_mlp_hidden_layers_width=8,
-        allegro_mlp_hidden_layers_width=8,
-        readout_mlp_hidden_layers_width=8,
-        avg_num_neighbors={"O": 10.0, "Cu": 14.0},
-        per_type_energy_scales={"O": 0.7, "Cu": 1.3},
-        per_type_energy_shifts={"O": -1.5, "Cu": -3.0},
-    )
-    base.update(overrides)
-    return AllegroConfig(**base)
 
 
 @pytest.fixture(scope="module")
@@ -287,6 +267,67 @@ def test_per_edge_type_cutoffs():
     ) / (2 * h)
     scale = np.linalg.norm(out["forces"]) * np.linalg.norm(direction)
     assert abs(numeric + np.sum(out["forces"] * direction)) <= 1e-7 * scale
+
+
+# ---------------------------------------------------------------------------------------------
+# Chunks of centre atoms
+# ---------------------------------------------------------------------------------------------
+
+
+def mixed_crystal(repeats=(2, 2, 2)):
+    """A rattled rock-salt-like O/Cu crystal with variable numbers of neighbours per atom."""
+    from ase.build import bulk
+
+    atoms = bulk("Cu", "fcc", a=3.0, cubic=True).repeat(repeats)
+    atoms.rattle(0.15, seed=3)
+    symbols = np.array(atoms.get_chemical_symbols())
+    symbols[::3] = "O"
+    return atoms.positions, list(symbols), atoms.cell.array, True
+
+
+@pytest.mark.parametrize("name", ["molecule", "crystal", "mixed"])
+@pytest.mark.parametrize("num_threads", [1, 2])
+def test_chunks_give_the_unchunked_results(potential, name, num_threads):
+    """One centre atom per chunk (and two threads) equals one chunk for the whole structure, to
+    rounding: Allegro's energy of atom i depends only on the edges centred on i."""
+    system = mixed_crystal() if name == "mixed" else SYSTEMS[name]
+    whole = Potential(potential.model, chunk_bytes=2**40, num_threads=1)
+    split = Potential(potential.model, chunk_bytes=1, num_threads=num_threads)
+    assert split.chunk_edges == 1 and whole.chunk_edges > 10**6
+    ref, out = whole.compute(*system), split.compute(*system)
+    assert out["energy"] == pytest.approx(ref["energy"], rel=1e-14)
+    for key in ("energies", "forces", "virials", "stress"):
+        if ref[key] is None:
+            assert out[key] is None
+            continue
+        scale = np.max(np.abs(ref[key]))
+        np.testing.assert_allclose(out[key], ref[key], rtol=0, atol=1e-13 * scale)
+
+
+def test_chunks_cover_every_atom_once():
+    """Chunks are consecutive atom ranges with their edge ranges, atoms without edges included,
+    at most one atom's edges above the budget, and as many as the threads when edges allow."""
+    from allegro_ref.potential import _chunks_of_centres
+
+    centers = np.array([0, 0, 0, 2, 2, 3, 3, 3, 3, 5])  # atoms 1 and 4 have no edges
+    for max_edges, min_chunks in [(100, 1), (100, 3), (4, 1), (1, 1), (3, 6)]:
+        chunks = _chunks_of_centres(centers, 7, max_edges, min_chunks)
+        atoms = np.concatenate([np.arange(a, b) for a, b, _, _ in chunks])
+        edges = np.concatenate([np.arange(s, e) for _, _, s, e in chunks])
+        np.testing.assert_array_equal(atoms, np.arange(7))
+        np.testing.assert_array_equal(edges, np.arange(10))
+        for a, b, s, e in chunks:
+            assert np.all((centers[s:e] >= a) & (centers[s:e] < b))
+            assert e - s <= max_edges + 4  # at most one atom's edges more (atom 3 has 4)
+    assert len(_chunks_of_centres(np.repeat(np.arange(8), 5), 8, 100, 3)) == 3  # for threads
+    assert _chunks_of_centres(centers[:0], 0, 10, 2) == [(0, 0, 0, 0)]
+
+
+def test_chunk_options_are_checked(potential):
+    with pytest.raises(ValueError, match="chunk_bytes must be positive"):
+        Potential(potential.model, chunk_bytes=0)
+    with pytest.raises(ValueError, match="num_threads must be positive"):
+        Potential(potential.model, num_threads=0)
 
 
 # ---------------------------------------------------------------------------------------------

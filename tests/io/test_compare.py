@@ -13,20 +13,14 @@ from allegro_ref.io.compare import (
     allegro_ref_features,
     compare_features,
 )
-from allegro_ref.model import AllegroConfig, AllegroModel
+from allegro_ref.model import AllegroModel
 from allegro_ref.neighbors import edge_vectors, neighbor_list
 from allegro_ref.potential import Potential
+from tests.models import tiny_config
 
-CONFIG = AllegroConfig(
+CONFIG = tiny_config(
     type_names=("H", "O"),
     r_max=3.0,
-    l_max=2,
-    num_layers=2,
-    num_scalar_features=8,
-    num_tensor_features=4,
-    scalar_embed_mlp_hidden_layers_width=8,
-    allegro_mlp_hidden_layers_width=8,
-    readout_mlp_hidden_layers_width=8,
     avg_num_neighbors=5.0,
     per_type_energy_shifts={"H": -1.0, "O": 2.0},
 )

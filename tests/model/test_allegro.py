@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 
 from allegro_ref.model import AllegroConfig, AllegroModel
+from tests.models import tiny_config
 from tests.strategies import orthogonal_matrices, seeds
 
 CONFIGS = {
@@ -20,22 +21,19 @@ CONFIGS = {
 }
 
 
-def tiny_config(**overrides) -> AllegroConfig:
-    base = dict(
-        type_names=["H", "C", "O"],
-        r_max=3.0,
-        num_scalar_features=8,
-        num_tensor_features=4,
-        scalar_embed_mlp_hidden_layers_width=8,
-        allegro_mlp_hidden_layers_width=8,
-        readout_mlp_hidden_layers_width=8,
-        avg_num_neighbors={"H": 3.0, "C": 4.0, "O": 5.0},
-        per_type_energy_scales={"H": 1.3, "C": 0.7, "O": 1.1},
-        per_type_energy_shifts={"H": -0.5, "C": 0.2, "O": 0.1},
-        per_edge_type_cutoff={"H": {"H": 2.5, "C": 3.0, "O": 3.0}},
-    )
-    base.update(overrides)
-    return AllegroConfig(**base)
+# Three species with distinct per-type values and per-pair cutoffs, r_max 3 Å.
+HCO = dict(
+    type_names=("H", "C", "O"),
+    r_max=3.0,
+    avg_num_neighbors={"H": 3.0, "C": 4.0, "O": 5.0},
+    per_type_energy_scales={"H": 1.3, "C": 0.7, "O": 1.1},
+    per_type_energy_shifts={"H": -0.5, "C": 0.2, "O": 0.1},
+    per_edge_type_cutoff={"H": {"H": 2.5, "C": 3.0, "O": 3.0}},
+)
+
+
+def hco_config(**overrides) -> AllegroConfig:
+    return tiny_config(**{**HCO, **overrides})
 
 
 def random_structure(seed: int, n_atoms: int = 7, box: float = 3.0):
@@ -70,7 +68,7 @@ def weighted_energy(model, vectors, centers, neighbors, types, weights):
 
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_edge_vector_gradient_matches_finite_differences(name):
-    config = tiny_config(**CONFIGS[name])
+    config = hco_config(**CONFIGS[name])
     model = AllegroModel.init(config, seed=1)
     positions, types = random_structure(2)
     vectors, centers, neighbors = edges_of(config, positions, types)
@@ -91,7 +89,7 @@ def test_edge_vector_gradient_matches_finite_differences(name):
 
 @pytest.mark.parametrize("name", ["l2-L2-parity", "l3-L2-noparity-shared-paths"])
 def test_parameter_gradients_match_finite_differences(name):
-    config = tiny_config(**CONFIGS[name], bessel_trainable=True)
+    config = hco_config(**CONFIGS[name], bessel_trainable=True)
     model = AllegroModel.init(config, seed=4)
     positions, types = random_structure(5)
     vectors, centers, neighbors = edges_of(config, positions, types)
@@ -118,7 +116,7 @@ def test_parameter_gradients_match_finite_differences(name):
 @settings(max_examples=10)
 @given(rotation=orthogonal_matrices(), seed=seeds)
 def test_energies_invariant_and_gradients_equivariant_under_O3(rotation, seed):
-    config = tiny_config(**CONFIGS["l2-L3-parity"])
+    config = hco_config(**CONFIGS["l2-L3-parity"])
     model = AllegroModel.init(config, seed=seed % 1000)
     positions, types = random_structure(seed)
     vectors, centers, neighbors = edges_of(config, positions, types)
@@ -133,7 +131,7 @@ def test_energies_invariant_and_gradients_equivariant_under_O3(rotation, seed):
 @settings(max_examples=10)
 @given(seed=seeds)
 def test_permutation_of_atoms_permutes_energies(seed):
-    config = tiny_config()
+    config = hco_config()
     model = AllegroModel.init(config, seed=0)
     positions, types = random_structure(seed)
     vectors, centers, neighbors = edges_of(config, positions, types)
@@ -151,7 +149,7 @@ def test_permutation_of_atoms_permutes_energies(seed):
 
 
 def test_strict_locality_energy_of_atom_depends_only_on_its_edges():
-    config = tiny_config()
+    config = hco_config()
     model = AllegroModel.init(config, seed=0)
     positions, types = random_structure(11)
     vectors, centers, neighbors = edges_of(config, positions, types)
@@ -165,7 +163,7 @@ def test_strict_locality_energy_of_atom_depends_only_on_its_edges():
 
 
 def test_energy_is_smooth_when_an_edge_crosses_the_cutoff():
-    config = tiny_config(per_edge_type_cutoff=None)
+    config = hco_config(per_edge_type_cutoff=None)
     model = AllegroModel.init(config, seed=0)
     types = np.array([1, 2])
     centers, neighbors = np.array([0, 1]), np.array([1, 0])
@@ -178,7 +176,7 @@ def test_energy_is_smooth_when_an_edge_crosses_the_cutoff():
 
 
 def test_isolated_atoms_get_their_shift():
-    config = tiny_config()
+    config = hco_config()
     model = AllegroModel.init(config, seed=0)
     types = np.array([0, 2, 1])
     empty = np.zeros((0, 3)), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
@@ -188,7 +186,7 @@ def test_isolated_atoms_get_their_shift():
 
 
 def test_float32_close_to_float64():
-    config = tiny_config()
+    config = hco_config()
     positions, types = random_structure(3)
     vectors, centers, neighbors = edges_of(config, positions, types)
     e64, c64 = AllegroModel.init(config, seed=0).forward(vectors, centers, neighbors, types)
@@ -202,7 +200,7 @@ def test_float32_close_to_float64():
 
 
 def test_numpy_and_strict_backends_agree(backend):
-    config = tiny_config()
+    config = hco_config()
     model = AllegroModel.init(config, seed=0)
     positions, types = random_structure(8)
     vectors, centers, neighbors = edges_of(config, positions, types)
@@ -221,7 +219,7 @@ def test_numpy_and_strict_backends_agree(backend):
 
 
 def test_wrong_parameters_are_refused():
-    config = tiny_config()
+    config = hco_config()
     params = AllegroModel.init(config).params
     missing = {k: v for k, v in params.items() if k != "tp.0"}
     with pytest.raises(ValueError, match=r"missing \['tp.0'\]"):
