@@ -25,7 +25,26 @@ _PARITY_LETTERS = {"e": 1, "o": -1}
 _IRREP_PATTERN = re.compile(r"(\d+)([eoy])")
 
 
-class Irrep(tuple):
+class _EqualToItsString(tuple):
+    """A tuple that also compares equal to any string its class parses to the same tuple
+    (``Irrep("1o") == "1o"``); a string it cannot parse compares unequal. Hashes as the tuple."""
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, str):
+            try:
+                other = type(self)(other)
+            except ValueError:
+                return False
+        return tuple.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    __hash__ = tuple.__hash__
+
+
+class Irrep(_EqualToItsString):
     """An irrep of O(3): degree ``l`` and parity ``p``, a frozen, hashable ``(l, p)`` tuple.
 
     ``Irrep(1, -1) == Irrep("1o")``. The letter "y" means the parity of the spherical harmonics,
@@ -70,20 +89,6 @@ class Irrep(tuple):
 
     def __repr__(self) -> str:
         return f"Irrep('{self}')"
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, str):
-            try:
-                other = Irrep(other)
-            except ValueError:
-                return False
-        return tuple.__eq__(self, other)
-
-    def __ne__(self, other: object) -> bool:
-        equal = self.__eq__(other)
-        return equal if equal is NotImplemented else not equal
-
-    __hash__ = tuple.__hash__
 
     def __mul__(self, other: Irrep | str) -> Iterator[Irrep]:
         """The irreps in the tensor product ``self (x) other``: ``l = |l1 - l2| .. l1 + l2``, each
@@ -152,7 +157,7 @@ class SortedIrreps(NamedTuple):
     inv: tuple[int, ...]
 
 
-class Irreps(tuple):
+class Irreps(_EqualToItsString):
     """A direct sum of irreps with multiplicities: a frozen tuple of ``MulIrrep``.
 
     Built from a string with e3nn's grammar, ``"8x0e + 8x1o + 4x2e"`` (entries separated by
@@ -273,20 +278,6 @@ class Irreps(tuple):
         return Irreps(tuple(self) * times)
 
     __rmul__ = __mul__
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, str):
-            try:
-                other = Irreps(other)
-            except ValueError:
-                return False
-        return tuple.__eq__(self, other)
-
-    def __ne__(self, other: object) -> bool:
-        equal = self.__eq__(other)
-        return equal if equal is NotImplemented else not equal
-
-    __hash__ = tuple.__hash__
 
     def __str__(self) -> str:
         return "+".join(str(entry) for entry in self)
