@@ -52,6 +52,23 @@ def assert_close(actual, expected, rtol=1e-12):
     )
 
 
+def assert_rotates_with_inputs(tp, x1, x2, weights, rotation, rng):
+    """out(D1 x1, D2 x2) = D_out out(x1, x2) for a random cotangent g, the VJPs at the rotated
+    inputs (cotangent D_out g) are the rotated VJPs, and ∂L/∂θ is unchanged."""
+    d1, d2, d_out = (
+        irreps.D_from_matrix(rotation) for irreps in (tp.irreps_in1, tp.irreps_in2, tp.irreps_out)
+    )
+    out, cache = tp.forward(x1, x2, weights)
+    g = rng.standard_normal(out.shape)
+    grads = tp.backward(cache, g)
+    out_r, cache_r = tp.forward(x1 @ d1.T, x2 @ d2.T, weights)
+    grads_r = tp.backward(cache_r, g @ d_out.T)
+    assert_close(out_r, out @ d_out.T, rtol=1e-12)
+    assert_close(grads_r[0], grads[0] @ d1.T, rtol=1e-12)
+    assert_close(grads_r[1], grads[1] @ d2.T, rtol=1e-12)
+    assert_close(grads_r[2], grads[2], rtol=1e-12)
+
+
 # ---- independent references (per path, NumPy einsum; tests only) --------------------------
 
 
@@ -205,18 +222,7 @@ def test_channelwise_equivariance_of_output_and_vjps(problem, rotation):
     """out(D1 x1, D2 x2) = D_out out(x1, x2); the VJPs rotate with the inputs, ∂L/∂θ is
     invariant (for proper and improper R)."""
     tp, x1, x2, weights, rng = problem
-    d1, d2, d_out = (
-        irreps.D_from_matrix(rotation) for irreps in (tp.irreps_in1, tp.irreps_in2, tp.irreps_out)
-    )
-    g = rng.standard_normal((x1.shape[0], tp.num_channels, tp.irreps_out.dim))
-    out, cache = tp.forward(x1, x2, weights)
-    grads = tp.backward(cache, g)
-    out_r, cache_r = tp.forward(x1 @ d1.T, x2 @ d2.T, weights)
-    grads_r = tp.backward(cache_r, g @ d_out.T)
-    assert_close(out_r, out @ d_out.T, rtol=1e-12)
-    assert_close(grads_r[0], grads[0] @ d1.T, rtol=1e-12)
-    assert_close(grads_r[1], grads[1] @ d2.T, rtol=1e-12)
-    assert_close(grads_r[2], grads[2], rtol=1e-12)
+    assert_rotates_with_inputs(tp, x1, x2, weights, rotation, rng)
 
 
 def test_shared_weights_equal_coupled_weights_repeated_over_channels(rng):
@@ -403,18 +409,7 @@ def test_e3nn_tensor_product_backward_matches_finite_differences(problem):
 @given(problem=e3nn_problems(), rotation=orthogonal_matrices())
 def test_e3nn_tensor_product_equivariance(problem, rotation):
     tp, x1, x2, weights, rng = problem
-    d1, d2, d_out = (
-        irreps.D_from_matrix(rotation) for irreps in (tp.irreps_in1, tp.irreps_in2, tp.irreps_out)
-    )
-    out, cache = tp.forward(x1, x2, weights)
-    g = rng.standard_normal(out.shape)
-    grads = tp.backward(cache, g)
-    out_r, cache_r = tp.forward(x1 @ d1.T, x2 @ d2.T, weights)
-    grads_r = tp.backward(cache_r, g @ d_out.T)
-    assert_close(out_r, out @ d_out.T, rtol=1e-12)
-    assert_close(grads_r[0], grads[0] @ d1.T, rtol=1e-12)
-    assert_close(grads_r[1], grads[1] @ d2.T, rtol=1e-12)
-    assert_close(grads_r[2], grads[2], rtol=1e-12)
+    assert_rotates_with_inputs(tp, x1, x2, weights, rotation, rng)
 
 
 def test_e3nn_uuu_without_normalization_is_the_channelwise_product(rng):
