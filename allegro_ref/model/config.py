@@ -92,9 +92,8 @@ class AllegroConfig:
             raise ValueError(f"type_names has duplicates: {list(names)}")
         if not (math.isfinite(self.r_max) and self.r_max > 0):
             raise ValueError(f"r_max must be a positive number of Å, got {self.r_max!r}")
-        for name in ("l_max",):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.l_max < 0:
+            raise ValueError(f"l_max must be >= 0, got {self.l_max}")
         for name in (
             "num_layers",
             "num_scalar_features",
@@ -242,6 +241,8 @@ class AllegroConfig:
     # Parameters
     # ---------------------------------------------------------------------------------------
     def mlp_dims(self, d_in: int, depth: int, width: int, d_out: int) -> list[int]:
+        """Layer widths ``[d_in, width (depth times), d_out]`` of an MLP with ``depth`` hidden
+        layers."""
         return [d_in] + [width] * depth + [d_out]
 
     def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
