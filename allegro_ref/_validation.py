@@ -91,7 +91,9 @@ def atom_types_from_species(species: Any, type_names: Sequence[str], n_atoms: in
         if bad.size:
             raise ValueError(f"atomic number {int(bad[0])} is not an element (1..118)")
         values = np.asarray(CHEMICAL_SYMBOLS, dtype=object)[numbers]
-    elif values.dtype.kind not in "UO" or not all(isinstance(v, str) for v in values.tolist()):
+    elif values.dtype.kind != "U" and not (
+        values.dtype.kind == "O" and all(isinstance(v, str) for v in values.tolist())
+    ):  # a NumPy string array needs no per-atom check; an object array must hold only strings
         raise ValueError(
             f"species must be type names (strings) or atomic numbers (integers), got dtype "
             f"{values.dtype}"
