@@ -35,6 +35,7 @@ def _component_to_irrep(irreps: str) -> tuple[np.ndarray, np.ndarray]:
     )
     one_hot = np.zeros((parsed.dim, len(parsed)))
     one_hot[np.arange(parsed.dim), index] = 1.0
+    index.flags.writeable = one_hot.flags.writeable = False  # cached: shared by every caller
     return index, one_hot
 
 
