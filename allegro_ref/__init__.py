@@ -1,7 +1,8 @@
 """allegro_ref: a readable, exact and fast reference implementation of the Allegro potential.
 
-Sub-packages (imports flow downward only): ``backend`` <- ``o3`` <- ``nn`` <- ``model`` <-
-``potential`` / ``ase``.
+Layers (imports flow downward only): ``backend`` <- ``o3`` <- ``nn`` <- ``model`` <- ``io``
+(official models) <- ``potential`` <- ``ase``, ``lammps``, ``train``, ``pretrained``; ``neighbors``
+serves ``potential`` and everything above it.
 """
 
 __version__ = "0.1.0"
