@@ -166,7 +166,9 @@ class AllegroModel:
     # ---------------------------------------------------------------------------------------
     # Forward
     # ---------------------------------------------------------------------------------------
-    def forward(self, edge_vectors, centers, neighbors, atom_types):
+    def forward(
+        self, edge_vectors: Any, centers: Any, neighbors: Any, atom_types: Any
+    ) -> tuple[Any, dict[str, Any]]:
         """Per-atom energies of one structure (or a batch of disjoint structures).
 
         Args:
@@ -177,12 +179,13 @@ class AllegroModel:
             atom_types: ``[N]`` integer type of each atom (index into ``config.type_names``).
 
         Returns:
-            ``(atomic_energies [N] float64 eV, cache)``; pass ``cache`` to :meth:`backward`.
-            ``cache["intermediates"]`` names the features of every stage (for layer-by-layer
-            comparisons with another implementation): edge_lengths [E], radial_basis [E, B]
-            (Bessel × envelope), edge_sh [E, (l_max+1)²], edge_embedding h [E, S],
-            initial_tensors V⁰ [E, U, dim], layer{k}.tensors V^{k+1}, layer{k}.scalars x^{k+1}
-            [E, S], edge_features [E, S(L+1)], edge_energies ε [E], atomic_energies [N].
+            tuple: ``(atomic_energies [N] float64 eV, cache)``; pass ``cache`` to
+                :meth:`backward`. ``cache["intermediates"]`` names the features of every stage
+                (for layer-by-layer comparisons with another implementation): edge_lengths
+                [E], radial_basis [E, B] (Bessel × envelope), edge_sh [E, (l_max+1)²],
+                edge_embedding h [E, S], initial_tensors V⁰ [E, U, dim], layer{k}.tensors
+                V^{k+1}, layer{k}.scalars x^{k+1} [E, S], edge_features [E, S(L+1)],
+                edge_energies ε [E], atomic_energies [N].
         """
         cfg = self.config
         xp = namespace(edge_vectors)
@@ -309,7 +312,9 @@ class AllegroModel:
     # ---------------------------------------------------------------------------------------
     # Backward
     # ---------------------------------------------------------------------------------------
-    def backward(self, cache, grad_atomic_energies, parameter_gradients: bool = False):
+    def backward(
+        self, cache: dict[str, Any], grad_atomic_energies: Any, parameter_gradients: bool = False
+    ) -> Any:
         """Vector-Jacobian product of :meth:`forward`.
 
         Args:
@@ -319,8 +324,8 @@ class AllegroModel:
             parameter_gradients: also return ∂L/∂θ for every parameter.
 
         Returns:
-            ``grad_edge_vectors [E, 3]`` float64 (∂L/∂r_e), or ``(grad_edge_vectors,
-            grad_params)`` when ``parameter_gradients`` is True.
+            Any: ``grad_edge_vectors [E, 3]`` float64 (∂L/∂r_e), or ``(grad_edge_vectors,
+                grad_params)`` when ``parameter_gradients`` is True.
         """
         cfg = self.config
         xp = namespace(grad_atomic_energies)

@@ -204,7 +204,9 @@ class ChannelwiseTensorProduct:
     the last contracts ``Σ_e (x1 x2)[u, αβ, e] g[u, γ, e]`` (a matrix product over edges).
 
     Args:
-        irreps_in1, irreps_in2, irreps_out: Irreps (or strings) with multiplicity 1 per entry.
+        irreps_in1: Irreps (or a string) of ``x1``, multiplicity 1 per entry.
+        irreps_in2: Irreps (or a string) of ``x2``, multiplicity 1 per entry.
+        irreps_out: Irreps (or a string) of the output, multiplicity 1 per entry.
         num_channels: ``U``, the number of channels of all three features.
         path_channel_coupling: weights ``[U, n_paths]`` (True, Allegro's default) or
             ``[n_paths]`` shared by the channels.
@@ -442,7 +444,9 @@ class TensorProduct:
     for x2.
 
     Args:
-        irreps_in1, irreps_in2, irreps_out: Irreps or strings.
+        irreps_in1: Irreps (or a string) of the first input.
+        irreps_in2: Irreps (or a string) of the second input.
+        irreps_out: Irreps (or a string) of the output.
         instructions: a mode ``"uvw"``, ``"uvu"`` or ``"uuu"`` (every allowed path, in
             ``allowed_paths`` order, whose multiplicities fit the mode, with weights), or a list
             of e3nn tuples ``(i_in1, i_in2, i_out, mode, has_weight[, path_weight])``.
