@@ -364,7 +364,7 @@ class AllegroFix:
         self._type_table = np.concatenate([[-1], type_index])
         self.required_cutoff = 2.0 * potential.config.r_max
         self.ghost_cutoff = ghost_cutoff(lmp)
-        if not self.ghost_cutoff > self.required_cutoff:
+        if self.ghost_cutoff < self.required_cutoff:
             raise ValueError(
                 f"the ghost cutoff {self.ghost_cutoff:g} Å is too small for Allegro: every atom "
                 f"within 2·r_max = {self.required_cutoff:g} Å of an owned atom must be a ghost "
