@@ -8,7 +8,12 @@ One evaluation (``Potential.compute``):
    (exact: the model's envelope is zero beyond them; pruning only saves work); edge vectors
    r_e = x_j - x_i + S_e @ cell in float64, moved to the model's backend;
 3. the model on its own backend (NumPy, CuPy, ...): per-atom energies E_i, then one backward
-   pass with ∂E/∂E_i = 1 gives g_e = ∂E/∂r_e for every edge;
+   pass with ∂E/∂E_i = 1 gives g_e = ∂E/∂r_e for every edge. The energy of atom i depends only
+   on the edges centred on i (Allegro is strictly local), so the centre atoms are processed in
+   chunks, each with its edges: forward and backward per chunk, so that the model's working
+   memory is bounded by ``chunk_bytes`` whatever the size of the system (the neighbour list
+   and the per-edge gradients, ~90 bytes per edge, are the only arrays that grow with it); on
+   NumPy the chunks can run on several threads;
 4. from g_e, with segment sums over edges (no loops):
 
    - forces, F = -∂E/∂x: since ∂r_e/∂x_j = -∂r_e/∂x_i = 1 for e = (i -> j),
@@ -30,8 +35,10 @@ per parameter, named as in ``AllegroConfig.parameter_shapes()``.
 from __future__ import annotations
 
 import json
+import math
 import os
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -54,6 +61,14 @@ FILE_FORMAT_VERSION = 1
 _METADATA_KEY = "__metadata__"
 
 
+# Working memory of the model's forward and backward per edge, in numbers (of the model's
+# dtype), as a function of the config: 12·U·D + 16·W with D = (l_max + 1)² and W the widest
+# scalar feature; an upper bound of what tracemalloc measures for the official default
+# configurations (e.g. 5 800 numbers per edge for l_max 2, U 32, S 64).
+_EDGE_NUMBERS_TENSOR, _EDGE_NUMBERS_SCALAR = 12, 16
+DEFAULT_CHUNK_BYTES = 64 * 2**20
+
+
 class Potential:
     """An Allegro model ready to evaluate structures.
 
@@ -62,11 +77,31 @@ class Potential:
         min_distance: smallest allowed distance between two atoms (periodic images included),
             Å; closer atoms raise ``ValueError`` (the model's edge geometry needs |r_e| > 0, and
             such structures are almost always input mistakes).
+        chunk_bytes: working memory of the model per chunk of centre atoms (bytes, default
+            64 MiB; an estimate from the config, see ``chunk_edges``); with ``num_threads``
+            chunks in flight at once. The results do not depend on it beyond rounding. Chunks
+            of a few thousand edges are also the fastest on CPUs (their arrays stay in cache).
+        num_threads: chunks evaluated at once on NumPy (threads of this process; default 1).
+            NumPy releases the GIL inside its array operations, so n threads use n cores; give
+            the BLAS library one thread each (``OPENBLAS_NUM_THREADS=1``), otherwise BLAS
+            threads and these compete for the cores.
     """
 
-    def __init__(self, model: AllegroModel, min_distance: float = 0.1):
+    def __init__(
+        self,
+        model: AllegroModel,
+        min_distance: float = 0.1,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        num_threads: int = 1,
+    ):
         self.model = model
         self.min_distance = float(min_distance)
+        if chunk_bytes < 1:
+            raise ValueError(f"chunk_bytes must be positive, got {chunk_bytes!r}")
+        self.chunk_bytes = int(chunk_bytes)
+        self.num_threads = int(num_threads)
+        if self.num_threads < 1:
+            raise ValueError(f"num_threads must be positive, got {num_threads!r}")
         self._cutoffs = model.config.cutoff_matrix()
         self._per_type_cutoffs = bool(np.any(self._cutoffs < model.config.r_max))
 
@@ -93,7 +128,29 @@ class Potential:
 
     def to(self, backend: str) -> Potential:
         """The same potential with the network on ``"numpy"`` (host) or ``"cupy"`` (GPU)."""
-        return Potential(self.model.to(backend), self.min_distance)
+        return Potential(
+            self.model.to(backend), self.min_distance, self.chunk_bytes, self.num_threads
+        )
+
+    @property
+    def chunk_edges(self) -> int:
+        """Edges per chunk: ``chunk_bytes`` over the estimated working memory per edge,
+        (12·U·D + 16·W) numbers of the model's dtype with U tensor channels, D = (l_max + 1)²
+        components and W the widest scalar feature (S, the MLP widths, U·(l_max + 1))."""
+        c = self.config
+        widest = max(
+            c.num_scalar_features * (c.num_layers + 1),
+            c.allegro_mlp_hidden_layers_width,
+            c.readout_mlp_hidden_layers_width,
+            c.scalar_embed_mlp_hidden_layers_width,
+            c.num_tensor_features * c.num_sh_irreps,
+        )
+        numbers = (
+            _EDGE_NUMBERS_TENSOR * c.num_tensor_features * c.sh_irreps.dim
+            + _EDGE_NUMBERS_SCALAR * widest
+        )
+        itemsize = 4 if self.dtype == "float32" else 8
+        return max(1, self.chunk_bytes // (numbers * itemsize))
 
     # ---------------------------------------------------------------------------------------
     # Weight files
@@ -195,18 +252,26 @@ class Potential:
             kept = within_pair_cutoffs(vectors, centers, neighbors, atom_types, self._cutoffs)
             centers, neighbors, vectors = centers[kept], neighbors[kept], vectors[kept]
 
-        # The network runs where the parameters live.
+        # The network runs where the parameters live; chunks of centre atoms (edges are sorted
+        # by centre) are evaluated independently and their results concatenated.
         like = next(iter(self.model.params.values()))
         xp, where = namespace(like), device(like)
-        centers, neighbors, vectors, types = (
-            xp.asarray(a, device=where) for a in (centers, neighbors, vectors, atom_types)
-        )
-        atomic_energies, cache = self.model.forward(vectors, centers, neighbors, types)
-        grads = self.model.backward(cache, xp.ones((n_atoms,), dtype=xp.float64, device=where))
+        chunks = _chunks_of_centres(centers, n_atoms, self.chunk_edges, self.num_threads)
 
+        def evaluate(chunk: tuple[int, int, int, int]):
+            return self._evaluate_chunk(xp, where, chunk, vectors, centers, neighbors, atom_types)
+
+        if self.num_threads > 1 and len(chunks) > 1 and is_numpy(like):
+            with ThreadPoolExecutor(min(self.num_threads, len(chunks))) as pool:
+                parts = list(pool.map(evaluate, chunks))
+        else:
+            parts = [evaluate(chunk) for chunk in chunks]
+        atomic_energies, grads, virials = (
+            xp.concat(list(p), axis=0) for p in zip(*parts, strict=True)
+        )
+
+        centers, neighbors = (xp.asarray(a, device=where) for a in (centers, neighbors))
         forces = segment_sum(grads, centers, n_atoms) - segment_sum(grads, neighbors, n_atoms)
-        edge_virials = vectors[:, :, None] * grads[:, None, :]  # r_e ⊗ g_e, [E, 3, 3]
-        virials = -segment_sum(edge_virials, centers, n_atoms)
         stress = None
         if bool(np.all(host_pbc)):
             volume = abs(float(np.linalg.det(host_cell)))
@@ -221,6 +286,35 @@ class Potential:
             "virials": virials,
         }
         return _to_namespace_of(results, positions)
+
+    def _evaluate_chunk(self, xp, where, chunk, vectors, centers, neighbors, atom_types):
+        """Forward and backward of the centre atoms ``first .. last - 1`` and their edges
+        ``start .. stop - 1`` (host arrays in, device arrays out): ``(energies [n_c], edge
+        gradients g_e [n_e, 3], virials [n_c, 3, 3])``.
+
+        The model sees a small structure: the chunk's centres (local indices 0 .. n_c - 1),
+        then every atom they have as a neighbour (only their types matter: they have no edge
+        of their own here, so their energies, the species shift, are dropped)."""
+        first, last, start, stop = chunk
+        n_centres = last - first
+        halo, local_neighbors = np.unique(neighbors[start:stop], return_inverse=True)
+        local = (
+            centers[start:stop] - first,
+            local_neighbors.reshape(-1) + n_centres,
+            vectors[start:stop],
+            np.concatenate([atom_types[first:last], atom_types[halo]]),
+        )
+        local_centers, local_neighbors, local_vectors, local_types = (
+            xp.asarray(a, device=where) for a in local
+        )
+        n_local = local_types.shape[0]
+        energies, cache = self.model.forward(
+            local_vectors, local_centers, local_neighbors, local_types
+        )
+        grads = self.model.backward(cache, xp.ones((n_local,), dtype=xp.float64, device=where))
+        edge_virials = local_vectors[:, :, None] * grads[:, None, :]  # r_e ⊗ g_e, [n_e, 3, 3]
+        virials = -segment_sum(edge_virials, local_centers, n_centres)
+        return energies[:n_centres], grads, virials
 
     def compute_atoms(self, atoms: Any) -> dict[str, Any]:
         """:meth:`compute` for an ``ase.Atoms`` (species = its chemical symbols)."""
@@ -247,6 +341,30 @@ class Potential:
             f"num_layers={c.num_layers}, dtype={self.dtype!r}, "
             f"backend={namespace(next(iter(self.model.params.values()))).__name__!r})"
         )
+
+
+def _chunks_of_centres(
+    centers: np.ndarray, n_atoms: int, max_edges: int, min_chunks: int
+) -> list[tuple[int, int, int, int]]:
+    """Split atoms ``0 .. n_atoms - 1`` into consecutive ranges with about equal numbers of
+    edges (at most ``max_edges`` plus the edges of one atom each) and at least ``min_chunks``
+    ranges when there are enough atoms, from the sorted centres of the edges: a range ends at
+    the last atom whose edges start at or before its share of the edges.
+
+    Returns ``(first_atom, last_atom + 1, first_edge, last_edge + 1)`` per chunk; every atom is
+    in one chunk, with or without edges."""
+    if n_atoms == 0:
+        return [(0, 0, 0, 0)]
+    n_edges = centers.shape[0]
+    n_chunks = max(math.ceil(n_edges / max_edges), min(min_chunks, n_atoms), 1)
+    # first edge of every atom, and of the (virtual) atom n_atoms
+    starts = np.searchsorted(centers, np.arange(n_atoms + 1))
+    cuts = np.searchsorted(starts, np.arange(1, n_chunks) * (n_edges / n_chunks), "right") - 1
+    bounds = np.unique(np.concatenate([[0], np.clip(cuts, 0, n_atoms), [n_atoms]]))
+    return [
+        (int(a), int(b), int(starts[a]), int(starts[b]))
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+    ]
 
 
 def _to_namespace_of(results: dict[str, Any], positions: Any) -> dict[str, Any]:
