@@ -52,14 +52,22 @@ def _sigmoids(xp, z, complement: bool):
     overflows, tiny values underflow gracefully, and σ(−z) is not formed as 1 − σ(z) (which
     cancels for large z). Branch-free: ``where`` costs ~10 times an ``exp`` on NumPy.
 
-    Complex z (complex-step differentiation): min, max and |z| are not analytic, so the branch
-    follows Re z, with e = exp(∓z) (never overflowing there) and σ = 1/(1+e) or e/(1+e).
+    Complex z = x + iy (complex-step differentiation): min, max and |z| are not analytic, so
+    the branch follows x, with t = exp(∓z) = e^{−|x|} (cos y ∓ i sin y) (|t| <= 1, never
+    overflowing) and σ = 1/(1+t) or t/(1+t), 1/(1+t) = conj(1+t)/|1+t|². Built from real
+    exp, cos and sin: NumPy's complex64 exp is ~4x slower than these three together.
     """
     if xp.isdtype(z.dtype, "complex floating"):
-        positive = xp.real(z) >= 0
-        e = xp.exp(xp.where(positive, -z, z))
-        big = 1.0 / (1.0 + e)
-        small = e * big
+        x, y = xp.real(z), xp.imag(z)
+        positive = x >= 0
+        a = xp.exp(-xp.abs(x))
+        # t = exp(-z) for x >= 0, exp(z) for x < 0: a (cos y ∓ i sin y), |t| <= 1
+        re_t = a * xp.cos(y)
+        im_t = xp.where(positive, -a, a) * xp.sin(y)
+        p = 1.0 + re_t
+        inv = 1.0 / (p * p + im_t * im_t)
+        big = (p * inv) - 1j * (im_t * inv)  # 1 / (1 + t)
+        small = (re_t + 1j * im_t) * big  # t / (1 + t)
         sigma = xp.where(positive, big, small)
         return (sigma, xp.where(positive, small, big)) if complement else (sigma, None)
     denominator = 1.0 / (1.0 + xp.exp(-xp.abs(z)))
@@ -122,19 +130,23 @@ def mlp_forward(
         nonlinearity: ``"silu"`` or ``None`` (purely linear; all gains 1).
 
     Returns:
-        ``y``: ``[..., d_L]``; ``cache``: (x, hidden pre-activations z_0..z_{L−2}, nonlinearity),
-            the least the backward needs (h_{k+1} = silu(z_k) is recomputed there).
+        ``y``: ``[..., d_L]``; ``cache``: (x, [(h_{k+1}, silu'(z_k)) for the hidden layers],
+            nonlinearity): activations and slopes, so the backward evaluates no exponential.
     """
     _check(weights, x, nonlinearity)
     alphas = _alphas(weights, nonlinearity)
+    xp = namespace(x)
     h = x
-    hidden_pre_activations = []
+    hidden = []
     for w, alpha in zip(weights[:-1], alphas[:-1], strict=True):
         z = h @ (alpha * w)
-        hidden_pre_activations.append(z)
-        h = z if nonlinearity is None else silu(z)
+        if nonlinearity is None:
+            h, slope = z, None
+        else:
+            h, slope = _silu_and_grad(xp, z)
+        hidden.append((h, slope))
     y = h @ (alphas[-1] * weights[-1])
-    return y, (x, hidden_pre_activations, nonlinearity)
+    return y, (x, hidden, nonlinearity)
 
 
 def mlp_backward(weights: Sequence[Any], cache: tuple, grad_y: Any) -> tuple[Any, list[Any]]:
@@ -151,19 +163,17 @@ def mlp_backward(weights: Sequence[Any], cache: tuple, grad_y: Any) -> tuple[Any
     Returns:
         ``grad_x`` ``[..., d_0]`` and the list of weight gradients ``[d_k, d_{k+1}]``.
     """
-    x, hidden_pre_activations, nonlinearity = cache
+    x, hidden, nonlinearity = cache
     xp = namespace(x, grad_y)
     alphas = _alphas(weights, nonlinearity)
     grad_weights: list[Any] = [None] * len(weights)
     grad = grad_y  # ∂L/∂z_k, walking k downwards
     for k in range(len(weights) - 1, -1, -1):
-        # Recompute the layer input h_k (and the activation slope) from the cached z_{k-1}.
+        # The layer input h_k and the activation slope silu'(z_{k-1}), from the forward.
         if k == 0:
             h = x
-        elif nonlinearity is None:
-            h = hidden_pre_activations[k - 1]
         else:
-            h, slope = _silu_and_grad(xp, hidden_pre_activations[k - 1])
+            h, slope = hidden[k - 1]
         h_rows = xp.reshape(h, (-1, h.shape[-1]))
         grad_rows = xp.reshape(grad, (-1, grad.shape[-1]))
         grad_weights[k] = alphas[k] * (h_rows.T @ grad_rows)
