@@ -47,7 +47,12 @@ from ..nn import (
     polynomial_cutoff_forward,
     scatter_sum,
 )
-from ..nn.environment_tensor_product import EnvironmentTensorProduct, group_edges
+from ..nn.environment import (
+    EnvironmentTensorProduct,
+    environment_density_backward,
+    environment_density_forward,
+    group_edges,
+)
 from ..nn.irrep_weights import irrep_weighted_backward, irrep_weighted_forward
 from ..o3 import spherical_harmonics_backward, spherical_harmonics_forward
 from .config import AllegroConfig
@@ -240,8 +245,10 @@ class AllegroModel:
         groups = group_edges(centers)  # edges by centre atom, for the tensor products
         layer_caches, layer_tensors = [], []
         for k, tensor_product in enumerate(self._tensor_products):
-            env_edges, env_cache = irrep_weighted_forward(env_weights, sh, sh_irreps)
-            density = scatter_sum(env_edges, centers, n_atoms) * inv_sqrt_nbar[:, None, None]
+            density, env_cache = environment_density_forward(
+                env_weights, sh, sh_irreps, groups, n_atoms
+            )
+            density = density * inv_sqrt_nbar[:, None, None]
             new_tensors, tp_cache = tensor_product.forward(tensors, density, groups, p[f"tp.{k}"])
             scalars = new_tensors[:, :, 0]  # the 0e component of every channel
             latent_out, latent_cache = mlp_forward(
@@ -389,8 +396,9 @@ class AllegroModel:
             )
             if parameter_gradients:
                 grads[f"tp.{k}"] = grad_theta
-            grad_env_edges = gather(grad_density * c["inv_sqrt_nbar"][:, None, None], centers)
-            grad_env_weights, grad_sh_k = irrep_weighted_backward(env_cache, grad_env_edges)
+            grad_env_weights, grad_sh_k = environment_density_backward(
+                env_cache, grad_density * c["inv_sqrt_nbar"][:, None, None]
+            )
             grad_sh = grad_sh_k if grad_sh is None else grad_sh + grad_sh_k
 
         # 3. Initial tensor track and projection.

@@ -1,9 +1,21 @@
 # ruff: noqa: E741  (l is the degree of a representation, as in every textbook)
-r"""Allegro's tensor product of edge features with the environment of their centre atom, with
-the environment folded into the coupling once per atom.
+r"""The environment of a centre atom: built from its edges, and coupled back to them.
 
-In every Allegro layer, edge e = (i -> j) couples its tensor features x[e] with the environment
-A[i] of its centre atom (``ChannelwiseTensorProduct`` with ``x2 = A[centers]``):
+Allegro's density trick in two blocks, both computed on the edges grouped by centre atom
+(``group_edges``), so that every per-atom sum over edges is a batched matrix product:
+
+**Density** (``environment_density_forward``): the environment of atom i, one weight per
+(edge, channel, irrep) times the spherical harmonics, summed over i's edges,
+
+    A[i, u, (l, m)] = Σ_{e: c_e = i} w[e, u, l] Y[e, (l, m)]       (per l: A_l[i] = W_l[i]ᵀ Y_l[i])
+
+— the same numbers as ``scatter_sum(irrep_weighted_forward(w, Y), centers)`` without the
+per-edge ``[E, U, dim]`` products. Backward: ∂L/∂w[e, u, l] = Σ_m Y[e, (l, m)] G[c_e, u, (l, m)]
+and ∂L/∂Y[e, (l, m)] = Σ_u w[e, u, l] G[c_e, u, (l, m)], G = ∂L/∂A (per l: Y_l G_lᵀ, W_l G_l).
+
+**Tensor product** (``EnvironmentTensorProduct``): in every layer, edge e = (i -> j) couples its
+tensor features x[e] with the environment A[i] of its centre atom (``ChannelwiseTensorProduct``
+with ``x2 = A[centers]``):
 
     out[e, u, γ] = Σ_{α β} W_u[α, β, γ] x[e, u, α] A[c_e, u, β],    W_u = Σ_p θ[u, p] C_p.
 
@@ -13,20 +25,18 @@ All K ≈ 40 edges of atom i meet the same A[i], so the sum over β can be done 
     out[e, u, :]  = x[e, u, :] @ M[c_e, u]            (per edge: U·d1·d_out multiply-adds)
 
 which is the same function with d2 times fewer operations per edge (9 at l_max 2) and no
-per-edge pair products at all.
-
-Backward, with g = ∂L/∂out (the same three maps transposed):
+per-edge pair products at all. Backward, with g = ∂L/∂out (the same maps transposed):
 
     ∂L/∂x[e, u, :]   = g[e, u, :] @ M[c_e, u]ᵀ
     ∂L/∂M[i, u]      = Σ_{e: c_e = i} x[e, u, :]ᵀ g[e, u, :]      (a [d1, d_out] matrix per atom)
     ∂L/∂A[i, u, β]   = Σ_{α γ} W_u[α, β, γ] ∂L/∂M[i, u, α, γ]
     ∂L/∂θ[u, p]      = Σ_{α β γ} C_p[α, β, γ] Σ_i A[i, u, β] ∂L/∂M[i, u, α, γ]
 
-Layout: to make the per-edge products batched matrix products, the edges are grouped by centre
-(``group_edges``) into blocks ``[n_centres, U, K, d]``, K the largest number of edges of one
-centre, shorter groups padded. When the edges are already sorted by centre and every centre has
-K of them (a crystal, or a chunk of one) the grouping is a reshape; otherwise it costs two
-gathers and the padding (K / mean number of edges per centre times the work).
+Layout: edges grouped by centre fill blocks ``[n_centres, K, ...]``, K the largest number of
+edges of one centre, shorter groups padded (padding slots hold copies of edge 0 and are masked
+wherever they could reach a result). When the edges are sorted by centre with K each (a
+crystal, or a chunk of one) the grouping is a reshape; otherwise it costs gathers and the
+padding (K / mean number of edges per centre times the work).
 """
 
 from __future__ import annotations
@@ -37,9 +47,16 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..backend import as_constant, device, namespace, segment_sum
+from ..o3 import Irreps
 from .tensor_product import ChannelwiseTensorProduct, _coupling_tensor
 
-__all__ = ["EdgeGroups", "group_edges", "EnvironmentTensorProduct"]
+__all__ = [
+    "EdgeGroups",
+    "group_edges",
+    "environment_density_forward",
+    "environment_density_backward",
+    "EnvironmentTensorProduct",
+]
 
 
 class EdgeGroups(NamedTuple):
@@ -117,6 +134,82 @@ def _from_groups(xp, y, groups: EdgeGroups):
     if groups.edge_slots is not None:
         y = xp.take(y, groups.edge_slots, axis=0)
     return y
+
+
+def _group_rows(xp, x, groups: EdgeGroups, axis: int = 0, masked: bool = False):
+    """``x`` with its edge axis ``axis`` [E] turned into ``[n_centres, k_max]`` (padding slots
+    hold edge 0, or zeros when ``masked``)."""
+    if groups.slot_edges is not None:
+        x = xp.take(x, groups.slot_edges, axis=axis)
+        if masked:
+            mask = xp.reshape(groups.slot_mask, (-1,) + (1,) * (x.ndim - axis - 1))
+            x = xp.where(mask, x, xp.zeros((), dtype=x.dtype, device=device(x)))
+    shape = x.shape[:axis] + (groups.n_centres, groups.k_max) + x.shape[axis + 1 :]
+    return xp.reshape(x, shape)
+
+
+def _ungroup_rows(xp, y, groups: EdgeGroups):
+    """``[n_centres, k_max, ...]`` -> ``[E, ...]``, dropping the padding slots."""
+    y = xp.reshape(y, (groups.n_centres * groups.k_max, *y.shape[2:]))
+    if groups.edge_slots is not None:
+        y = xp.take(y, groups.edge_slots, axis=0)
+    return y
+
+
+def _pad_atoms(xp, a, n_atoms: int):
+    """``[n, ...]`` -> ``[n_atoms, ...]`` with zero rows for the atoms that are no centre."""
+    if n_atoms == a.shape[0]:
+        return a
+    rest = xp.zeros((n_atoms - a.shape[0], *a.shape[1:]), dtype=a.dtype, device=device(a))
+    return xp.concat([a, rest], axis=0)
+
+
+def environment_density_forward(weights, sh, irreps, groups: EdgeGroups, n_atoms: int):
+    """Environments A[i, u, (l, m)] = Σ_{e: c_e = i} w[e, u, l] Y[e, (l, m)] (module docstring).
+
+    Args:
+        weights: ``[E, U, n_irreps]``, one weight per edge, channel and entry of ``irreps``.
+        sh: ``[E, irreps.dim]`` per-edge features (Allegro: the spherical harmonics).
+        irreps: the Irreps of ``sh``.
+        groups: ``group_edges(centers)`` of the edges.
+        n_atoms: number of atoms N (rows of the result; atoms without edges get zeros).
+
+    Returns:
+        ``(density [N, U, irreps.dim], cache)``.
+    """
+    xp = namespace(weights, sh)
+    irreps = Irreps(irreps)
+    if weights.shape[-1] != len(irreps) or sh.shape[-1] != irreps.dim:
+        raise ValueError(
+            f"environment_density_forward: weights [..., {weights.shape[-1]}] and sh "
+            f"[..., {sh.shape[-1]}] do not match irreps {irreps} ({len(irreps)} entries, "
+            f"dim {irreps.dim})"
+        )
+    # one contiguous [E, U] block of weights per irrep, then grouped: [n_irreps, n, K, U]
+    by_irrep = _copy_c_order(xp, xp.permute_dims(weights, (2, 0, 1)))
+    w_groups = _group_rows(xp, by_irrep, groups, axis=1)
+    sh_groups = _group_rows(xp, sh, groups, masked=True)  # [n, K, dim], zero padding
+    blocks = [
+        xp.matrix_transpose(w_groups[i, ...]) @ sh_groups[:, :, s]
+        for i, s in enumerate(irreps.slices())
+    ]
+    density = _pad_atoms(xp, xp.concat(blocks, axis=-1), n_atoms)
+    return density, (w_groups, sh_groups, irreps, groups)
+
+
+def environment_density_backward(cache, grad_density):
+    """VJP of :func:`environment_density_forward`: ``(grad_weights [E, U, n_irreps],
+    grad_sh [E, dim])`` from ``grad_density [N, U, dim]``."""
+    w_groups, sh_groups, irreps, groups = cache
+    xp = namespace(grad_density)
+    g = grad_density[: groups.n_centres, ...]
+    grad_w, grad_sh = [], []
+    for i, s in enumerate(irreps.slices()):
+        g_l = g[:, :, s]  # [n, U, 2l+1]
+        grad_w.append(sh_groups[:, :, s] @ xp.matrix_transpose(g_l))  # [n, K, U]
+        grad_sh.append(w_groups[i, ...] @ g_l)  # [n, K, 2l+1]
+    grad_weights = _ungroup_rows(xp, xp.stack(grad_w, axis=-1), groups)
+    return grad_weights, _ungroup_rows(xp, xp.concat(grad_sh, axis=-1), groups)
 
 
 @functools.cache
@@ -226,16 +319,13 @@ class EnvironmentTensorProduct:
         d1_d_out = self.irreps_in1.dim * self.irreps_out.dim
         g_groups = _to_groups(xp, grad_out, groups)
         if groups.slot_mask is not None:  # padding slots must not reach ∂L/∂M
-            g_groups = xp.where(groups.slot_mask, g_groups, xp.zeros_like(g_groups[:1, :1, :1, :1]))
+            zero = xp.zeros((), dtype=g_groups.dtype, device=device(g_groups))
+            g_groups = xp.where(groups.slot_mask, g_groups, zero)
         grad_x = _from_groups(xp, g_groups @ xp.matrix_transpose(folded), groups)
         grad_folded = xp.matrix_transpose(x_groups) @ g_groups  # [n, U, d1, d_out]
         grad_folded = xp.permute_dims(xp.reshape(grad_folded, (n, U, d1_d_out)), (1, 0, 2))
         grad_env = xp.permute_dims(grad_folded @ xp.matrix_transpose(w), (1, 0, 2))
-        if n_atoms > n:
-            rest = xp.zeros(
-                (n_atoms - n, U, self.irreps_env.dim), dtype=grad_env.dtype, device=device(grad_env)
-            )
-            grad_env = xp.concat([grad_env, rest], axis=0)
+        grad_env = _pad_atoms(xp, grad_env, n_atoms)
         # Σ_i A[i, u, β] ∂L/∂M[i, u, (α γ)], then contracted with C_p
         per_channel = xp.matrix_transpose(env_by_channel) @ grad_folded  # [U, d2, d1 d_out]
         coupling = as_constant(
