@@ -36,7 +36,11 @@ class TrainConfig:
             ``split_seed`` into ``n_train`` / ``n_val`` / ``n_test`` (rest if None).
         train_path, val_path, test_path: alternatively, one file each (test optional).
         energy_key, forces_key, stress_key: label names when not the standard ones.
-        model: ``AllegroConfig`` fields; ``r_max`` is required (see module docstring).
+        model: ``AllegroConfig`` fields; ``r_max`` is required (see module docstring) unless
+            ``init_from`` is given.
+        init_from: a model file (``Potential.save``, e.g. a previous run's ``model.npz`` or an
+            imported official model) whose weights start the training (fine-tuning); its
+            model settings, normalizations included, replace ``model``.
         dtype: network dtype, ``"float64"`` or ``"float32"``.
         seed: seed of the weight initialization and of the batch order.
         energy_weight, forces_weight, stress_weight: loss weights (normalized to sum 1).
@@ -54,7 +58,8 @@ class TrainConfig:
         plots: write the learning-curve and parity figures at the end (needs matplotlib).
     """
 
-    model: dict[str, Any]
+    model: dict[str, Any] = field(default_factory=dict)
+    init_from: str | None = None
     data_path: str | None = None
     n_train: int | None = None
     n_val: int | None = None
@@ -87,8 +92,13 @@ class TrainConfig:
     _base_dir: str = field(default=".", repr=False)
 
     def __post_init__(self):
-        if "r_max" not in self.model:
+        if self.init_from is None and "r_max" not in self.model:
             raise ValueError("the model section needs r_max (the cutoff radius in Å)")
+        if self.init_from is not None and self.model:
+            raise ValueError(
+                f"init_from {self.init_from!r} brings its own model settings; remove the model "
+                f"section (got {sorted(self.model)})"
+            )
         one_file = self.data_path is not None
         three_files = self.train_path is not None or self.val_path is not None
         if one_file == three_files:
@@ -137,7 +147,7 @@ class TrainConfig:
         """The settings as a dict (paths made absolute), for ``from_dict`` and checkpoints."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out.pop("_base_dir")
-        for name in ("data_path", "train_path", "val_path", "test_path", "output_dir"):
+        for name in ("init_from", "data_path", "train_path", "val_path", "test_path", "output_dir"):
             out[name] = None if out[name] is None else os.path.abspath(self.path(name))
         out["betas"] = list(self.betas)
         return out

@@ -73,16 +73,24 @@ class Trainer:
         self.config = config
         self.output_dir = config.path("output_dir")
         train_set, val_set, test_set = self._read_data()
+        start = None if config.init_from is None else Potential.load(config.path("init_from"))
         # The neighbour lists need only the species and cutoffs; the statistics need them.
-        base_config = self._model_config(train_set, val_set, test_set)
+        if start is None:
+            base_config = self._model_config(train_set, val_set, test_set)
+        else:
+            base_config = start.config
         self.graphs = {
             name: self._graphs(structures, base_config)
             for name, structures in (("train", train_set), ("val", val_set), ("test", test_set))
         }
         self.weights = LossWeights(config.energy_weight, config.forces_weight, config.stress_weight)
         self._check_labels()
-        self.model_config = self._with_statistics(base_config, train_set)
-        model = AllegroModel.init(self.model_config, seed=config.seed, dtype=config.dtype)
+        if start is None:
+            self.model_config = self._with_statistics(base_config, train_set)
+            model = AllegroModel.init(self.model_config, seed=config.seed, dtype=config.dtype)
+        else:
+            self.model_config = base_config
+            model = AllegroModel(base_config, start.model.params, config.dtype)
         self.model = model.to(config.backend)
 
         frozen = {"bessel_frequencies"} if not self.model_config.bessel_trainable else set()

@@ -166,3 +166,22 @@ def test_config_errors(data_file, tmp_path):
         atoms.calc = SinglePointCalculator(atoms, energy=-1.0)
         ase.io.write(tmp_path / "no_forces.xyz", [atoms] * 3)
         Trainer(config(tmp_path / "no_forces.xyz", tmp_path, n_train=2, n_val=1, n_test=0))
+
+
+def test_fine_tuning_starts_from_a_saved_model(data_file, tmp_path):
+    first = Trainer(config(data_file, tmp_path / "first", max_epochs=1))
+    first.fit()
+    saved = Potential.load(tmp_path / "first" / "model.npz")
+    settings = config(data_file, tmp_path / "second", max_epochs=1).to_dict()
+    settings.update(model={}, init_from=str(tmp_path / "first" / "model.npz"), lr=0.0)
+    second = Trainer(settings)
+    assert second.model_config == saved.config
+    for name, value in saved.model.params.items():
+        np.testing.assert_array_equal(second.model.params[name], value.astype(np.float64))
+    second.fit()  # lr = 0: the weights (and so their average, to rounding) do not move
+    np.testing.assert_array_equal(second.model.params["readout.0"], saved.model.params["readout.0"])
+    np.testing.assert_allclose(
+        second.ema.average["readout.0"], saved.model.params["readout.0"], rtol=1e-15
+    )
+    with pytest.raises(ValueError, match="brings its own model settings"):
+        TrainConfig.from_dict({**settings, "model": MODEL})
