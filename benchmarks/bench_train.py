@@ -2,7 +2,8 @@
 same model, same optimizer, in one sitting (the acceptance test of issue 6).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_train.py [--epochs 30] [--seeds 0 1 2]
-        [--workdir DIR] [--official-threads N] [--official-python PYTHON] [--skip-official]
+        [--same-init] [--workdir DIR] [--official-threads N] [--official-python PYTHON]
+        [--skip-official] [--skip-ours]
 
 Recipe (shared/reference/allegro_official.md §5): 120 rattled fcc Cu₃₂ cells labelled with
 EMT (scripts/make_dataset.py cu-rattled, seed 0), split once by seed into 100 train / 10 val /
@@ -15,7 +16,9 @@ this process's environment (``--official-threads`` overrides the official run's
 OMP_NUM_THREADS); wall times include start-up, data loading and neighbour lists, and CPU
 times are the child process's user + system time over all its threads. With several
 ``--seeds`` (initialization and batch order) the two codes alternate, so both see the same
-machine load.
+machine load. ``--same-init`` adds runs of allegro_ref started from the official builder's
+initial weights of each seed (``allegro_ref*``; imported with ``allegro_ref.io.nequip``): then
+the two trainers differ only in the order of the batches.
 
 Prints one table and writes ``results.json`` in the work directory.
 """
@@ -31,6 +34,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = dict(
@@ -132,6 +137,52 @@ training_module:
 """
 
 
+# Run with the official Python: the official builder's initial weights for a seed (argv: seed,
+# avg_num_neighbors, shift, scale, output .npz).
+EXPORT_OFFICIAL_INIT = """
+import json, sys
+import numpy as np
+from nequip.utils.global_state import set_global_state
+set_global_state()
+import allegro.model
+seed, nbar, shift, scale, out = int(sys.argv[1]), *map(float, sys.argv[2:5]), sys.argv[5]
+builder = dict(seed=seed, model_dtype="float32", type_names=["Cu"], r_max=4.5,
+    radial_chemical_embed={"_target_": "allegro.nn.TwoBodyBesselScalarEmbed", "num_bessels": 8,
+                           "bessel_trainable": False, "polynomial_cutoff_p": 6},
+    l_max=1, parity=True, num_layers=2, num_scalar_features=32, num_tensor_features=8,
+    scalar_embed_mlp_hidden_layers_width=32, allegro_mlp_hidden_layers_width=32,
+    readout_mlp_hidden_layers_width=32, avg_num_neighbors=nbar,
+    per_type_energy_shifts=shift, per_type_energy_scales=scale)
+model = allegro.model.AllegroModel(**builder)
+state = {k: v.detach().double().numpy() for k, v in model.state_dict().items()}
+arrays = {"state/" + k: v for k, v in state.items()}
+np.savez(out, builder=np.asarray(json.dumps(builder)), **arrays)
+"""
+
+
+def official_initial_model(workdir: Path, paths: dict[str, str], seed: int, python: str) -> str:
+    """The official builder's initial weights for ``seed`` (with the training-set statistics),
+    converted to an allegro_ref model file, for ``init_from``."""
+    from allegro_ref.io.nequip import model_from_nequip
+    from allegro_ref.potential import Potential
+    from allegro_ref.train.data import build_graph, read_structures
+    from allegro_ref.train.statistics import average_num_neighbors, force_rms, per_atom_energy_mean
+
+    train = read_structures(paths["train"])
+    nbar = average_num_neighbors([build_graph(s, ["Cu"], MODEL["r_max"]) for s in train])
+    stats = [str(nbar), str(per_atom_energy_mean(train)), str(force_rms(train))]
+    exported = workdir / f"official_init_seed{seed}_state.npz"
+    subprocess.run(
+        [python, "-c", EXPORT_OFFICIAL_INIT, str(seed), *stats, str(exported)], check=True
+    )
+    with np.load(exported) as archive:
+        builder = json.loads(str(archive["builder"]))
+        state = {k[len("state/") :]: archive[k] for k in archive.files if k.startswith("state/")}
+    path = workdir / f"official_init_seed{seed}.npz"
+    Potential(model_from_nequip(builder, state)).save(path)
+    return str(path)
+
+
 def make_split(workdir: Path, seed: int) -> dict[str, str]:
     """The 120-frame set and its 100/10/10 split, written as three extxyz files."""
     sys.path.insert(0, str(ROOT))
@@ -161,12 +212,17 @@ def _timed(command: list[str], **kwargs) -> tuple[float, float]:
     return wall, cpu
 
 
-def run_ours(workdir: Path, paths: dict[str, str], epochs: int, seed: int) -> dict:
+def run_ours(
+    workdir: Path, paths: dict[str, str], epochs: int, seed: int, init_from: str | None
+) -> dict:
     import yaml
 
-    out = workdir / f"allegro_ref_seed{seed}"
+    name = f"allegro_ref_seed{seed}" + ("_official_init" if init_from else "")
+    out = workdir / name
+    model = {} if init_from else {**MODEL, "per_type_energy_shifts": "per_atom_mean"}
     config = dict(
-        model={**MODEL, "per_type_energy_shifts": "per_atom_mean"},
+        model=model,
+        init_from=init_from,
         train_path=paths["train"],
         val_path=paths["val"],
         test_path=paths["test"],
@@ -181,7 +237,7 @@ def run_ours(workdir: Path, paths: dict[str, str], epochs: int, seed: int) -> di
         output_dir=str(out),
         progress=False,
     )
-    path = workdir / f"allegro_ref_seed{seed}.yaml"
+    path = workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     wall, cpu = _timed([sys.executable, "-m", "allegro_ref.train.cli", str(path)], cwd=ROOT)
     test = json.loads((out / "test_metrics.json").read_text())["test"]
@@ -237,6 +293,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--official-threads", type=int, default=None)
     parser.add_argument("--skip-official", action="store_true")
     parser.add_argument("--skip-ours", action="store_true")
+    parser.add_argument(
+        "--same-init",
+        action="store_true",
+        help="also train allegro_ref from the official builder's initial weights of each seed",
+    )
     args = parser.parse_args(argv)
 
     workdir = Path(args.workdir).resolve()
@@ -250,8 +311,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     for seed in args.seeds:  # alternate the codes, so both see the same machine load
         if not args.skip_ours:
-            run = run_ours(workdir, paths, args.epochs, seed)
+            run = run_ours(workdir, paths, args.epochs, seed, None)
             results["runs"].append({"code": "allegro_ref", "seed": seed, **run})
+        if args.same_init:
+            init = official_initial_model(workdir, paths, seed, args.official_python)
+            run = run_ours(workdir, paths, args.epochs, seed, init)
+            results["runs"].append({"code": "allegro_ref*", "seed": seed, **run})
         if not args.skip_official:
             run = run_official(
                 workdir, paths, args.epochs, seed, args.official_python, args.official_threads
