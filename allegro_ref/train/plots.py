@@ -15,6 +15,8 @@ from .loss import predict
 
 __all__ = ["learning_curve", "parity_plot", "parity_data"]
 
+_GPA_PER_EV_A3 = 160.21766208  # 1 eV/Å³ in GPa
+
 
 def _pyplot():
     import matplotlib
@@ -26,8 +28,9 @@ def _pyplot():
 
 
 def learning_curve(history: Sequence[dict[str, float]], path: str | os.PathLike) -> None:
-    """Training and validation loss, and validation energy and force MAEs, against epoch
-    (log scale), from ``Trainer.history`` rows."""
+    """Loss, energy MAE and force MAE against epoch (log scale), from ``Trainer.history`` rows:
+    on the training batches with the weights of the moment (averaged over the epoch), and on
+    the validation set with the averaged (EMA) weights at the end of the epoch."""
     plt = _pyplot()
     epochs = [row["epoch"] for row in history]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), constrained_layout=True)
@@ -37,9 +40,9 @@ def learning_curve(history: Sequence[dict[str, float]], path: str | os.PathLike)
         ("forces_mae", "force MAE (meV/Å)", 1e3),
     )
     for ax, (key, label, factor) in zip(axes, panels, strict=True):
-        for split, style in (("train", "-"), ("val", "o-")):
+        for split, style, label in (("train", "-", "train"), ("val", "o-", "validation (EMA)")):
             values = [row.get(f"{split}_{key}", np.nan) * factor for row in history]
-            ax.plot(epochs, values, style, ms=3, label=split)
+            ax.plot(epochs, values, style, ms=3, label=label)
         ax.set_yscale("log")
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
@@ -76,23 +79,23 @@ def parity_plot(model, graphs: Sequence[Graph], path: str | os.PathLike, batch_s
     plt = _pyplot()
     data = parity_data(model, graphs, batch_size)
     panels: list[tuple[str, str, float, Any]] = [
-        ("energy", "energy (eV/atom)", 1.0, data["energy"]),
-        ("forces", "force component (eV/Å)", 1.0, data["forces"]),
+        ("energy", "eV/atom", 1.0, data["energy"]),
+        ("force component", "eV/Å", 1.0, data["forces"]),
     ]
     if data["stress"].shape[1]:
-        panels.append(("stress", "stress component (GPa)", 160.21766208, data["stress"]))
+        panels.append(("stress component", "GPa", _GPA_PER_EV_A3, data["stress"]))
     fig, axes = plt.subplots(
         1, len(panels), figsize=(4.2 * len(panels), 4), constrained_layout=True
     )
-    for ax, (name, label, factor, values) in zip(np.atleast_1d(axes), panels, strict=True):
+    for ax, (name, unit, factor, values) in zip(np.atleast_1d(axes), panels, strict=True):
         reference, predicted = values * factor
         low, high = float(np.min(values * factor)), float(np.max(values * factor))
         ax.plot([low, high], [low, high], color="0.6", lw=1)
         ax.plot(reference, predicted, ".", ms=3, alpha=0.6)
         mae = float(np.mean(np.abs(predicted - reference)))
-        ax.set_title(f"{name}: MAE {mae:.3g}")
-        ax.set_xlabel(f"reference {label}")
-        ax.set_ylabel(f"predicted {label}")
+        ax.set_title(f"{name}: MAE {mae:.3g} {unit}")
+        ax.set_xlabel(f"reference {name} ({unit})")
+        ax.set_ylabel(f"predicted {name} ({unit})")
         ax.set_aspect("equal")
     fig.savefig(path, dpi=120)
     plt.close(fig)

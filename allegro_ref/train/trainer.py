@@ -269,7 +269,7 @@ class Trainer:
                     best.model, self.graphs[name], self.weights, self.config.batch_size
                 )
         with open(os.path.join(out, "test_metrics.json"), "w") as handle:
-            json.dump(results, handle, indent=2)
+            json.dump(_nan_to_none(results), handle, indent=2)  # strict JSON: null, not NaN
         self.final_metrics = results
         if self.config.plots and self.history:
             from .plots import learning_curve, parity_plot
@@ -411,6 +411,12 @@ class _Errors:
                 float(np.sqrt(np.mean(values**2))) if values.size else float("nan")
             )
         return out
+
+
+def _nan_to_none(value):
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    return None if isinstance(value, float) and np.isnan(value) else value
 
 
 def _atomic_number(symbol: str) -> int:
