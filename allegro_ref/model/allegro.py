@@ -360,7 +360,7 @@ class AllegroModel:
         grad_reduced = xp.astype(grad_atomic_energies * c["scales"], dtype) * c["energy_norm"]
         grad_edge_energies = gather(grad_reduced, centers)[:, None]
         grad_features, grad_w = mlp_backward(
-            self._mlp(p, "readout"), c["readout_cache"], grad_edge_energies
+            self._mlp(p, "readout"), c["readout_cache"], grad_edge_energies, parameter_gradients
         )
         self._store(grads, "readout", grad_w, parameter_gradients)
         grad_latents = [grad_features[:, S * k : S * (k + 1)] for k in range(L + 1)]
@@ -377,7 +377,7 @@ class AllegroModel:
                     [grad_latent_out, xp.reshape(grad_env_weights, (n_edges, U * n_l))], axis=-1
                 )
             grad_z, grad_w = mlp_backward(
-                self._mlp(p, f"latent.{k}"), latent_cache, grad_latent_out
+                self._mlp(p, f"latent.{k}"), latent_cache, grad_latent_out, parameter_gradients
             )
             self._store(grads, f"latent.{k}", grad_w, parameter_gradients)
             for j in range(k + 1):
@@ -406,7 +406,10 @@ class AllegroModel:
             [grad_latents[0], xp.reshape(grad_env_weights, (n_edges, U * n_l))], axis=-1
         )
         grad_h, grad_w = mlp_backward(
-            self._mlp(p, "first_projection"), c["projection_cache"], grad_projection
+            self._mlp(p, "first_projection"),
+            c["projection_cache"],
+            grad_projection,
+            parameter_gradients,
         )
         self._store(grads, "first_projection", grad_w, parameter_gradients)
         grad_v0_weights, grad_sh_0 = irrep_weighted_backward(c["v0_cache"], grad_tensors)
@@ -415,16 +418,22 @@ class AllegroModel:
             self._mlp(p, "tensor_embed"),
             c["tensor_embed_cache"],
             xp.reshape(grad_v0_weights, (n_edges, U * n_l)),
+            parameter_gradients,
         )
         self._store(grads, "tensor_embed", grad_w, parameter_gradients)
         grad_h = grad_h + grad_h_v0
 
         # 2. Two-body embedding.
-        grad_h0, grad_w = mlp_backward(self._mlp(p, "scalar_embed_mlp"), c["embed_cache"], grad_h)
+        grad_h0, grad_w = mlp_backward(
+            self._mlp(p, "scalar_embed_mlp"), c["embed_cache"], grad_h, parameter_gradients
+        )
         self._store(grads, "scalar_embed_mlp", grad_w, parameter_gradients)
         grad_radial_embedding = grad_h0 * c["type_embedding"]
         grad_radial, grad_w = mlp_backward(
-            self._mlp(p, "basis_linear"), c["basis_cache"], grad_radial_embedding
+            self._mlp(p, "basis_linear"),
+            c["basis_cache"],
+            grad_radial_embedding,
+            parameter_gradients,
         )
         self._store(grads, "basis_linear", grad_w, parameter_gradients)
         if parameter_gradients:

@@ -149,7 +149,9 @@ def mlp_forward(
     return y, (x, hidden, nonlinearity)
 
 
-def mlp_backward(weights: Sequence[Any], cache: tuple, grad_y: Any) -> tuple[Any, list[Any]]:
+def mlp_backward(
+    weights: Sequence[Any], cache: tuple, grad_y: Any, weight_gradients: bool = True
+) -> tuple[Any, list[Any] | None]:
     """Vector-Jacobian product of :func:`mlp_forward`.
 
     Per layer, from the top: for z = h @ (α W),  ∂L/∂W = α hᵀ ∂L/∂z  (summed over all leading
@@ -159,9 +161,11 @@ def mlp_backward(weights: Sequence[Any], cache: tuple, grad_y: Any) -> tuple[Any
         weights: the weights given to the forward.
         cache: from the forward.
         grad_y: ``[..., d_L]`` gradient of a scalar with respect to ``y``.
+        weight_gradients: also compute ∂L/∂W (a third of the work; forces need only ∂L/∂x).
 
     Returns:
-        ``grad_x`` ``[..., d_0]`` and the list of weight gradients ``[d_k, d_{k+1}]``.
+        ``grad_x`` ``[..., d_0]`` and the list of weight gradients ``[d_k, d_{k+1}]`` (None
+            without ``weight_gradients``).
     """
     x, hidden, nonlinearity = cache
     xp = namespace(x, grad_y)
@@ -174,10 +178,11 @@ def mlp_backward(weights: Sequence[Any], cache: tuple, grad_y: Any) -> tuple[Any
             h = x
         else:
             h, slope = hidden[k - 1]
-        h_rows = xp.reshape(h, (-1, h.shape[-1]))
-        grad_rows = xp.reshape(grad, (-1, grad.shape[-1]))
-        grad_weights[k] = alphas[k] * (h_rows.T @ grad_rows)
+        if weight_gradients:
+            h_rows = xp.reshape(h, (-1, h.shape[-1]))
+            grad_rows = xp.reshape(grad, (-1, grad.shape[-1]))
+            grad_weights[k] = alphas[k] * (h_rows.T @ grad_rows)
         grad = grad @ (alphas[k] * weights[k]).T  # ∂L/∂h_k
         if k > 0 and nonlinearity is not None:
             grad = grad * slope
-    return grad, grad_weights
+    return grad, (grad_weights if weight_gradients else None)

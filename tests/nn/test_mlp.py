@@ -63,6 +63,10 @@ def test_backward_matches_finite_differences(problem):
         return float(np.sum(mlp_forward(inputs[1:], inputs[0], nonlinearity)[0] * grad_y))
 
     assert_directional_derivatives(loss, [x, *weights], [grad_x, *grad_weights], rng)
+    # Without weight gradients (forces): the same input gradient, bit for bit.
+    grad_x_only, none = mlp_backward(weights, cache, grad_y, weight_gradients=False)
+    assert none is None
+    np.testing.assert_array_equal(grad_x_only, grad_x)
 
 
 def test_float32_close_to_float64():
