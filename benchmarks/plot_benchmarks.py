@@ -1,0 +1,86 @@
+"""Plots of the rows that ``bench_potential.py --json FILE`` wrote, for docs/benchmarks.md.
+
+    python benchmarks/plot_benchmarks.py FILE [--out docs/img]
+
+Writes ``benchmark_throughput.png`` (atom·steps/s of every code, per dtype and thread count,
+at each size measured with the official codes) and ``benchmark_scaling.png`` (allegro_ref's
+time per atom against the number of atoms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+COLORS = {"allegro_ref": "tab:blue", "eager": "tab:red", "compiled": "tab:orange"}
+
+
+def throughput(rows: list[dict], out: Path) -> None:
+    compared = sorted({r["atoms"] for r in rows if r["code"] != "allegro_ref"})
+    settings = sorted({(r["dtype"], r["threads"]) for r in rows if r["atoms"] in compared})
+    fig, axes = plt.subplots(1, len(compared), figsize=(5 * len(compared), 3.6), squeeze=False)
+    for ax, n_atoms in zip(axes[0], compared, strict=True):
+        for k, code in enumerate(COLORS):
+            values = []
+            for dtype, threads in settings:
+                match = [
+                    r
+                    for r in rows
+                    if (r["code"], r["atoms"], r["dtype"], r["threads"])
+                    == (code, n_atoms, dtype, threads)
+                ]
+                values.append(match[-1]["atoms"] / match[-1]["median_s"] if match else 0.0)
+            x = [i + (k - 1) * 0.27 for i in range(len(settings))]
+            ax.bar(x, values, width=0.27, color=COLORS[code], label=code)
+        ax.set_xticks(range(len(settings)))
+        ax.set_xticklabels([f"{d}\n{t} thread{'s' * (t > 1)}" for d, t in settings])
+        ax.set_title(f"fcc Cu, {n_atoms} atoms")
+        ax.set_ylabel("atom·steps / s (higher is better)")
+    axes[0][0].legend()
+    fig.tight_layout()
+    fig.savefig(out / "benchmark_throughput.png", dpi=120)
+
+
+def scaling(rows: list[dict], out: Path) -> None:
+    ours = [r for r in rows if r["code"] == "allegro_ref"]
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for dtype, threads in sorted({(r["dtype"], r["threads"]) for r in ours}):
+        series = sorted(
+            (r["atoms"], 1e3 * r["median_s"] / r["atoms"])
+            for r in ours
+            if (r["dtype"], r["threads"]) == (dtype, threads)
+        )
+        ax.plot(*zip(*series, strict=True), "o-", label=f"{dtype}, {threads} thread(s)")
+    ax.set_xscale("log")
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("atoms (fcc Cu, 42 edges per atom)")
+    ax.set_ylabel("ms per atom per step")
+    ax.set_title("allegro_ref: time per atom")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "benchmark_scaling.png", dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("results", type=Path)
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "img"
+    )
+    args = parser.parse_args()
+    rows = [
+        r for r in json.loads(args.results.read_text())["rows"] if r.get("system", "cu") == "cu"
+    ]
+    args.out.mkdir(parents=True, exist_ok=True)
+    throughput(rows, args.out)
+    scaling(rows, args.out)
+
+
+if __name__ == "__main__":
+    main()
