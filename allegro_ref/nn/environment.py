@@ -63,9 +63,9 @@ class EdgeGroups(NamedTuple):
     """Edges grouped by centre atom into ``n_centres × k_max`` slots (``group_edges``).
 
     ``slot_edges`` ``[n_centres · k_max]``: the edge in each slot (edge 0 in the padding slots),
-    ``edge_slots`` ``[E]``: the slot of each edge, ``slot_mask`` ``[n_centres, 1, k_max, 1]``
-    bool: True where a slot holds an edge. All three are None when edges are sorted by centre
-    with exactly k_max per centre (slot = edge index).
+    ``edge_slots`` ``[E]``: the slot of each edge, ``slot_mask`` ``[n_centres · k_max]`` bool:
+    True where a slot holds an edge. All three are None when edges are sorted by centre with
+    exactly k_max per centre (slot = edge index).
     """
 
     n_centres: int
@@ -110,8 +110,7 @@ def group_edges(centers: Any) -> EdgeGroups:
     )
     edge_rank = xp.take(rank_in_order, xp.argsort(order))
     edge_slots = centers * k_max + edge_rank
-    mask = xp.reshape(used, (n_centres, 1, k_max, 1))
-    return EdgeGroups(n_centres, k_max, slot_edges, edge_slots, mask)
+    return EdgeGroups(n_centres, k_max, slot_edges, edge_slots, used)
 
 
 def _copy_c_order(xp, x):
@@ -119,12 +118,12 @@ def _copy_c_order(xp, x):
     return xp.reshape(xp.reshape(x, (-1,)), x.shape)
 
 
-def _to_groups(xp, x, groups: EdgeGroups):
-    """``[E, U, d]`` -> ``[n_centres, U, k_max, d]`` (C order; padding slots hold edge 0)."""
-    if groups.slot_edges is not None:
-        x = xp.take(x, groups.slot_edges, axis=0)
-    x = xp.reshape(x, (groups.n_centres, groups.k_max, x.shape[1], x.shape[2]))
-    return _copy_c_order(xp, xp.permute_dims(x, (0, 2, 1, 3)))
+def _grouped(xp, x, groups: EdgeGroups, masked: bool = False):
+    """``[E, U, d]`` -> ``[n_centres, U, k_max, d]``, each (centre, channel) a ``[k_max, d]``
+    matrix with a row stride: a view of ``x`` when the edges are in slot order (matrix
+    products take strided matrices as they are, cheaper than a transposing copy), else of
+    its gathered rows (padding slots: edge 0, or zeros when ``masked``)."""
+    return xp.permute_dims(_group_rows(xp, x, groups, masked=masked), (0, 2, 1, 3))
 
 
 def _from_groups(xp, y, groups: EdgeGroups):
@@ -293,9 +292,8 @@ class EnvironmentTensorProduct:
         env_by_channel = xp.permute_dims(env[:n, ...], (1, 0, 2))  # [U, n, d2]
         folded = xp.reshape(env_by_channel @ w, (self.num_channels, n, d1, d_out))
         folded = xp.permute_dims(folded, (1, 0, 2, 3))  # M [n, U, d1, d_out]
-        x_groups = _to_groups(xp, x, groups)
-        out = _from_groups(xp, x_groups @ folded, groups)
-        return out, (x_groups, env_by_channel, folded, w, groups, env.shape[0], x.shape[0])
+        out = _from_groups(xp, _grouped(xp, x, groups) @ folded, groups)
+        return out, (x, env_by_channel, folded, w, groups, env.shape[0])
 
     def backward(self, cache: tuple, grad_out: Any) -> tuple[Any, Any, Any]:
         """Vector-Jacobian product (formulas in the module docstring).
@@ -307,22 +305,20 @@ class EnvironmentTensorProduct:
         Returns:
             ``(grad_x [E, U, d1], grad_env [N, U, d2], grad_weights weight_shape)``.
         """
-        x_groups, env_by_channel, folded, w, groups, n_atoms, n_edges = cache
-        xp = namespace(grad_out, x_groups)
-        expected = (n_edges, self.num_channels, self.irreps_out.dim)
-        if tuple(grad_out.shape) != expected or grad_out.dtype != x_groups.dtype:
+        x, env_by_channel, folded, w, groups, n_atoms = cache
+        xp = namespace(grad_out, x)
+        expected = (x.shape[0], self.num_channels, self.irreps_out.dim)
+        if tuple(grad_out.shape) != expected or grad_out.dtype != x.dtype:
             raise ValueError(
                 f"grad_out has shape {tuple(grad_out.shape)} and dtype {grad_out.dtype}, but the "
-                f"forward output has shape {expected} and dtype {x_groups.dtype}"
+                f"forward output has shape {expected} and dtype {x.dtype}"
             )
         U, n = self.num_channels, groups.n_centres
         d1_d_out = self.irreps_in1.dim * self.irreps_out.dim
-        g_groups = _to_groups(xp, grad_out, groups)
-        if groups.slot_mask is not None:  # padding slots must not reach ∂L/∂M
-            zero = xp.zeros((), dtype=g_groups.dtype, device=device(g_groups))
-            g_groups = xp.where(groups.slot_mask, g_groups, zero)
+        # padding slots must not reach ∂L/∂M: their gradient is zero
+        g_groups = _grouped(xp, grad_out, groups, masked=True)
         grad_x = _from_groups(xp, g_groups @ xp.matrix_transpose(folded), groups)
-        grad_folded = xp.matrix_transpose(x_groups) @ g_groups  # [n, U, d1, d_out]
+        grad_folded = xp.matrix_transpose(_grouped(xp, x, groups)) @ g_groups  # [n, U, d1, d_out]
         grad_folded = xp.permute_dims(xp.reshape(grad_folded, (n, U, d1_d_out)), (1, 0, 2))
         grad_env = xp.permute_dims(grad_folded @ xp.matrix_transpose(w), (1, 0, 2))
         grad_env = _pad_atoms(xp, grad_env, n_atoms)
