@@ -30,3 +30,28 @@ def test_registry():
     assert set(pretrained.available()) == set(pretrained.MODELS)
     with pytest.raises(ValueError, match="unknown pretrained model 'x'; available"):
         pretrained.path("x")
+
+
+# The shipped models on their own held-out test structures (split as in their training
+# configs), with bounds a little above the errors measured when they were trained.
+MODEL_BOUNDS = {
+    # name: (data set, n_train, n_val, n_test, energy MAE eV/atom, force MAE eV/Å)
+    "ethanol-gfn2": ("ethanol-gfn2", 900, 50, 50, 1.5e-3, 0.025),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_BOUNDS))
+def test_pretrained_models_are_small_and_accurate(name):
+    from allegro_ref.train.data import build_graph, split_structures
+    from allegro_ref.train.trainer import evaluate
+
+    dataset, n_train, n_val, n_test, energy_bound, force_bound = MODEL_BOUNDS[name]
+    assert pretrained.path(name).stat().st_size < MAX_BYTES
+    potential = pretrained.load(name)
+    assert potential.dtype == "float64"
+    _, _, test = split_structures(read_structures(data.path(dataset)), n_train, n_val, n_test)
+    c = potential.config
+    graphs = [build_graph(s, c.type_names, c.r_max, c.cutoff_matrix()) for s in test]
+    metrics = evaluate(potential.model, graphs, batch_size=25)
+    assert metrics["energy_mae"] < energy_bound
+    assert metrics["forces_mae"] < force_bound
