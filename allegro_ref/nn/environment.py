@@ -226,11 +226,16 @@ class EnvironmentTensorProduct:
     r"""``ChannelwiseTensorProduct(x, A[centers])`` computed with the environment folded into the
     coupling per atom (module docstring).
 
+    Paths, path order, weights and their initialization are those of
+    ``ChannelwiseTensorProduct(irreps_in1, irreps_env, irreps_out, num_channels,
+    path_channel_coupling)``.
+
     Args:
         irreps_in1: Irreps of the edge features x (multiplicity 1 per entry).
         irreps_env: Irreps of the environment A (the spherical harmonics' in Allegro).
-        irreps_out, num_channels, path_channel_coupling: as ``ChannelwiseTensorProduct``,
-            whose paths, path order, weights and initialization this product shares.
+        irreps_out: Irreps of the output.
+        num_channels: U, the number of channels of x, A and the output.
+        path_channel_coupling: weights ``[U, n_paths]`` (True) or ``[n_paths]``.
 
     Attributes: ``paths``, ``n_paths``, ``weight_shape`` (as ``ChannelwiseTensorProduct``).
     """
