@@ -162,8 +162,10 @@ def read_structures(
     Args:
         path: the file.
         index: which frames, in ASE's syntax (``":"`` all, ``"-10:"``, ``3``, a slice).
-        energy_key, forces_key, stress_key: where the labels are when not under the standard
-            names (see :func:`structure_from_atoms`).
+        energy_key: where the energy label is when not under the standard name (see
+            :func:`structure_from_atoms`).
+        forces_key: likewise for the forces.
+        stress_key: likewise for the stress.
     """
     import ase.io
 
