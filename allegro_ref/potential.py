@@ -293,16 +293,18 @@ class Potential:
         gradients g_e [n_e, 3], virials [n_c, 3, 3])``.
 
         The model sees a small structure: the chunk's centres (local indices 0 .. n_c - 1),
-        then every atom they have as a neighbour (only their types matter: they have no edge
-        of their own here, so their energies, the species shift, are dropped)."""
+        then one atom of each species, n_c + t, standing for every neighbour of species t: an
+        edge's features depend on its neighbour only through the neighbour's species (and the
+        edge vector). These extra atoms have no edge here; their energies (the species
+        shifts) are dropped."""
         first, last, start, stop = chunk
         n_centres = last - first
-        halo, local_neighbors = np.unique(neighbors[start:stop], return_inverse=True)
+        species = np.arange(self.config.num_types, dtype=atom_types.dtype)
         local = (
             centers[start:stop] - first,
-            local_neighbors.reshape(-1) + n_centres,
+            atom_types[neighbors[start:stop]] + n_centres,
             vectors[start:stop],
-            np.concatenate([atom_types[first:last], atom_types[halo]]),
+            np.concatenate([atom_types[first:last], species]),
         )
         local_centers, local_neighbors, local_vectors, local_types = (
             xp.asarray(a, device=where) for a in local
