@@ -37,6 +37,7 @@ def test_registry():
 MODEL_BOUNDS = {
     # name: (data set, n_train, n_val, n_test, energy MAE eV/atom, force MAE eV/Å)
     "ethanol-gfn2": ("ethanol-gfn2", 900, 50, 50, 1.5e-3, 0.025),
+    "cu-emt": ("cu-emt", 540, 34, 34, 1.2e-3, 0.010),
 }
 
 
