@@ -66,6 +66,7 @@ def config(data_file, output_dir, **overrides) -> TrainConfig:
 
 
 def test_training_writes_outputs_and_learns(data_file, tmp_path):
+    pytest.importorskip("matplotlib")  # the figures
     trainer = Trainer(config(data_file, tmp_path, max_epochs=4, plots=True))
     structures = read_structures(data_file)
     train_ids = {id(g.structure) for g in trainer.graphs["train"]}
@@ -90,7 +91,6 @@ def test_training_writes_outputs_and_learns(data_file, tmp_path):
     assert results["val"]["loss"] == pytest.approx(best["val_loss"], rel=1e-12)
     potential = Potential.load(tmp_path / "model.npz")
     assert potential.config == trainer.model_config
-    pytest.importorskip("matplotlib")
     assert (tmp_path / "learning_curve.png").stat().st_size > 0
     assert (tmp_path / "parity.png").stat().st_size > 0
 
