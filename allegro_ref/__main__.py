@@ -1,10 +1,13 @@
-"""``python -m allegro_ref md``: a short NVE molecular-dynamics run of fcc copper.
+"""``python -m allegro_ref``: the command line.
 
-Builds a cubic fcc Cu supercell (a = 3.61 Å, rattled), gives it Maxwell-Boltzmann velocities,
-runs ASE's velocity-Verlet integrator with the Allegro potential and prints the energy drift
-(eV/atom) and the throughput (atom·steps/s). Without ``--model`` the potential is a small
-Allegro model with seeded random weights (no trained model ships with allegro_ref yet): the
-run exercises the full code path, but its energies are not those of copper.
+``md`` (the default): a short NVE molecular-dynamics run of fcc copper. Builds a cubic fcc Cu
+supercell (a = 3.61 Å, rattled), gives it Maxwell-Boltzmann velocities, runs ASE's
+velocity-Verlet integrator with an Allegro potential and prints the energy drift (eV/atom) and
+the throughput (atom·steps/s). The potential is the shipped ``cu-emt`` model (trained by
+allegro_ref on EMT copper; see ``allegro_ref.pretrained``), a weights file given with
+``--model``, or, with ``--random``, a small model with seeded random weights.
+
+``train CONFIG.yaml``: train a model (``allegro_ref.train.cli``).
 
 Requires the ``ase`` extra (ase, vesin, tqdm).
 """
@@ -17,7 +20,8 @@ import time
 
 import numpy as np
 
-from .model import AllegroConfig
+from . import pretrained
+from .model import AllegroConfig, AllegroModel
 from .potential import Potential
 
 try:  # ase >= 3.29 (MaxwellBoltzmannDistribution is deprecated there)
@@ -27,7 +31,7 @@ except ImportError:  # older ase: the same function under its former name
 
 LATTICE_CONSTANT = 3.61  # Å, fcc Cu
 
-# The default random-weight model: small enough for a ~20 s run of 108 atoms on a laptop core.
+# The --random model: small enough for a ~20 s run of 108 atoms on a laptop core.
 DEFAULT_CONFIG = dict(
     type_names=["Cu"],
     r_max=4.5,
@@ -53,11 +57,23 @@ def main(argv: list[str] | None = None) -> int:
     md.add_argument("--steps", type=int, default=100)
     md.add_argument("--temperature", type=float, default=300.0, help="initial temperature, K")
     md.add_argument("--timestep", type=float, default=1.0, help="fs")
-    md.add_argument("--model", default=None, help="weights file (Potential.save); default: random")
+    md.add_argument(
+        "--model",
+        default="cu-emt",
+        help="a shipped model name (see allegro_ref.pretrained) or a weights file (Potential.save)",
+    )
+    md.add_argument(
+        "--random", action="store_true", help="use a small Allegro model with seeded random weights"
+    )
     md.add_argument("--dtype", choices=["float64", "float32"], default="float64")
     md.add_argument("--backend", choices=["numpy", "cupy"], default="numpy")
     md.add_argument("--seed", type=int, default=0)
+    commands.add_parser("train", help="train a model from a YAML config (allegro_ref.train)")
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "train":
+        from .train.cli import main as train_main
+
+        return train_main(argv[1:])
     if not argv or argv[0] not in commands.choices and argv[0] not in ("-h", "--help"):
         argv = ["md", *argv]  # md is the default command
     args = parser.parse_args(argv)
@@ -73,18 +89,24 @@ def run_md(args: argparse.Namespace) -> int:
 
     from .ase import AllegroCalculator
 
-    if args.model is None:
+    if args.random:
         config = AllegroConfig(**DEFAULT_CONFIG)
         potential = Potential.from_config(config, seed=args.seed, dtype=args.dtype)
         print(
-            f"potential: Allegro with random weights (seed {args.seed}; no trained model ships "
-            f"yet, so these are not copper's energies): {list(config.type_names)}, r_max "
-            f"{config.r_max} Å, l_max {config.l_max}, {config.num_layers} layers, "
-            f"S={config.num_scalar_features}, U={config.num_tensor_features}, {args.dtype}"
+            f"potential: Allegro with random weights (seed {args.seed}; not copper's energies): "
+            f"{list(config.type_names)}, r_max {config.r_max} Å, l_max {config.l_max}, "
+            f"{config.num_layers} layers, S={config.num_scalar_features}, "
+            f"U={config.num_tensor_features}, {args.dtype}"
         )
     else:
-        potential = Potential.load(args.model)
-        print(f"potential: {args.model}: {potential}")
+        if args.model in pretrained.MODELS:
+            potential = pretrained.load(args.model)
+            print(f"potential: shipped model {args.model!r} ({pretrained.available()[args.model]})")
+        else:
+            potential = Potential.load(args.model)
+            print(f"potential: {args.model}")
+        model = potential.model
+        potential = Potential(AllegroModel(model.config, model.params, args.dtype))
     potential = potential.to(args.backend)
 
     k = max(1, round((args.atoms / 4) ** (1 / 3)))

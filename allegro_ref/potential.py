@@ -118,6 +118,16 @@ class Potential:
         """A potential with random weights (``AllegroModel.init``), on NumPy."""
         return cls(AllegroModel.init(config, seed=seed, dtype=dtype))
 
+    @staticmethod
+    def pretrained(name: str | None = None, min_distance: float = 0.1):
+        """A model shipped with allegro_ref (``"cu-emt"``, ``"ethanol-gfn2"``), or, with no
+        name, the {name: description} of the shipped models (``allegro_ref.pretrained``)."""
+        from . import pretrained
+
+        if name is None:
+            return pretrained.available()
+        return pretrained.load(name, min_distance=min_distance)
+
     @classmethod
     def from_nequip(cls, path: str | os.PathLike, min_distance: float = 0.1) -> Potential:
         """A potential from an official nequip-allegro checkpoint (``.ckpt``) or package

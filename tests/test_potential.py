@@ -517,3 +517,12 @@ def test_bad_inputs(potential, kwargs, match):
     arguments.update(kwargs)
     with pytest.raises(ValueError, match=match):
         potential.compute(**arguments)
+
+
+def test_pretrained_lists_and_loads_the_shipped_models():
+    available = Potential.pretrained()
+    assert set(available) == {"cu-emt", "ethanol-gfn2"}
+    cu = Potential.pretrained("cu-emt")
+    assert cu.config.type_names == ("Cu",)
+    with pytest.raises(ValueError, match="unknown pretrained model"):
+        Potential.pretrained("water")
