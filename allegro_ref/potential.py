@@ -50,7 +50,7 @@ from ._validation import (
     check_positions,
     to_host,
 )
-from .backend import device, is_numpy, namespace, segment_sum
+from .backend import device, is_numpy, keep_host_memory, namespace, segment_sum
 from .model import AllegroConfig, AllegroModel
 from .neighbors import edge_vectors, neighbor_list, within_pair_cutoffs
 
@@ -266,6 +266,8 @@ class Potential:
         # by centre) are evaluated independently and their results concatenated.
         like = next(iter(self.model.params.values()))
         xp, where = namespace(like), device(like)
+        if is_numpy(like):
+            keep_host_memory()  # glibc: no page faults on every chunk's temporaries
         chunks = _chunks_of_centres(centers, n_atoms, self.chunk_edges, self.num_threads)
 
         def evaluate(chunk: tuple[int, int, int, int]):
