@@ -128,11 +128,7 @@ def _grouped(xp, x, groups: EdgeGroups, masked: bool = False):
 
 def _from_groups(xp, y, groups: EdgeGroups):
     """``[n_centres, U, k_max, d]`` -> ``[E, U, d]``, dropping the padding slots."""
-    y = _copy_c_order(xp, xp.permute_dims(y, (0, 2, 1, 3)))
-    y = xp.reshape(y, (groups.n_centres * groups.k_max, y.shape[2], y.shape[3]))
-    if groups.edge_slots is not None:
-        y = xp.take(y, groups.edge_slots, axis=0)
-    return y
+    return _ungroup_rows(xp, _copy_c_order(xp, xp.permute_dims(y, (0, 2, 1, 3))), groups)
 
 
 def _group_rows(xp, x, groups: EdgeGroups, axis: int = 0, masked: bool = False):
