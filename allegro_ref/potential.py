@@ -12,7 +12,7 @@ One evaluation (``Potential.compute``):
    on the edges centred on i (Allegro is strictly local), so the centre atoms are processed in
    chunks, each with its edges: forward and backward per chunk, so that the model's working
    memory is bounded by ``chunk_bytes`` whatever the size of the system (the neighbour list
-   and the per-edge gradients, ~90 bytes per edge, are the only arrays that grow with it); on
+   and the per-edge gradients, ~150 bytes per edge, are the only arrays that grow with it); on
    NumPy the chunks can run on several threads;
 4. from g_e, with segment sums over edges (no loops):
 

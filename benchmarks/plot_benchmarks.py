@@ -56,13 +56,14 @@ def scaling(rows: list[dict], out: Path) -> None:
             for r in ours
             if (r["dtype"], r["threads"]) == (dtype, threads)
         )
-        ax.plot(*zip(*series, strict=True), "o-", label=f"{dtype}, {threads} thread(s)")
+        label = f"{dtype}, {threads} thread{'s' * (threads > 1)}"
+        ax.plot(*zip(*series, strict=True), "o-", label=label)
     ax.set_xscale("log")
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(0, 1.35 * ax.get_ylim()[1])
     ax.set_xlabel("atoms (fcc Cu, 42 edges per atom)")
     ax.set_ylabel("ms per atom per step")
     ax.set_title("allegro_ref: time per atom")
-    ax.legend()
+    ax.legend(loc="upper center", ncol=2, fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "benchmark_scaling.png", dpi=120)
 
