@@ -1,34 +1,12 @@
-"""Tests of allegro_ref.train, and the small labelled structures and model they share."""
+"""Tests of allegro_ref.train, and the small labelled structures they share (the model is
+``tests.models.tiny_config``)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from allegro_ref.model import AllegroConfig
 from allegro_ref.train.data import Structure
-
-TYPE_NAMES = ("O", "Cu")
-
-
-def tiny_config(**overrides) -> AllegroConfig:
-    """A small two-species model (every parameter group present, l_max 2, two layers)."""
-    base = dict(
-        type_names=TYPE_NAMES,
-        r_max=3.0,
-        l_max=2,
-        num_layers=2,
-        num_scalar_features=6,
-        num_tensor_features=3,
-        scalar_embed_mlp_hidden_layers_width=6,
-        allegro_mlp_hidden_layers_width=6,
-        readout_mlp_hidden_layers_width=6,
-        avg_num_neighbors={"O": 6.0, "Cu": 9.0},
-        per_type_energy_scales={"O": 0.7, "Cu": 1.3},
-        per_type_energy_shifts={"O": -1.5, "Cu": -3.0},
-        bessel_trainable=True,
-    )
-    base.update(overrides)
-    return AllegroConfig(**base)
+from tests.models import TYPE_NAMES
 
 
 def _spread(rng, n_atoms: int, box: np.ndarray, periodic: bool) -> np.ndarray:

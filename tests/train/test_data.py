@@ -17,7 +17,8 @@ from allegro_ref.train.data import (
     structure_from_atoms,
     write_structures,
 )
-from tests.train import random_structures, tiny_config
+from tests.models import tiny_config
+from tests.train import random_structures
 
 
 def _emt_cells(n: int = 3):

@@ -11,7 +11,8 @@ from allegro_ref.model import AllegroModel
 from allegro_ref.potential import Potential
 from allegro_ref.train.data import build_graph, collate
 from allegro_ref.train.loss import LossWeights, loss_and_gradient, predict
-from tests.train import random_structures, tiny_config
+from tests.models import tiny_config
+from tests.train import random_structures
 
 STEP = 1e-3  # finite-difference step of the (O(1)) parameters
 
