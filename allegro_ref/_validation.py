@@ -107,3 +107,36 @@ def atom_types_from_species(species: Any, type_names: Sequence[str], n_atoms: in
             + (f" (also unknown: {unknown[1:]})" if len(unknown) > 1 else "")
         )
     return np.asarray([index[str(u)] for u in unique], dtype=np.int64)[inverse.reshape(-1)]
+
+
+def check_min_distance(
+    vectors: np.ndarray,
+    centers: np.ndarray,
+    neighbors: np.ndarray,
+    min_distance: float,
+    shifts: np.ndarray | None = None,
+    *,
+    atoms: str = "atoms",
+    where: str = "",
+) -> None:
+    """Refuse atoms closer than ``min_distance`` Å: a ``ValueError`` naming the closest pair, its
+    periodic image (if ``shifts`` is given and non-zero), its distance and ``min_distance``.
+
+    ``vectors`` ``[n_edges, 3]`` Å are the edges of a neighbour list, ``centers`` and
+    ``neighbors`` ``[n_edges]`` their two atoms, ``shifts`` ``[n_edges, 3]`` the lattice shifts
+    of the neighbours (``None``: no cell). ``atoms`` and ``where`` say what the indices count:
+    "atoms 0 and 1", or "rows 0 and 1 of this domain" for ``atoms="rows"``,
+    ``where=" of this domain"``.
+    """
+    if vectors.shape[0] == 0:
+        return
+    lengths = np.linalg.norm(vectors, axis=1)
+    e = int(np.argmin(lengths))
+    if lengths[e] < min_distance:
+        image = ""
+        if shifts is not None and np.any(shifts[e]):
+            image = f" (periodic image {shifts[e].tolist()})"
+        raise ValueError(
+            f"{atoms} {int(centers[e])} and {int(neighbors[e])}{image}{where} are "
+            f"{lengths[e]:.4g} Å apart, closer than min_distance = {min_distance} Å"
+        )

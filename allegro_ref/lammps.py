@@ -80,7 +80,7 @@ from typing import Any
 
 import numpy as np
 
-from ._validation import atom_types_from_species, check_positions, to_host
+from ._validation import atom_types_from_species, check_min_distance, check_positions, to_host
 from .backend import device, namespace, segment_sum
 from .model import AllegroModel
 from .neighbors import neighbor_list, within_pair_cutoffs
@@ -182,7 +182,9 @@ def evaluate_domain(
     if np.any(config.cutoff_matrix() < config.r_max):
         kept = within_pair_cutoffs(vectors, centers, neighbors, host_types, config.cutoff_matrix())
         centers, neighbors, vectors = centers[kept], neighbors[kept], vectors[kept]
-    _check_distances(vectors, centers, neighbors, min_distance)
+    check_min_distance(
+        vectors, centers, neighbors, min_distance, atoms="rows", where=" of this domain"
+    )
 
     # Owned centres are rows < n_owned and edges are sorted by centre: they are a prefix.
     n_owned_edges = int(np.searchsorted(centers, n_owned))
@@ -226,18 +228,6 @@ def evaluate_domain(
         n_owned_edges=n_owned_edges,
         n_ghost_edges=int(centers.shape[0]) - n_owned_edges,
     )
-
-
-def _check_distances(vectors, centers, neighbors, min_distance: float) -> None:
-    if vectors.shape[0] == 0:
-        return
-    lengths = np.linalg.norm(vectors, axis=1)
-    e = int(np.argmin(lengths))
-    if lengths[e] < min_distance:
-        raise ValueError(
-            f"rows {int(centers[e])} and {int(neighbors[e])} of this domain are "
-            f"{lengths[e]:.4g} Å apart, closer than min_distance = {min_distance} Å"
-        )
 
 
 # -------------------------------------------------------------------------------------------

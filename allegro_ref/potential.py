@@ -47,6 +47,7 @@ from . import __version__
 from ._validation import (
     atom_types_from_species,
     check_cell_and_pbc,
+    check_min_distance,
     check_positions,
     to_host,
 )
@@ -257,7 +258,7 @@ class Potential:
             host_positions, host_cell, host_pbc, self.config.r_max
         )
         vectors = edge_vectors(host_positions, host_cell, centers, neighbors, shifts)
-        self._check_distances(vectors, centers, neighbors, shifts)
+        check_min_distance(vectors, centers, neighbors, self.min_distance, shifts)
         if self._per_type_cutoffs:
             kept = within_pair_cutoffs(vectors, centers, neighbors, atom_types, self._cutoffs)
             centers, neighbors, vectors = centers[kept], neighbors[kept], vectors[kept]
@@ -335,18 +336,6 @@ class Potential:
         return self.compute(
             atoms.get_positions(), atoms.get_chemical_symbols(), atoms.cell.array, atoms.pbc
         )
-
-    def _check_distances(self, vectors, centers, neighbors, shifts) -> None:
-        if vectors.shape[0] == 0:
-            return
-        lengths = np.linalg.norm(vectors, axis=1)
-        e = int(np.argmin(lengths))
-        if lengths[e] < self.min_distance:
-            image = "" if not np.any(shifts[e]) else f" (periodic image {shifts[e].tolist()})"
-            raise ValueError(
-                f"atoms {int(centers[e])} and {int(neighbors[e])}{image} are {lengths[e]:.4g} Å "
-                f"apart, closer than min_distance = {self.min_distance} Å"
-            )
 
     def __repr__(self) -> str:
         c = self.config
