@@ -229,10 +229,10 @@ class AllegroModel:
         )
 
         # 3. Initial tensor track V⁰ = w ⊙ Y, initial scalars x⁰ and layer-0 environment weights.
+        # The tensor track is channel-major, [U, E, dim] (see allegro_ref.nn.environment).
         v0_weights, tensor_embed_cache = mlp_forward(self._mlp(p, "tensor_embed"), h, None)
-        tensors_0, v0_cache = irrep_weighted_forward(
-            xp.reshape(v0_weights, (n_edges, U, n_l)), sh, sh_irreps
-        )
+        v0_weights = xp.permute_dims(xp.reshape(v0_weights, (n_edges, U, n_l)), (1, 0, 2))
+        tensors_0, v0_cache = irrep_weighted_forward(v0_weights, sh, sh_irreps)
         tensors = tensors_0
         projection, projection_cache = mlp_forward(self._mlp(p, "first_projection"), h, None)
         latents = [projection[:, :S]]
@@ -250,7 +250,7 @@ class AllegroModel:
             )
             density = density * inv_sqrt_nbar[:, None, None]
             new_tensors, tp_cache = tensor_product.forward(tensors, density, groups, p[f"tp.{k}"])
-            scalars = new_tensors[:, :, 0]  # the 0e component of every channel
+            scalars = xp.permute_dims(new_tensors[:, :, 0], (1, 0))  # 0e of every channel, [E, U]
             latent_out, latent_cache = mlp_forward(
                 self._mlp(p, f"latent.{k}"), xp.concat([*latents, scalars], axis=-1)
             )
@@ -275,8 +275,11 @@ class AllegroModel:
             "radial_basis": radial,
             "edge_sh": sh,
             "edge_embedding": h,
-            "initial_tensors": tensors_0,
-            **{f"layer{k}.tensors": t for k, t in enumerate(layer_tensors)},
+            "initial_tensors": xp.permute_dims(tensors_0, (1, 0, 2)),  # [E, U, dim] views
+            **{
+                f"layer{k}.tensors": xp.permute_dims(t, (1, 0, 2))
+                for k, t in enumerate(layer_tensors)
+            },
             **{f"layer{k}.scalars": x for k, x in enumerate(latents[1:])},
             "edge_features": features,
             "edge_energies": edge_energies[:, 0],
@@ -382,7 +385,7 @@ class AllegroModel:
             self._store(grads, f"latent.{k}", grad_w, parameter_gradients)
             for j in range(k + 1):
                 grad_latents[j] = grad_latents[j] + grad_z[:, S * j : S * (j + 1)]
-            grad_scalars = grad_z[:, S * (k + 1) :]
+            grad_scalars = xp.permute_dims(grad_z[:, S * (k + 1) :], (1, 0))  # [U, E]
             # V^{k+1} feeds the next tensor product and, through its 0e component, the latent MLP.
             if grad_tensors is None:
                 grad_new_tensors = grad_scalars[:, :, None]
@@ -414,6 +417,7 @@ class AllegroModel:
         self._store(grads, "first_projection", grad_w, parameter_gradients)
         grad_v0_weights, grad_sh_0 = irrep_weighted_backward(c["v0_cache"], grad_tensors)
         grad_sh = grad_sh + grad_sh_0
+        grad_v0_weights = xp.permute_dims(grad_v0_weights, (1, 0, 2))  # [E, U, n_l]
         grad_h_v0, grad_w = mlp_backward(
             self._mlp(p, "tensor_embed"),
             c["tensor_embed_cache"],

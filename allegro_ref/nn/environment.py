@@ -14,29 +14,32 @@ per-edge ``[E, U, dim]`` products. Backward: ∂L/∂w[e, u, l] = Σ_m Y[e, (l, 
 and ∂L/∂Y[e, (l, m)] = Σ_u w[e, u, l] G[c_e, u, (l, m)], G = ∂L/∂A (per l: Y_l G_lᵀ, W_l G_l).
 
 **Tensor product** (``EnvironmentTensorProduct``): in every layer, edge e = (i -> j) couples its
-tensor features x[e] with the environment A[i] of its centre atom (``ChannelwiseTensorProduct``
-with ``x2 = A[centers]``):
+tensor features x[u, e] with the environment A[i] of its centre atom
+(``ChannelwiseTensorProduct`` with ``x2 = A[centers]``):
 
-    out[e, u, γ] = Σ_{α β} W_u[α, β, γ] x[e, u, α] A[c_e, u, β],    W_u = Σ_p θ[u, p] C_p.
+    out[u, e, γ] = Σ_{α β} W_u[α, β, γ] x[u, e, α] A[c_e, u, β],    W_u = Σ_p θ[u, p] C_p.
 
 All K ≈ 40 edges of atom i meet the same A[i], so the sum over β can be done once per atom:
 
-    M[i, u, α, γ] = Σ_β W_u[α, β, γ] A[i, u, β]      (per atom: U·d1·d2·d_out multiply-adds)
-    out[e, u, :]  = x[e, u, :] @ M[c_e, u]            (per edge: U·d1·d_out multiply-adds)
+    M[u, i, α, γ] = Σ_β W_u[α, β, γ] A[i, u, β]      (per atom: U·d1·d2·d_out multiply-adds)
+    out[u, e, :]  = x[u, e, :] @ M[u, c_e]            (per edge: U·d1·d_out multiply-adds)
 
 which is the same function with d2 times fewer operations per edge (9 at l_max 2) and no
 per-edge pair products at all. Backward, with g = ∂L/∂out (the same maps transposed):
 
-    ∂L/∂x[e, u, :]   = g[e, u, :] @ M[c_e, u]ᵀ
-    ∂L/∂M[i, u]      = Σ_{e: c_e = i} x[e, u, :]ᵀ g[e, u, :]      (a [d1, d_out] matrix per atom)
-    ∂L/∂A[i, u, β]   = Σ_{α γ} W_u[α, β, γ] ∂L/∂M[i, u, α, γ]
-    ∂L/∂θ[u, p]      = Σ_{α β γ} C_p[α, β, γ] Σ_i A[i, u, β] ∂L/∂M[i, u, α, γ]
+    ∂L/∂x[u, e, :]   = g[u, e, :] @ M[u, c_e]ᵀ
+    ∂L/∂M[u, i]      = Σ_{e: c_e = i} x[u, e, :]ᵀ g[u, e, :]      (a [d1, d_out] matrix per atom)
+    ∂L/∂A[i, u, β]   = Σ_{α γ} W_u[α, β, γ] ∂L/∂M[u, i, α, γ]
+    ∂L/∂θ[u, p]      = Σ_{α β γ} C_p[α, β, γ] Σ_i A[i, u, β] ∂L/∂M[u, i, α, γ]
 
-Layout: edges grouped by centre fill blocks ``[n_centres, K, ...]``, K the largest number of
-edges of one centre, shorter groups padded (padding slots hold copies of edge 0 and are masked
-wherever they could reach a result). When the edges are sorted by centre with K each (a
-crystal, or a chunk of one) the grouping is a reshape; otherwise it costs gathers and the
-padding (K / mean number of edges per centre times the work).
+Layout: the tensor features are channel-major, ``[U, E, d]`` (the Allegro model's tensor track),
+so that the edges of one (channel, centre) are consecutive rows and the per-edge products are
+``U · n_centres`` matrix products ``[K, d1] @ [d1, d_out]`` on contiguous blocks
+``[U, n_centres, K, d]``, with nothing to transpose. Edges grouped by centre fill those blocks,
+K the largest number of edges of one centre, shorter groups padded (padding slots hold copies
+of edge 0 and are masked wherever they could reach a result). When the edges are sorted by
+centre with K each (a crystal, or a chunk of one) the grouping is a reshape; otherwise it costs
+gathers and the padding (K / mean number of edges per centre times the work).
 """
 
 from __future__ import annotations
@@ -118,19 +121,6 @@ def _copy_c_order(xp, x):
     return xp.reshape(xp.reshape(x, (-1,)), x.shape)
 
 
-def _grouped(xp, x, groups: EdgeGroups, masked: bool = False):
-    """``[E, U, d]`` -> ``[n_centres, U, k_max, d]``, each (centre, channel) a ``[k_max, d]``
-    matrix with a row stride: a view of ``x`` when the edges are in slot order (matrix
-    products take strided matrices as they are, cheaper than a transposing copy), else of
-    its gathered rows (padding slots: edge 0, or zeros when ``masked``)."""
-    return xp.permute_dims(_group_rows(xp, x, groups, masked=masked), (0, 2, 1, 3))
-
-
-def _from_groups(xp, y, groups: EdgeGroups):
-    """``[n_centres, U, k_max, d]`` -> ``[E, U, d]``, dropping the padding slots."""
-    return _ungroup_rows(xp, _copy_c_order(xp, xp.permute_dims(y, (0, 2, 1, 3))), groups)
-
-
 def _group_rows(xp, x, groups: EdgeGroups, axis: int = 0, masked: bool = False):
     """``x`` with its edge axis ``axis`` [E] turned into ``[n_centres, k_max]`` (padding slots
     hold edge 0, or zeros when ``masked``)."""
@@ -143,11 +133,13 @@ def _group_rows(xp, x, groups: EdgeGroups, axis: int = 0, masked: bool = False):
     return xp.reshape(x, shape)
 
 
-def _ungroup_rows(xp, y, groups: EdgeGroups):
-    """``[n_centres, k_max, ...]`` -> ``[E, ...]``, dropping the padding slots."""
-    y = xp.reshape(y, (groups.n_centres * groups.k_max, *y.shape[2:]))
+def _ungroup_rows(xp, y, groups: EdgeGroups, axis: int = 0):
+    """``y`` with its axes ``axis, axis + 1`` ``[n_centres, k_max]`` turned back into the edge
+    axis [E], dropping the padding slots."""
+    shape = y.shape[:axis] + (groups.n_centres * groups.k_max,) + y.shape[axis + 2 :]
+    y = xp.reshape(y, shape)
     if groups.edge_slots is not None:
-        y = xp.take(y, groups.edge_slots, axis=0)
+        y = xp.take(y, groups.edge_slots, axis=axis)
     return y
 
 
@@ -278,52 +270,56 @@ class EnvironmentTensorProduct:
         """The product (class and module docstrings).
 
         Args:
-            x: ``[E, U, irreps_in1.dim]`` edge features.
+            x: ``[U, E, irreps_in1.dim]`` edge features, channel-major.
             env: ``[N, U, irreps_env.dim]`` per-atom environments (N >= groups.n_centres).
             groups: ``group_edges(centers)`` of the edges' centre atoms.
             weights: ``weight_shape``, the dtype of ``x``.
 
         Returns:
-            ``out`` ``[E, U, irreps_out.dim]`` and the cache for ``backward``.
+            ``out`` ``[U, E, irreps_out.dim]`` and the cache for ``backward``.
         """
         xp = namespace(x, env, weights)
         self._check_inputs(x, env, groups, weights)
         n, d1, d_out = groups.n_centres, self.irreps_in1.dim, self.irreps_out.dim
         w = self._env_coupling(xp, weights)
         env_by_channel = xp.permute_dims(env[:n, ...], (1, 0, 2))  # [U, n, d2]
-        folded = xp.reshape(env_by_channel @ w, (self.num_channels, n, d1, d_out))
-        folded = xp.permute_dims(folded, (1, 0, 2, 3))  # M [n, U, d1, d_out]
-        out = _from_groups(xp, _grouped(xp, x, groups) @ folded, groups)
-        return out, (x, env_by_channel, folded, w, groups, env.shape[0])
+        folded = xp.reshape(env_by_channel @ w, (self.num_channels, n, d1, d_out))  # M
+        x_groups = _group_rows(xp, x, groups, axis=1)  # [U, n, K, d1]
+        out = _ungroup_rows(xp, x_groups @ folded, groups, axis=1)
+        return out, (x_groups, env_by_channel, folded, w, groups, env.shape[0])
 
     def backward(self, cache: tuple, grad_out: Any) -> tuple[Any, Any, Any]:
         """Vector-Jacobian product (formulas in the module docstring).
 
         Args:
             cache: from ``forward``.
-            grad_out: ``[E, U, irreps_out.dim]``, ∂L/∂out.
+            grad_out: ``[U, E, irreps_out.dim]``, ∂L/∂out.
 
         Returns:
-            ``(grad_x [E, U, d1], grad_env [N, U, d2], grad_weights weight_shape)``.
+            ``(grad_x [U, E, d1], grad_env [N, U, d2], grad_weights weight_shape)``.
         """
-        x, env_by_channel, folded, w, groups, n_atoms = cache
-        xp = namespace(grad_out, x)
-        expected = (x.shape[0], self.num_channels, self.irreps_out.dim)
-        if tuple(grad_out.shape) != expected or grad_out.dtype != x.dtype:
+        x_groups, env_by_channel, folded, w, groups, n_atoms = cache
+        xp = namespace(grad_out, x_groups)
+        n_edges = x_groups.shape[1] * x_groups.shape[2]
+        if groups.edge_slots is not None:
+            n_edges = groups.edge_slots.shape[0]
+        expected = (self.num_channels, n_edges, self.irreps_out.dim)
+        if tuple(grad_out.shape) != expected or grad_out.dtype != x_groups.dtype:
             raise ValueError(
                 f"grad_out has shape {tuple(grad_out.shape)} and dtype {grad_out.dtype}, but the "
-                f"forward output has shape {expected} and dtype {x.dtype}"
+                f"forward output has shape {expected} and dtype {x_groups.dtype}"
             )
         U, n = self.num_channels, groups.n_centres
         d1_d_out = self.irreps_in1.dim * self.irreps_out.dim
         # padding slots must not reach ∂L/∂M: their gradient is zero
-        g_groups = _grouped(xp, grad_out, groups, masked=True)
-        grad_x = _from_groups(xp, g_groups @ xp.matrix_transpose(folded), groups)
-        grad_folded = xp.matrix_transpose(_grouped(xp, x, groups)) @ g_groups  # [n, U, d1, d_out]
-        grad_folded = xp.permute_dims(xp.reshape(grad_folded, (n, U, d1_d_out)), (1, 0, 2))
+        g_groups = _group_rows(xp, grad_out, groups, axis=1, masked=True)  # [U, n, K, d_out]
+        folded_t = _copy_c_order(xp, xp.matrix_transpose(folded))  # Mᵀ, small; BLAS prefers it
+        grad_x = _ungroup_rows(xp, g_groups @ folded_t, groups, axis=1)
+        grad_folded = xp.matrix_transpose(x_groups) @ g_groups  # [U, n, d1, d_out]
+        grad_folded = xp.reshape(grad_folded, (U, n, d1_d_out))
         grad_env = xp.permute_dims(grad_folded @ xp.matrix_transpose(w), (1, 0, 2))
         grad_env = _pad_atoms(xp, grad_env, n_atoms)
-        # Σ_i A[i, u, β] ∂L/∂M[i, u, (α γ)], then contracted with C_p
+        # Σ_i A[i, u, β] ∂L/∂M[u, i, (α γ)], then contracted with C_p
         per_channel = xp.matrix_transpose(env_by_channel) @ grad_folded  # [U, d2, d1 d_out]
         coupling = as_constant(
             _env_major_coupling(self.irreps_in1, self.irreps_env, self.irreps_out), like=w
@@ -335,21 +331,25 @@ class EnvironmentTensorProduct:
 
     def _check_inputs(self, x, env, groups: EdgeGroups, weights) -> None:
         u = self.num_channels
-        for name, a, irreps in (("x", x, self.irreps_in1), ("env", env, self.irreps_env)):
-            if a.ndim != 3 or tuple(a.shape[1:]) != (u, irreps.dim):
-                raise ValueError(
-                    f"{name} has shape {tuple(a.shape)} but the tensor product expects "
-                    f"[n, {u} channels, {irreps.dim}] for irreps {irreps}"
-                )
-        if x.shape[0] != groups.n_centres * groups.k_max and groups.edge_slots is None:
+        if x.ndim != 3 or tuple(x.shape[::2]) != (u, self.irreps_in1.dim):
             raise ValueError(
-                f"x has {x.shape[0]} edges but the groups hold {groups.n_centres} centres x "
+                f"x has shape {tuple(x.shape)} but the tensor product expects "
+                f"[{u} channels, E, {self.irreps_in1.dim}] for irreps {self.irreps_in1}"
+            )
+        if env.ndim != 3 or tuple(env.shape[1:]) != (u, self.irreps_env.dim):
+            raise ValueError(
+                f"env has shape {tuple(env.shape)} but the tensor product expects "
+                f"[N, {u} channels, {self.irreps_env.dim}] for irreps {self.irreps_env}"
+            )
+        n_edges = x.shape[1]
+        if n_edges != groups.n_centres * groups.k_max and groups.edge_slots is None:
+            raise ValueError(
+                f"x has {n_edges} edges but the groups hold {groups.n_centres} centres x "
                 f"{groups.k_max} edges: group_edges(centers) of these edges is needed"
             )
-        if groups.edge_slots is not None and groups.edge_slots.shape[0] != x.shape[0]:
+        if groups.edge_slots is not None and groups.edge_slots.shape[0] != n_edges:
             raise ValueError(
-                f"x has {x.shape[0]} edges but the groups were built for "
-                f"{groups.edge_slots.shape[0]}"
+                f"x has {n_edges} edges but the groups were built for {groups.edge_slots.shape[0]}"
             )
         if env.shape[0] < groups.n_centres:
             raise ValueError(

@@ -4,13 +4,20 @@ Allegro turns a per-edge scalar vector into an equivariant tensor by multiplying
 harmonic component by a learned weight that depends only on the channel u and on the irrep
 (degree l) the component belongs to, shared over m (official option ``weight_individual_irreps``):
 
-    out[e, u, (l, m)] = w[e, u, l] * Y[e, (l, m)]
+    out[u, e, (l, m)] = w[u, e, l] * Y[e, (l, m)]
 
 Scaling a whole irrep block by a scalar commutes with rotations, so ``out`` transforms like ``Y``
-in every channel. Backward (a bilinear form):
+in every channel. With the 0/1 matrix P[l, (l', m)] = δ_{l l'} that copies each irrep's weight to
+its components, ``out = (w P) ⊙ Y``: the expansion is a matrix product and the product a plain
+broadcast. Backward (a bilinear form):
 
-    grad_w[e, u, l]   = sum_m grad_out[e, u, (l, m)] * Y[e, (l, m)]
-    grad_Y[e, (l, m)] = sum_u grad_out[e, u, (l, m)] * w[e, u, l]
+    grad_w[u, e, l]   = sum_m grad_out[u, e, (l, m)] * Y[e, (l, m)]      = ((grad_out ⊙ Y) Pᵀ)
+    grad_Y[e, (l, m)] = sum_u grad_out[u, e, (l, m)] * w[u, e, l]        = Σ_u grad_out ⊙ (w P)
+
+The axes in front of the last one are free: ``features`` broadcasts against ``weights``. The
+Allegro model keeps its tensor track channel-major, weights ``[U, E, n_irreps]`` and features
+``[E, dim]``, so that the broadcast repeats whole ``[E, dim]`` planes and the sum over channels
+adds planes (both stream through memory; broadcasting a short middle axis does not).
 """
 
 from __future__ import annotations
@@ -20,58 +27,70 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import as_constant, device, namespace
+from ..backend import as_constant, namespace
 from ..o3 import Irreps
 
 __all__ = ["irrep_weighted_forward", "irrep_weighted_backward"]
 
 
 @cache
-def _component_to_irrep(irreps: str) -> tuple[np.ndarray, np.ndarray]:
-    """(index of the irrep of every component [dim], one-hot matrix [dim, n_irreps])."""
+def _irrep_to_components(irreps: str) -> np.ndarray:
+    """P ``[n_irreps, dim]``: P[i, c] = 1 where component c belongs to entry i of ``irreps``."""
     parsed = Irreps(irreps)
-    index = np.concatenate([np.full(mul * ir.dim, i) for i, (mul, ir) in enumerate(parsed)]).astype(
-        np.int64
-    )
-    one_hot = np.zeros((parsed.dim, len(parsed)))
-    one_hot[np.arange(parsed.dim), index] = 1.0
-    index.flags.writeable = one_hot.flags.writeable = False  # cached: shared by every caller
-    return index, one_hot
+    expand = np.zeros((len(parsed), parsed.dim))
+    for i, block in enumerate(parsed.slices()):
+        expand[i, block] = 1.0
+    expand.flags.writeable = False  # cached: shared by every caller
+    return expand
 
 
 def irrep_weighted_forward(weights: Any, features: Any, irreps: Any) -> tuple[Any, tuple]:
-    """Scale every irrep block of ``features`` by a per-(edge, channel, irrep) weight.
+    """Scale every irrep block of ``features`` by a weight per irrep (module docstring).
 
     Args:
-        weights: ``[E, U, n_irreps]``, one weight per channel u and irrep of ``irreps``.
-        features: ``[E, irreps.dim]`` equivariant features (e.g. spherical harmonics Y).
+        weights: ``[..., n_irreps]``, one weight per entry of ``irreps`` (e.g. ``[U, E, n]``:
+            one per channel, edge and irrep); its leading axes are those of the output.
+        features: ``[..., irreps.dim]`` equivariant features (e.g. spherical harmonics Y
+            ``[E, dim]``), broadcastable against the leading axes of ``weights``.
         irreps: Irreps or string, the irreps of ``features`` (typically multiplicity 1 each).
 
     Returns:
-        ``(out [E, U, irreps.dim], cache)`` with out[e,u,(l,m)] = w[e,u,l] * Y[e,(l,m)].
+        ``(out [..., irreps.dim], cache)``, out[..., (l, m)] = w[..., l] Y[..., (l, m)].
     """
-    xp = namespace(weights, features)
-    irreps = str(Irreps(irreps))
-    index, _ = _component_to_irrep(irreps)
-    n_irreps = len(Irreps(irreps))
-    if weights.shape[-1] != n_irreps or features.shape[-1] != index.shape[0]:
+    irreps = Irreps(irreps)
+    if weights.shape[-1] != len(irreps) or features.shape[-1] != irreps.dim:
         raise ValueError(
             f"irrep_weighted_forward: weights [..., {weights.shape[-1]}] and features "
             f"[..., {features.shape[-1]}] do not match irreps {irreps} "
-            f"({n_irreps} irreps, dim {index.shape[0]})"
+            f"({len(irreps)} irreps, dim {irreps.dim})"
         )
-    index = xp.asarray(index, device=device(features))
-    expanded = xp.take(weights, index, axis=-1)  # [E, U, dim]
-    out = expanded * features[:, None, :]
-    return out, (expanded, features, irreps)
+    expand = _irrep_to_components(str(irreps))
+    expanded = weights @ as_constant(expand, like=weights)  # w P, [..., dim]
+    out = expanded * features
+    if tuple(out.shape) != tuple(expanded.shape):
+        raise ValueError(
+            f"irrep_weighted_forward: features {tuple(features.shape)} do not broadcast against "
+            f"weights {tuple(weights.shape)}"
+        )
+    return out, (expanded, features, expand)
 
 
 def irrep_weighted_backward(cache: tuple, grad_out: Any) -> tuple[Any, Any]:
-    """VJP of :func:`irrep_weighted_forward`: ``(grad_weights [E, U, n_irreps],
-    grad_features [E, dim])``."""
+    """VJP of :func:`irrep_weighted_forward`: ``(grad_weights`` (the shape of ``weights``),
+    ``grad_features`` (the shape of ``features``)), the latter summed over the axes that
+    ``features`` was broadcast along."""
     xp = namespace(grad_out)
-    expanded, features, irreps = cache
-    _, one_hot = _component_to_irrep(irreps)
-    grad_weights = (grad_out * features[:, None, :]) @ as_constant(one_hot, like=grad_out)
-    grad_features = xp.sum(grad_out * expanded, axis=1)
-    return grad_weights, grad_features
+    expanded, features, expand = cache
+    grad_weights = (grad_out * features) @ xp.matrix_transpose(as_constant(expand, like=grad_out))
+    return grad_weights, _sum_to_shape(xp, grad_out * expanded, tuple(features.shape))
+
+
+def _sum_to_shape(xp, a: Any, shape: tuple[int, ...]) -> Any:
+    """``a`` summed over the axes that broadcasting added to (or stretched in) ``shape``."""
+    leading = a.ndim - len(shape)
+    if leading:
+        a = xp.sum(a, axis=tuple(range(leading)))
+    stretched = tuple(i for i, n in enumerate(shape) if n == 1 and a.shape[i] != 1)
+    if stretched:
+        a = xp.sum(a, axis=stretched, keepdims=True)
+    return a

@@ -65,11 +65,9 @@ def densities(irreps, centers, n_atoms, rng, dtype=np.float64, u=3):
     w = rng.standard_normal((n_edges, u, len(irreps))).astype(dtype)
     y = rng.standard_normal((n_edges, irreps.dim)).astype(dtype)
     g = rng.standard_normal((n_atoms, u, irreps.dim)).astype(dtype)
-    products, cache = irrep_weighted_forward(w, y, irreps)
-    expected = (
-        segment_sum(products, centers, n_atoms),
-        *irrep_weighted_backward(cache, g[centers]),
-    )
+    products, cache = irrep_weighted_forward(w, y[:, None, :], irreps)  # [E, U, dim]
+    grad_w, grad_y = irrep_weighted_backward(cache, g[centers])
+    expected = (segment_sum(products, centers, n_atoms), grad_w, grad_y[:, 0, :])
     density, cache = environment_density_forward(w, y, irreps, group_edges(centers), n_atoms)
     return expected, (density, *environment_density_backward(cache, g)), (w, y, g)
 
@@ -115,7 +113,9 @@ def test_density_backends_and_float32(backend, sorted_uniform, rng):
 
 
 def both(layer, coupled, centers, n_atoms, rng, dtype=np.float64, u=3):
-    """Forward and backward of the plain product and of the fold on the same random data."""
+    """Forward and backward of the plain product (edge-major, [E, U, d]) and of the fold
+    (channel-major, [U, E, d]) on the same random data, all in the fold's layout; the inputs
+    (x, env, weights, g, fold) in the fold's layout."""
     irreps1, irreps_env, irreps_out = layer
     plain = ChannelwiseTensorProduct(irreps1, irreps_env, irreps_out, u, coupled)
     fast = EnvironmentTensorProduct(irreps1, irreps_env, irreps_out, u, coupled)
@@ -126,7 +126,14 @@ def both(layer, coupled, centers, n_atoms, rng, dtype=np.float64, u=3):
     g = rng.standard_normal((n_edges, u, Irreps(irreps_out).dim)).astype(dtype)
     out, cache = plain.forward(x, env[centers], weights)
     grad_x, grad_env_edges, grad_w = plain.backward(cache, g)
-    expected = (out, grad_x, segment_sum(grad_env_edges, centers, n_atoms), grad_w)
+    channel_major = (1, 0, 2)
+    expected = (
+        np.transpose(out, channel_major),
+        np.transpose(grad_x, channel_major),
+        segment_sum(grad_env_edges, centers, n_atoms),
+        grad_w,
+    )
+    x, g = (np.ascontiguousarray(np.transpose(a, channel_major)) for a in (x, g))
     out_f, cache_f = fast.forward(x, env, group_edges(centers), weights)
     return expected, (out_f, *fast.backward(cache_f, g)), (x, env, weights, g, fast)
 
@@ -197,10 +204,12 @@ def test_group_edges():
 def test_errors(rng):
     fast = EnvironmentTensorProduct(SH2, SH2, SH2, 2)
     groups = group_edges(np.array([0, 0, 1]))
-    x, env = rng.standard_normal((3, 2, 9)), rng.standard_normal((2, 2, 9))
+    x, env = rng.standard_normal((2, 3, 9)), rng.standard_normal((2, 2, 9))  # x: [U, E, d]
     weights = fast.init_weights(rng)
     with pytest.raises(ValueError, match="x has shape"):
         fast.forward(x[:, :, :4], env, groups, weights)
+    with pytest.raises(ValueError, match="x has shape"):
+        fast.forward(np.transpose(x, (1, 0, 2)), env, groups, weights)  # edge-major
     with pytest.raises(ValueError, match="built for 4"):
         fast.forward(x, env, group_edges(np.array([0, 0, 1, 1, 0])[:4][::-1].copy()), weights)
     with pytest.raises(ValueError, match="env has 1 atoms"):
@@ -211,4 +220,4 @@ def test_errors(rng):
         fast.forward(x.astype(np.float32), env, groups, weights)
     out, cache = fast.forward(x, env, groups, weights)
     with pytest.raises(ValueError, match="grad_out has shape"):
-        fast.backward(cache, out[:2])
+        fast.backward(cache, out[:, :2])

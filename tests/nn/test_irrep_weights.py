@@ -1,6 +1,7 @@
-"""irrep_weighted_forward / _backward: values against a per-entry loop, O(3) equivariance of the
-weighted harmonics (proper and improper rotations), finite differences of the VJP, backends and
-dtypes, and the shape error."""
+"""irrep_weighted_forward / _backward: values against a per-entry loop (channel-major, as the model
+uses it, and edge-major), O(3) equivariance of the weighted harmonics (proper and improper
+rotations), finite differences of the VJP in both layouts, backends and dtypes, and the shape
+errors."""
 
 from __future__ import annotations
 
@@ -18,11 +19,12 @@ IRREPS = ["0e+1o+2e", "0e+1o+2e+3o", "2x0e+1o", "1o+0x1e+2e"]
 
 
 def loop_reference(weights, features, irreps):
-    """out[e, u, c] = w[e, u, i] Y[e, c] for every component c of entry i, entry by entry."""
+    """out[u, e, c] = w[u, e, i] Y[e, c] for every component c of entry i, entry by entry."""
     irreps = Irreps(irreps)
-    out = np.zeros((features.shape[0], weights.shape[1], irreps.dim))
+    out = np.zeros((weights.shape[0], features.shape[0], irreps.dim))
     for i, sl in enumerate(irreps.slices()):
-        out[:, :, sl] = weights[:, :, i, None] * features[:, None, sl]
+        for c in range(sl.start, sl.stop):
+            out[:, :, c] = weights[:, :, i] * features[None, :, c]
     return out
 
 
@@ -30,10 +32,16 @@ def loop_reference(weights, features, irreps):
 def test_values_match_the_per_entry_loop(irreps, seed):
     rng = np.random.default_rng(seed)
     n_irreps, dim = len(Irreps(irreps)), Irreps(irreps).dim
-    weights = rng.standard_normal((5, 3, n_irreps))
+    weights = rng.standard_normal((3, 5, n_irreps))  # [U, E, n], channel-major
     features = rng.standard_normal((5, dim))
     out, _ = irrep_weighted_forward(weights, features, irreps)
-    np.testing.assert_array_equal(out, loop_reference(weights, features, irreps))
+    expected = loop_reference(weights, features, irreps)
+    np.testing.assert_array_equal(out, expected)
+    # edge-major: weights [E, U, n] and features broadcast along the channel axis explicitly
+    out_edge_major, _ = irrep_weighted_forward(
+        np.transpose(weights, (1, 0, 2)), features[:, None, :], irreps
+    )
+    np.testing.assert_array_equal(out_edge_major, np.transpose(expected, (1, 0, 2)))
 
 
 @given(rotation=orthogonal_matrices(), seed=seeds)
@@ -42,7 +50,7 @@ def test_weighted_harmonics_rotate_like_the_harmonics(rotation, seed):
     rng = np.random.default_rng(seed)
     irreps = Irreps.spherical_harmonics(3)
     vectors = rng.standard_normal((6, 3))
-    weights = rng.standard_normal((6, 4, len(irreps)))
+    weights = rng.standard_normal((4, 6, len(irreps)))
     out, _ = irrep_weighted_forward(weights, spherical_harmonics(irreps, vectors), irreps)
     rotated, _ = irrep_weighted_forward(
         weights, spherical_harmonics(irreps, vectors @ rotation.T), irreps
@@ -52,13 +60,23 @@ def test_weighted_harmonics_rotate_like_the_harmonics(rotation, seed):
     )
 
 
-@given(irreps=st.sampled_from(IRREPS), seed=seeds)
-def test_backward_matches_finite_differences(irreps, seed):
+@given(
+    irreps=st.sampled_from(IRREPS),
+    seed=seeds,
+    layout=st.sampled_from(["channel-major", "edge-major", "per-channel features"]),
+)
+def test_backward_matches_finite_differences(irreps, seed, layout):
+    """The VJP, including the sum over the axes ``features`` is broadcast along."""
     rng = np.random.default_rng(seed)
     n_irreps, dim = len(Irreps(irreps)), Irreps(irreps).dim
-    weights = rng.standard_normal((4, 2, n_irreps))
-    features = rng.standard_normal((4, dim))
-    c = rng.standard_normal((4, 2, dim))
+    weights_shape, features_shape = {
+        "channel-major": ((2, 4, n_irreps), (4, dim)),
+        "edge-major": ((4, 2, n_irreps), (4, 1, dim)),
+        "per-channel features": ((2, 4, n_irreps), (2, 4, dim)),
+    }[layout]
+    weights = rng.standard_normal(weights_shape)
+    features = rng.standard_normal(features_shape)
+    c = rng.standard_normal(weights_shape[:-1] + (dim,))
 
     def loss(inputs):
         out, _ = irrep_weighted_forward(inputs[0], inputs[1], irreps)
@@ -73,9 +91,9 @@ def test_backward_matches_finite_differences(irreps, seed):
 def test_backends_agree_and_keep_dtype(backend, dtype):
     rng = np.random.default_rng(3)
     irreps = "0e+1o+2e"
-    weights = rng.standard_normal((5, 3, 3)).astype(dtype)
+    weights = rng.standard_normal((3, 5, 3)).astype(dtype)
     features = rng.standard_normal((5, 9)).astype(dtype)
-    g = rng.standard_normal((5, 3, 9)).astype(dtype)
+    g = rng.standard_normal((3, 5, 9)).astype(dtype)
     out, cache = irrep_weighted_forward(weights, features, irreps)
     grads = irrep_weighted_backward(cache, g)
     out_b, cache_b = irrep_weighted_forward(
@@ -91,3 +109,8 @@ def test_backends_agree_and_keep_dtype(backend, dtype):
 def test_mismatched_shapes_name_both_sides():
     with pytest.raises(ValueError, match=r"weights \[\.\.\., 2\] and features \[\.\.\., 9\]"):
         irrep_weighted_forward(np.ones((4, 3, 2)), np.ones((4, 9)), "0e+1o+2e")
+
+
+def test_features_that_do_not_broadcast_are_refused():
+    with pytest.raises(ValueError, match=r"features \(2, 3, 9\) do not broadcast"):
+        irrep_weighted_forward(np.ones((3, 3)), np.ones((2, 3, 9)), "0e+1o+2e")

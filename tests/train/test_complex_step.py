@@ -149,20 +149,20 @@ def test_channelwise_tensor_product_irrep_weights_and_scatter(backend, rng):
     tp = ChannelwiseTensorProduct(sh, sh, "0e+1o+1e+2e", 3)
     n_edges, n_atoms = 7, 3
     index = backend.asarray(rng.integers(0, n_atoms, n_edges))
-    w = rng.standard_normal((n_edges, 3, 3))
+    w = rng.standard_normal((3, n_edges, 3))  # [U, E, n_irreps], channel-major as in the model
     y = rng.standard_normal((n_edges, 9))
     x1 = rng.standard_normal((n_edges, 3, 9))
     theta = rng.standard_normal(tp.weight_shape)
 
     def block(xs):
         env, cache_env = irrep_weighted_forward(xs[0], xs[1], sh)
-        density = scatter_sum(env, index, n_atoms)
+        density = scatter_sum(backend.xp.permute_dims(env, (1, 0, 2)), index, n_atoms)
         out, cache_tp = tp.forward(xs[2], backend.xp.take(density, index, axis=0), xs[3])
 
         def vjp(cs):
             g1, g_density_edges, g_theta = tp.backward(cache_tp, cs[0])
             g_env = backend.xp.take(scatter_sum(g_density_edges, index, n_atoms), index, axis=0)
-            gw, gy = irrep_weighted_backward(cache_env, g_env)
+            gw, gy = irrep_weighted_backward(cache_env, backend.xp.permute_dims(g_env, (1, 0, 2)))
             return [gw, gy, g1, g_theta]
 
         return [out], vjp
