@@ -22,7 +22,8 @@ def assert_directional_derivatives(
     (Cauchy-Schwarz), so a direction that happens to be nearly orthogonal to the gradient cannot
     make the check vacuous or spuriously fail; on top of it the difference quotient's own
     rounding error, 8·eps·|L| / step, is allowed (it only matters where the gradient vanishes).
-    ``loss`` takes the full list of (float64) inputs.
+    ``loss`` takes the full list of (float64) inputs and returns L, or an array of terms whose
+    sum is L: then the rounding allowance uses Σ|terms|, the right scale when the terms cancel.
     """
     inputs = [np.asarray(a, dtype=np.float64) for a in inputs]
     for i, (a, g) in enumerate(zip(inputs, grads, strict=True)):
@@ -31,10 +32,11 @@ def assert_directional_derivatives(
         v = rng.standard_normal(a.shape)
         plus = [b + step * v if j == i else b for j, b in enumerate(inputs)]
         minus = [b - step * v if j == i else b for j, b in enumerate(inputs)]
-        numeric = (loss(plus) - loss(minus)) / (2 * step)
+        numeric = (float(np.sum(loss(plus))) - float(np.sum(loss(minus)))) / (2 * step)
         analytic = float(np.sum(g * v))
         scale = np.linalg.norm(g) * np.linalg.norm(v)
-        rounding = 8 * np.finfo(np.float64).eps * abs(loss(inputs)) / step
+        magnitude = float(np.sum(np.abs(loss(inputs))))
+        rounding = 8 * np.finfo(np.float64).eps * magnitude / step
         error = abs(numeric - analytic)
         assert error <= rtol * scale + rounding, (
             f"input {i}: finite difference {numeric!r} vs analytic {analytic!r} "
