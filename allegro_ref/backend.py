@@ -186,11 +186,23 @@ def segment_sum(values: Any, segment_ids: Any, num_segments: int) -> Any:
     return xp.reshape(out, (num_segments, *trailing))
 
 
+# Up to this many real columns, NumPy's segment sum is one ``np.bincount`` per column: building the
+# sparse matrix costs ~80 µs, a bincount of 2 500 items 7 µs (equal at ~9 columns).
+_BINCOUNT_MAX_COLUMNS = 8
+
+
 def _segment_sum_numpy(flat: np.ndarray, segment_ids: np.ndarray, num_segments: int):
-    """A sparse ``[n_segments, n_items]`` incidence matrix times the values: one BLAS-like pass,
-    about 20x faster than ``np.add.at`` for per-edge feature rows."""
+    """Few real columns (energies, forces, counts): ``np.bincount`` per column, accumulated in
+    float64. Otherwise a sparse ``[n_segments, n_items]`` incidence matrix times the values: one
+    BLAS-like pass, about 20x faster than ``np.add.at`` for per-edge feature rows."""
     import scipy.sparse
 
+    if flat.shape[1] <= _BINCOUNT_MAX_COLUMNS and flat.dtype.kind == "f":
+        columns = [
+            np.bincount(segment_ids, weights=flat[:, j], minlength=num_segments)
+            for j in range(flat.shape[1])
+        ]
+        return np.stack(columns, axis=1).astype(flat.dtype, copy=False)
     n_items = flat.shape[0]
     incidence = scipy.sparse.csr_matrix(
         (np.ones(n_items, dtype=flat.dtype), (segment_ids, np.arange(n_items))),

@@ -386,14 +386,13 @@ class AllegroModel:
             for j in range(k + 1):
                 grad_latents[j] = grad_latents[j] + grad_z[:, S * j : S * (j + 1)]
             grad_scalars = xp.permute_dims(grad_z[:, S * (k + 1) :], (1, 0))  # [U, E]
-            # V^{k+1} feeds the next tensor product and, through its 0e component, the latent MLP.
+            # V^{k+1} feeds the next tensor product and, through its 0e component, the latent MLP
+            # (grad_tensors is the tensor product's fresh output: updated in place).
             if grad_tensors is None:
                 grad_new_tensors = grad_scalars[:, :, None]
             else:
-                grad_new_tensors = xp.concat(
-                    [grad_tensors[:, :, :1] + grad_scalars[:, :, None], grad_tensors[:, :, 1:]],
-                    axis=-1,
-                )
+                grad_tensors[:, :, 0] = grad_tensors[:, :, 0] + grad_scalars
+                grad_new_tensors = grad_tensors
             grad_tensors, grad_density, grad_theta = self._tensor_products[k].backward(
                 tp_cache, grad_new_tensors
             )
