@@ -35,6 +35,7 @@ def orthogonal_matrices(draw, proper: bool | None = None) -> np.ndarray:
 def vectors(n_min: int = 1, n_max: int = 20, scale: float = 10.0):
     """Arrays [n, 3] of float64 vectors with norms between ~1e-3 and ``scale`` (no zero vector)."""
     finite = st.floats(-scale, scale, allow_nan=False, allow_infinity=False)
-    return hnp.arrays(np.float64, st.tuples(st.integers(n_min, n_max), st.just(3)), elements=finite).filter(
+    shapes = st.tuples(st.integers(n_min, n_max), st.just(3))
+    return hnp.arrays(np.float64, shapes, elements=finite).filter(
         lambda v: bool(np.all(np.linalg.norm(v, axis=-1) > 1e-3))
     )

@@ -3,13 +3,13 @@ Wigner 3j symbols in the real basis and Wigner D matrices, all in e3nn's convent
 (see docs/conventions.md)."""
 
 from ._irreps import Irrep, Irreps, MulIrrep
-from ._wigner import wigner_3j, wigner_D
 from ._spherical_harmonics import (
     spherical_harmonics,
     spherical_harmonics_backward,
     spherical_harmonics_forward,
     spherical_harmonics_with_grad,
 )
+from ._wigner import wigner_3j, wigner_D
 
 __all__ = [
     "Irrep",
