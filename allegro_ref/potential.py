@@ -12,8 +12,12 @@ One evaluation (``Potential.compute``):
    on the edges centred on i (Allegro is strictly local), so the centre atoms are processed in
    chunks, each with its edges: forward and backward per chunk, so that the model's working
    memory is bounded by ``chunk_bytes`` whatever the size of the system (the neighbour list
-   and the per-edge gradients, ~150 bytes per edge, are the only arrays that grow with it); on
-   NumPy the chunks can run on several threads;
+   and the per-edge gradients, ~150 bytes per edge, are the only arrays that grow with it).
+   The chunks run one after the other: several cores serve each chunk's matrix products
+   through the BLAS library's own threads (``num_threads``). Chunks on concurrent Python
+   threads would be faster, but the OpenBLAS that NumPy wheels bundle (0.3.31) returns wrong
+   products when called from two threads at once (measured here: 1 step in 3 differed at
+   16 384 atoms, and the heap got corrupted; see docs/benchmarks.md);
 4. from g_e, with segment sums over edges (no loops):
 
    - forces, F = -∂E/∂x: since ∂r_e/∂x_j = -∂r_e/∂x_i = 1 for e = (i -> j),
@@ -34,14 +38,15 @@ per parameter, named as in ``AllegroConfig.parameter_shapes()``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from . import __version__
 from ._validation import (
@@ -79,13 +84,12 @@ class Potential:
             Å; closer atoms raise ``ValueError`` (the model's edge geometry needs |r_e| > 0, and
             such structures are almost always input mistakes).
         chunk_bytes: working memory of the model per chunk of centre atoms (bytes, default
-            64 MiB; an estimate from the config, see ``chunk_edges``); with ``num_threads``
-            chunks in flight at once. The results do not depend on it beyond rounding. Chunks
-            of a few thousand edges are also the fastest on CPUs (their arrays stay in cache).
-        num_threads: chunks evaluated at once on NumPy (threads of this process; default 1).
-            NumPy releases the GIL inside its array operations, so n threads use n cores; give
-            the BLAS library one thread each (``OPENBLAS_NUM_THREADS=1``), otherwise BLAS
-            threads and these compete for the cores.
+            64 MiB; an estimate from the config, see ``chunk_edges``). The results do not depend
+            on it beyond rounding. Chunks of a few thousand edges are also the fastest on CPUs
+            (their arrays stay in cache).
+        num_threads: threads of the BLAS library while ``compute`` runs on NumPy (set with
+            threadpoolctl and restored afterwards); ``None`` (default) leaves the BLAS as the
+            process has it (OpenBLAS: one thread per core, or ``OPENBLAS_NUM_THREADS``).
     """
 
     def __init__(
@@ -93,16 +97,16 @@ class Potential:
         model: AllegroModel,
         min_distance: float = 0.1,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-        num_threads: int = 1,
+        num_threads: int | None = None,
     ):
         self.model = model
         self.min_distance = float(min_distance)
         if chunk_bytes < 1:
             raise ValueError(f"chunk_bytes must be positive, got {chunk_bytes!r}")
         self.chunk_bytes = int(chunk_bytes)
-        self.num_threads = int(num_threads)
-        if self.num_threads < 1:
-            raise ValueError(f"num_threads must be positive, got {num_threads!r}")
+        if num_threads is not None and (int(num_threads) != num_threads or num_threads < 1):
+            raise ValueError(f"num_threads must be a positive integer or None, got {num_threads!r}")
+        self.num_threads = None if num_threads is None else int(num_threads)
         self._cutoffs = model.config.cutoff_matrix()
         self._per_type_cutoffs = bool(np.any(self._cutoffs < model.config.r_max))
 
@@ -267,18 +271,16 @@ class Potential:
         # by centre) are evaluated independently and their results concatenated.
         like = next(iter(self.model.params.values()))
         xp, where = namespace(like), device(like)
+        blas_threads = contextlib.nullcontext()
         if is_numpy(like):
             keep_host_memory()  # glibc: no page faults on every chunk's temporaries
-        chunks = _chunks_of_centres(centers, n_atoms, self.chunk_edges, self.num_threads)
-
-        def evaluate(chunk: tuple[int, int, int, int]):
-            return self._evaluate_chunk(xp, where, chunk, vectors, centers, neighbors, atom_types)
-
-        if self.num_threads > 1 and len(chunks) > 1 and is_numpy(like):
-            with ThreadPoolExecutor(min(self.num_threads, len(chunks))) as pool:
-                parts = list(pool.map(evaluate, chunks))
-        else:
-            parts = [evaluate(chunk) for chunk in chunks]
+            if self.num_threads is not None:
+                blas_threads = threadpool_limits(self.num_threads, user_api="blas")
+        with blas_threads:
+            parts = [
+                self._evaluate_chunk(xp, where, chunk, vectors, centers, neighbors, atom_types)
+                for chunk in _chunks_of_centres(centers, n_atoms, self.chunk_edges)
+            ]
         atomic_energies, grads, virials = (
             xp.concat(list(p), axis=0) for p in zip(*parts, strict=True)
         )
@@ -347,19 +349,19 @@ class Potential:
 
 
 def _chunks_of_centres(
-    centers: np.ndarray, n_atoms: int, max_edges: int, min_chunks: int
+    centers: np.ndarray, n_atoms: int, max_edges: int
 ) -> list[tuple[int, int, int, int]]:
     """Split atoms ``0 .. n_atoms - 1`` into consecutive ranges with about equal numbers of
-    edges (at most ``max_edges`` plus the edges of one atom each) and at least ``min_chunks``
-    ranges when there are enough atoms, from the sorted centres of the edges: a range ends at
-    the last atom whose edges start at or before its share of the edges.
+    edges (at most ``max_edges`` plus the edges of one atom each), from the sorted centres of
+    the edges: a range ends at the last atom whose edges start at or before its share of the
+    edges.
 
     Returns ``(first_atom, last_atom + 1, first_edge, last_edge + 1)`` per chunk; every atom is
     in one chunk, with or without edges."""
     if n_atoms == 0:
         return [(0, 0, 0, 0)]
     n_edges = centers.shape[0]
-    n_chunks = max(math.ceil(n_edges / max_edges), min(min_chunks, n_atoms), 1)
+    n_chunks = max(math.ceil(n_edges / max_edges), 1)
     # first edge of every atom, and of the (virtual) atom n_atoms
     starts = np.searchsorted(centers, np.arange(n_atoms + 1))
     cuts = np.searchsorted(starts, np.arange(1, n_chunks) * (n_edges / n_chunks), "right") - 1

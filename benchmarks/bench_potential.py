@@ -21,7 +21,7 @@ kept alive across the measurement; the driver asks the workers for one step each
 (allegro_ref, eager, compiled, allegro_ref, ...) so that the load of a shared machine hits all
 of them alike, and reports medians and ratios. A step includes the neighbour list and the
 input conversion in every code: ``Potential.compute`` for allegro_ref (``chunk_bytes`` default,
-``num_threads`` = threads, one BLAS thread), ``model(data)`` after nequip's transforms for the
+``num_threads`` = threads: the BLAS threads), ``model(data)`` after nequip's transforms for the
 eager model, ``NequIPCalculator.calculate`` for the compiled one (torch threads = threads).
 
 Cost model (``--cost-model``): per stage of allegro_ref (1 thread), the floating-point
@@ -305,8 +305,7 @@ class Worker:
     def __init__(self, code: str, args, n_atoms: int, dtype: str, threads: int):
         python = sys.executable if code == "allegro_ref" else str(args.compare_python)
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-        # allegro_ref threads its chunks itself; BLAS runs one thread in each
-        env["OPENBLAS_NUM_THREADS"] = "1" if code == "allegro_ref" else str(threads)
+        env["OPENBLAS_NUM_THREADS"] = str(threads)
         env["PYTHONPATH"] = str(ROOT)
         command = [python, __file__, "--worker", code, "--system", args.system]
         command += ["--lmax", str(args.lmax), "--atoms", str(n_atoms), "--dtypes", dtype]

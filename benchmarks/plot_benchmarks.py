@@ -1,10 +1,14 @@
-"""Plots of the rows that ``bench_potential.py --json FILE`` wrote, for docs/benchmarks.md.
+"""Plots and tables of the rows that ``bench_potential.py --json FILE`` wrote, for
+docs/benchmarks.md.
 
-    python benchmarks/plot_benchmarks.py FILE [--out docs/img]
+    python benchmarks/plot_benchmarks.py FILE [FILE ...] [--out docs/img]
+
+Prints the markdown tables of the page (every system and l_max in the files: allegro_ref
+against the official codes where they ran, and allegro_ref alone at the other sizes).
 
 Writes ``benchmark_throughput.png`` (atom·steps/s of every code, per dtype and thread count,
 at each size measured with the official codes) and ``benchmark_scaling.png`` (allegro_ref's
-time per atom against the number of atoms).
+time per atom against the number of atoms), from the fcc Cu rows at l_max 2.
 """
 
 from __future__ import annotations
@@ -68,19 +72,54 @@ def scaling(rows: list[dict], out: Path) -> None:
     fig.savefig(out / "benchmark_scaling.png", dpi=120)
 
 
+def tables(rows: list[dict]) -> None:
+    """Markdown: per (system, l_max), one line per (atoms, dtype, threads) with allegro_ref's
+    time and the official codes' times and ratios where they ran; then allegro_ref alone."""
+
+    def key(r):
+        return (r.get("system", "cu"), r.get("lmax", 2))
+
+    for system, lmax in sorted({key(r) for r in rows}):
+        group = [r for r in rows if key(r) == (system, lmax)]
+        by_setting = {}
+        for r in group:
+            by_setting.setdefault((r["atoms"], r["dtype"], r["threads"]), {})[r["code"]] = r
+        model = "tutorial config (l_max 1)" if system == "ethanol" else f"l_max {lmax}"
+        print(f"\n{system}, {model}\n")
+        print(
+            "| atoms | edges | dtype | threads | allegro_ref s/step | atom·steps/s | eager s/step "
+            "| × | compiled s/step | × | peak GB: ours / eager / compiled |"
+        )
+        print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|")
+        for (atoms, dtype, threads), codes in sorted(by_setting.items()):
+            ours = codes["allegro_ref"]
+            cells = [str(atoms), f"{ours['edges']:,}".replace(",", " "), dtype, str(threads)]
+            cells += [f"{ours['median_s']:.3g}", f"{atoms / ours['median_s']:.0f}"]
+            peaks = [f"{ours['peak_rss_gb']:.2f}"]
+            for code in ("eager", "compiled"):
+                if code in codes:
+                    seconds = codes[code]["median_s"]
+                    cells += [f"{seconds:.3g}", f"{seconds / ours['median_s']:.1f}"]
+                    peaks.append(f"{codes[code]['peak_rss_gb']:.2f}")
+                else:
+                    cells += ["–", "–"]
+                    peaks.append("–")
+            print("| " + " | ".join(cells + [" / ".join(peaks)]) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("results", type=Path)
+    parser.add_argument("results", type=Path, nargs="+")
     parser.add_argument(
         "--out", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "img"
     )
     args = parser.parse_args()
-    rows = [
-        r for r in json.loads(args.results.read_text())["rows"] if r.get("system", "cu") == "cu"
-    ]
+    rows = [r for path in args.results for r in json.loads(path.read_text())["rows"]]
+    tables(rows)
+    cu = [r for r in rows if r.get("system", "cu") == "cu" and r.get("lmax", 2) == 2]
     args.out.mkdir(parents=True, exist_ok=True)
-    throughput(rows, args.out)
-    scaling(rows, args.out)
+    throughput(cu, args.out)
+    scaling(cu, args.out)
 
 
 if __name__ == "__main__":

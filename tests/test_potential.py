@@ -286,9 +286,9 @@ def mixed_crystal(repeats=(2, 2, 2)):
 
 
 @pytest.mark.parametrize("name", ["molecule", "crystal", "mixed"])
-@pytest.mark.parametrize("num_threads", [1, 2])
+@pytest.mark.parametrize("num_threads", [None, 2])
 def test_chunks_give_the_unchunked_results(potential, name, num_threads):
-    """One centre atom per chunk (and two threads) equals the model run once on the whole
+    """One centre atom per chunk (and two BLAS threads) equals the model run once on the whole
     neighbour list, to rounding: Allegro's energy of atom i depends only on the edges centred
     on i, and on their neighbours only through their species."""
     positions, species, cell, pbc = mixed_crystal() if name == "mixed" else SYSTEMS[name]
@@ -321,12 +321,12 @@ def test_chunks_give_the_unchunked_results(potential, name, num_threads):
 
 def test_chunks_cover_every_atom_once():
     """Chunks are consecutive atom ranges with their edge ranges, atoms without edges included,
-    at most one atom's edges above the budget, and as many as the threads when edges allow."""
+    at most one atom's edges above the budget."""
     from allegro_ref.potential import _chunks_of_centres
 
     centers = np.array([0, 0, 0, 2, 2, 3, 3, 3, 3, 5])  # atoms 1 and 4 have no edges
-    for max_edges, min_chunks in [(100, 1), (100, 3), (4, 1), (1, 1), (3, 6)]:
-        chunks = _chunks_of_centres(centers, 7, max_edges, min_chunks)
+    for max_edges in (100, 4, 3, 1):
+        chunks = _chunks_of_centres(centers, 7, max_edges)
         atoms = np.concatenate([np.arange(a, b) for a, b, _, _ in chunks])
         edges = np.concatenate([np.arange(s, e) for _, _, s, e in chunks])
         np.testing.assert_array_equal(atoms, np.arange(7))
@@ -334,15 +334,16 @@ def test_chunks_cover_every_atom_once():
         for a, b, s, e in chunks:
             assert np.all((centers[s:e] >= a) & (centers[s:e] < b))
             assert e - s <= max_edges + 4  # at most one atom's edges more (atom 3 has 4)
-    assert len(_chunks_of_centres(np.repeat(np.arange(8), 5), 8, 100, 3)) == 3  # for threads
-    assert _chunks_of_centres(centers[:0], 0, 10, 2) == [(0, 0, 0, 0)]
+    assert len(_chunks_of_centres(np.repeat(np.arange(8), 5), 8, 10)) == 4
+    assert _chunks_of_centres(centers[:0], 0, 10) == [(0, 0, 0, 0)]
 
 
 def test_chunk_options_are_checked(potential):
     with pytest.raises(ValueError, match="chunk_bytes must be positive"):
         Potential(potential.model, chunk_bytes=0)
-    with pytest.raises(ValueError, match="num_threads must be positive"):
-        Potential(potential.model, num_threads=0)
+    for bad in (0, 1.5):
+        with pytest.raises(ValueError, match="num_threads must be a positive integer or None"):
+            Potential(potential.model, num_threads=bad)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -526,3 +527,32 @@ def test_pretrained_lists_and_loads_the_shipped_models():
     assert cu.config.type_names == ("Cu",)
     with pytest.raises(ValueError, match="unknown pretrained model"):
         Potential.pretrained("water")
+
+
+def test_num_threads_sets_the_blas_threads_during_compute_only(potential, monkeypatch):
+    """The BLAS runs ``num_threads`` threads inside ``compute`` and is restored afterwards; the
+    chunks run one after the other, so repeated calls give identical numbers (chunks on
+    concurrent Python threads did not, with the OpenBLAS that NumPy bundles)."""
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas_threads()
+    seen = []
+    model = potential.model
+    forward = model.forward
+
+    def recording_forward(*args):
+        seen.append(blas_threads())
+        return forward(*args)
+
+    monkeypatch.setattr(model, "forward", recording_forward)
+    two = Potential(model, chunk_bytes=1, num_threads=2)
+    positions, species, cell, pbc = mixed_crystal()
+    first = two.compute(positions, species, cell, pbc)
+    second = two.compute(positions, species, cell, pbc)
+    assert len(seen) > 2 and all(threads == [2] * len(before) for threads in seen)
+    assert blas_threads() == before
+    for key in ("energies", "forces", "virials"):
+        np.testing.assert_array_equal(first[key], second[key])
