@@ -13,11 +13,10 @@ One evaluation (``Potential.compute``):
    chunks, each with its edges: forward and backward per chunk, so that the model's working
    memory is bounded by ``chunk_bytes`` whatever the size of the system (the neighbour list
    and the per-edge gradients, ~150 bytes per edge, are the only arrays that grow with it).
-   The chunks run one after the other: several cores serve each chunk's matrix products
-   through the BLAS library's own threads (``num_threads``). Chunks on concurrent Python
-   threads would be faster, but the OpenBLAS that NumPy wheels bundle (0.3.31) returns wrong
-   products when called from two threads at once (measured here: 1 step in 3 differed at
-   16 384 atoms, and the heap got corrupted; see docs/benchmarks.md);
+   On NumPy, ``num_processes`` worker processes evaluate chunks at once (each with one BLAS
+   thread and its own copy of the model). Not threads: the OpenBLAS that NumPy wheels bundle
+   (0.3.31) returns wrong matrix products when two threads of one process call it at once
+   (measured here: 1 step in 3 differed at 16 384 atoms, and the heap got corrupted);
 4. from g_e, with segment sums over edges (no loops):
 
    - forces, F = -∂E/∂x: since ∂r_e/∂x_j = -∂r_e/∂x_i = 1 for e = (i -> j),
@@ -41,7 +40,9 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import multiprocessing
 import os
+import weakref
 import zipfile
 from typing import Any
 
@@ -87,9 +88,16 @@ class Potential:
             64 MiB; an estimate from the config, see ``chunk_edges``). The results do not depend
             on it beyond rounding. Chunks of a few thousand edges are also the fastest on CPUs
             (their arrays stay in cache).
-        num_threads: threads of the BLAS library while ``compute`` runs on NumPy (set with
-            threadpoolctl and restored afterwards); ``None`` (default) leaves the BLAS as the
-            process has it (OpenBLAS: one thread per core, or ``OPENBLAS_NUM_THREADS``).
+        num_threads: threads of the BLAS library while ``compute`` runs on NumPy in this
+            process (set with threadpoolctl and restored afterwards); ``None`` (default) leaves
+            the BLAS as the process has it (OpenBLAS: one per core, or ``OPENBLAS_NUM_THREADS``).
+            Chunk-sized matrix products gain little from BLAS threads; use ``num_processes``.
+        num_processes: worker processes evaluating chunks at once on NumPy (default 1: the
+            chunks run in this process). They start on the first ``compute`` (``spawn``: a
+            second or two; a script that uses them needs the ``if __name__ == "__main__":``
+            guard of Python's multiprocessing), hold a copy of the model taken then, run one
+            BLAS thread each, and stop with :meth:`close`, at the end of a ``with`` block, or
+            when the potential is garbage collected.
     """
 
     def __init__(
@@ -98,6 +106,7 @@ class Potential:
         min_distance: float = 0.1,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         num_threads: int | None = None,
+        num_processes: int = 1,
     ):
         self.model = model
         self.min_distance = float(min_distance)
@@ -107,6 +116,10 @@ class Potential:
         if num_threads is not None and (int(num_threads) != num_threads or num_threads < 1):
             raise ValueError(f"num_threads must be a positive integer or None, got {num_threads!r}")
         self.num_threads = None if num_threads is None else int(num_threads)
+        if int(num_processes) != num_processes or num_processes < 1:
+            raise ValueError(f"num_processes must be a positive integer, got {num_processes!r}")
+        self.num_processes = int(num_processes)
+        self._pool = None
         self._cutoffs = model.config.cutoff_matrix()
         self._per_type_cutoffs = bool(np.any(self._cutoffs < model.config.r_max))
 
@@ -144,7 +157,11 @@ class Potential:
     def to(self, backend: str) -> Potential:
         """The same potential with the network on ``"numpy"`` (host) or ``"cupy"`` (GPU)."""
         return Potential(
-            self.model.to(backend), self.min_distance, self.chunk_bytes, self.num_threads
+            self.model.to(backend),
+            self.min_distance,
+            self.chunk_bytes,
+            self.num_threads,
+            self.num_processes,
         )
 
     @property
@@ -271,16 +288,25 @@ class Potential:
         # by centre) are evaluated independently and their results concatenated.
         like = next(iter(self.model.params.values()))
         xp, where = namespace(like), device(like)
-        blas_threads = contextlib.nullcontext()
-        if is_numpy(like):
+        chunks = _chunks_of_centres(centers, n_atoms, self.chunk_edges)
+        inputs = (
+            _chunk_inputs(chunk, vectors, centers, neighbors, atom_types, self.config.num_types)
+            for chunk in chunks
+        )
+        if not is_numpy(like):
+            parts = [
+                _evaluate_chunk(self.model, *(xp.asarray(a, device=where) for a in arrays), n)
+                for *arrays, n in inputs
+            ]
+        elif self.num_processes > 1 and len(chunks) > 1:
+            parts = list(self._workers().imap(_evaluate_chunk_in_worker, inputs))
+        else:
             keep_host_memory()  # glibc: no page faults on every chunk's temporaries
+            blas_threads = contextlib.nullcontext()
             if self.num_threads is not None:
                 blas_threads = threadpool_limits(self.num_threads, user_api="blas")
-        with blas_threads:
-            parts = [
-                self._evaluate_chunk(xp, where, chunk, vectors, centers, neighbors, atom_types)
-                for chunk in _chunks_of_centres(centers, n_atoms, self.chunk_edges)
-            ]
+            with blas_threads:
+                parts = [_evaluate_chunk(self.model, *chunk_input) for chunk_input in inputs]
         atomic_energies, grads, virials = (
             xp.concat(list(p), axis=0) for p in zip(*parts, strict=True)
         )
@@ -302,36 +328,33 @@ class Potential:
         }
         return _to_namespace_of(results, positions)
 
-    def _evaluate_chunk(self, xp, where, chunk, vectors, centers, neighbors, atom_types):
-        """Forward and backward of the centre atoms ``first .. last - 1`` and their edges
-        ``start .. stop - 1`` (host arrays in, device arrays out): ``(energies [n_c], edge
-        gradients g_e [n_e, 3], virials [n_c, 3, 3])``.
+    def _workers(self):
+        """The pool of ``num_processes`` worker processes, started on first use."""
+        if self._pool is None:
+            context = multiprocessing.get_context("spawn")
+            self._pool = context.Pool(self.num_processes, _start_worker, (self.model,))
+            self._stop_workers = weakref.finalize(self, self._pool.terminate)
+        return self._pool
 
-        The model sees a small structure: the chunk's centres (local indices 0 .. n_c - 1),
-        then one atom of each species, n_c + t, standing for every neighbour of species t: an
-        edge's features depend on its neighbour only through the neighbour's species (and the
-        edge vector). These extra atoms have no edge here; their energies (the species
-        shifts) are dropped."""
-        first, last, start, stop = chunk
-        n_centres = last - first
-        species = np.arange(self.config.num_types, dtype=atom_types.dtype)
-        local = (
-            centers[start:stop] - first,
-            atom_types[neighbors[start:stop]] + n_centres,
-            vectors[start:stop],
-            np.concatenate([atom_types[first:last], species]),
-        )
-        local_centers, local_neighbors, local_vectors, local_types = (
-            xp.asarray(a, device=where) for a in local
-        )
-        n_local = local_types.shape[0]
-        energies, cache = self.model.forward(
-            local_vectors, local_centers, local_neighbors, local_types
-        )
-        grads = self.model.backward(cache, xp.ones((n_local,), dtype=xp.float64, device=where))
-        edge_virials = local_vectors[:, :, None] * grads[:, None, :]  # r_e ⊗ g_e, [n_e, 3, 3]
-        virials = -segment_sum(edge_virials, local_centers, n_centres)
-        return energies[:n_centres], grads, virials
+    def close(self) -> None:
+        """Stop the worker processes (if any were started); a later ``compute`` starts new
+        ones."""
+        if self._pool is not None:
+            self._stop_workers()
+            self._pool = None
+
+    def __enter__(self) -> Potential:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict:
+        """Pickles and copies leave the worker processes behind (they start again if needed)."""
+        state = dict(self.__dict__)
+        state.pop("_stop_workers", None)
+        state["_pool"] = None
+        return state
 
     def compute_atoms(self, atoms: Any) -> dict[str, Any]:
         """:meth:`compute` for an ``ase.Atoms`` (species = its chemical symbols)."""
@@ -370,6 +393,55 @@ def _chunks_of_centres(
         (int(a), int(b), int(starts[a]), int(starts[b]))
         for a, b in zip(bounds[:-1], bounds[1:], strict=True)
     ]
+
+
+def _chunk_inputs(chunk, vectors, centers, neighbors, atom_types, num_types: int) -> tuple:
+    """The centre atoms ``first .. last - 1`` of ``chunk`` with their edges ``start .. stop - 1``
+    as a small structure (host arrays): ``(edge vectors, local centres, local neighbours, local
+    types, n_centres)`` for :func:`_evaluate_chunk`.
+
+    The chunk's centres are atoms 0 .. n_c - 1, followed by one atom of each species, n_c + t,
+    standing for every neighbour of species t: an edge's features depend on its neighbour only
+    through the neighbour's species (and the edge vector). These extra atoms have no edge; their
+    energies (the species shifts) are dropped."""
+    first, last, start, stop = chunk
+    n_centres = last - first
+    species = np.arange(num_types, dtype=atom_types.dtype)
+    return (
+        vectors[start:stop],
+        centers[start:stop] - first,
+        atom_types[neighbors[start:stop]] + n_centres,
+        np.concatenate([atom_types[first:last], species]),
+        n_centres,
+    )
+
+
+def _evaluate_chunk(model: AllegroModel, vectors, centers, neighbors, types, n_centres: int):
+    """Forward and backward of one chunk (arrays of the model's backend): ``(energies [n_c],
+    edge gradients g_e [n_e, 3], virials [n_c, 3, 3])``."""
+    xp = namespace(vectors)
+    energies, cache = model.forward(vectors, centers, neighbors, types)
+    ones = xp.ones((types.shape[0],), dtype=xp.float64, device=device(vectors))
+    grads = model.backward(cache, ones)
+    edge_virials = vectors[:, :, None] * grads[:, None, :]  # r_e ⊗ g_e, [n_e, 3, 3]
+    virials = -segment_sum(edge_virials, centers, n_centres)
+    return energies[:n_centres], grads, virials
+
+
+# The model of a worker process (Potential(num_processes=n)), set once when the worker starts.
+_worker_model: AllegroModel | None = None
+
+
+def _start_worker(model: AllegroModel) -> None:
+    """Initializer of a worker process: keep the model, one BLAS thread, glibc keeps memory."""
+    global _worker_model
+    _worker_model = model
+    threadpool_limits(1, user_api="blas")  # for the worker's lifetime
+    keep_host_memory()
+
+
+def _evaluate_chunk_in_worker(chunk_input: tuple) -> tuple:
+    return _evaluate_chunk(_worker_model, *chunk_input)
 
 
 def _to_namespace_of(results: dict[str, Any], positions: Any) -> dict[str, Any]:

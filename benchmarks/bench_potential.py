@@ -21,7 +21,8 @@ kept alive across the measurement; the driver asks the workers for one step each
 (allegro_ref, eager, compiled, allegro_ref, ...) so that the load of a shared machine hits all
 of them alike, and reports medians and ratios. A step includes the neighbour list and the
 input conversion in every code: ``Potential.compute`` for allegro_ref (``chunk_bytes`` default,
-``num_threads`` = threads: the BLAS threads), ``model(data)`` after nequip's transforms for the
+one BLAS thread, ``num_processes`` = threads; its peak memory adds the worker processes'),
+``model(data)`` after nequip's transforms for the
 eager model, ``NequIPCalculator.calculate`` for the compiled one (torch threads = threads).
 
 Cost model (``--cost-model``): per stage of allegro_ref (1 thread), the floating-point
@@ -205,7 +206,7 @@ def worker_allegro_ref(args) -> tuple:
 
     atoms = structure(args.system, args.atoms)
     potential = Potential.from_nequip(artefact(args.system, args.lmax, args.dtype, ".ckpt"))
-    potential = Potential(potential.model, num_threads=args.threads)
+    potential = Potential(potential.model, num_threads=1, num_processes=args.threads)
     if args.backend == "cupy":
         potential = potential.to("cupy")
     positions, species = atoms.positions, atoms.get_chemical_symbols()
@@ -223,7 +224,7 @@ def worker_allegro_ref(args) -> tuple:
     from allegro_ref.neighbors import neighbor_list
 
     info["edges"] = int(neighbor_list(positions, cell, pbc, potential.config.r_max)[0].shape[0])
-    return step, stages, info
+    return step, stages, info, potential.close
 
 
 def worker_eager(args) -> tuple:
@@ -256,7 +257,7 @@ def worker_eager(args) -> tuple:
         _ = out[AtomicDataDict.FORCE_KEY].numpy(), out[AtomicDataDict.STRESS_KEY].numpy()
         return {**watch.stop(), "energy": energy}
 
-    return step, None, {"torch": torch.__version__}
+    return step, None, {"torch": torch.__version__}, None
 
 
 def worker_compiled(args) -> tuple:
@@ -276,7 +277,7 @@ def worker_compiled(args) -> tuple:
         calculator.calculate(atoms, ["energy", "forces", "stress"], all_changes)
         return {**watch.stop(), "energy": float(calculator.results["energy"])}
 
-    return step, None, {"torch": torch.__version__}
+    return step, None, {"torch": torch.__version__}, None
 
 
 def run_worker(args) -> None:
@@ -284,7 +285,7 @@ def run_worker(args) -> None:
     ``quit`` (peak RSS); one JSON line per answer on stdout."""
     make = {"allegro_ref": worker_allegro_ref, "eager": worker_eager}
     make["compiled"] = worker_compiled
-    step, stages, info = make[args.worker](args)
+    step, stages, info, close = make[args.worker](args)
     print(json.dumps({"ready": True, **info}), flush=True)
     for line in sys.stdin:
         request = line.strip()
@@ -292,8 +293,14 @@ def run_worker(args) -> None:
             answer = step()
         elif request == "stages":
             answer = stages()
-        else:
-            answer = {"peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+        else:  # quit: peak RSS of this process, plus (an upper bound) allegro_ref's workers'
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            if close is not None:
+                close()  # the workers end: their peak is in RUSAGE_CHILDREN (the largest one)
+                if args.threads > 1:
+                    largest = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+                    peak += args.threads * largest
+            answer = {"peak_rss_gb": peak / 2**20}
         print(json.dumps(answer), flush=True)
         if request == "quit":
             return
@@ -305,7 +312,7 @@ class Worker:
     def __init__(self, code: str, args, n_atoms: int, dtype: str, threads: int):
         python = sys.executable if code == "allegro_ref" else str(args.compare_python)
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-        env["OPENBLAS_NUM_THREADS"] = str(threads)
+        env["OPENBLAS_NUM_THREADS"] = "1" if code == "allegro_ref" else str(threads)
         env["PYTHONPATH"] = str(ROOT)
         command = [python, __file__, "--worker", code, "--system", args.system]
         command += ["--lmax", str(args.lmax), "--atoms", str(n_atoms), "--dtypes", dtype]
@@ -418,7 +425,7 @@ def stage_profile(potential, positions, species, cell, pbc) -> dict:
     ]
     originals = [(obj, name, getattr(obj, name)) for obj, name, _ in patched]
     single = copy.copy(potential)
-    single.num_threads = 1
+    single.num_threads, single.num_processes = 1, 1
     try:
         for obj, name, function in patched:
             setattr(obj, name, function)
@@ -681,7 +688,8 @@ def main() -> None:
 
     print(
         f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load "
-        f"{os.getloadavg()[0]:.1f}; system {args.system}, l_max {args.lmax}; backend "
+        f"{os.getloadavg()[0]:.1f}; system {args.system}, "
+        f"{'l_max ' + str(args.lmax) if args.system == 'cu' else 'tutorial config'}; backend "
         f"{args.backend}; {args.repeats} steps per code, alternated"
     )
     print(

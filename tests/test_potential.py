@@ -286,9 +286,10 @@ def mixed_crystal(repeats=(2, 2, 2)):
 
 
 @pytest.mark.parametrize("name", ["molecule", "crystal", "mixed"])
-@pytest.mark.parametrize("num_threads", [None, 2])
-def test_chunks_give_the_unchunked_results(potential, name, num_threads):
-    """One centre atom per chunk (and two BLAS threads) equals the model run once on the whole
+@pytest.mark.parametrize("parallel", [{}, {"num_threads": 2}, {"num_processes": 2}])
+def test_chunks_give_the_unchunked_results(potential, name, parallel):
+    """One centre atom per chunk (two BLAS threads, two worker processes) equals the model run
+    once on the whole
     neighbour list, to rounding: Allegro's energy of atom i depends only on the edges centred
     on i, and on their neighbours only through their species."""
     positions, species, cell, pbc = mixed_crystal() if name == "mixed" else SYSTEMS[name]
@@ -310,9 +311,9 @@ def test_chunks_give_the_unchunked_results(potential, name, num_threads):
     virials = np.zeros((n_atoms, 3, 3))
     np.add.at(virials, centers, -vectors[:, :, None] * grads[:, None, :])
     ref = {"energies": energies, "forces": forces, "virials": virials}
-    split = Potential(model, chunk_bytes=1, num_threads=num_threads)
-    assert split.chunk_edges == 1
-    out = split.compute(positions, species, cell, pbc)
+    with Potential(model, chunk_bytes=1, **parallel) as split:
+        assert split.chunk_edges == 1
+        out = split.compute(positions, species, cell, pbc)
     assert out["energy"] == pytest.approx(float(np.sum(energies)), rel=1e-14)
     for key, value in ref.items():
         scale = np.max(np.abs(value))
@@ -344,6 +345,8 @@ def test_chunk_options_are_checked(potential):
     for bad in (0, 1.5):
         with pytest.raises(ValueError, match="num_threads must be a positive integer or None"):
             Potential(potential.model, num_threads=bad)
+        with pytest.raises(ValueError, match="num_processes must be a positive integer"):
+            Potential(potential.model, num_processes=bad)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -556,3 +559,25 @@ def test_num_threads_sets_the_blas_threads_during_compute_only(potential, monkey
     assert blas_threads() == before
     for key in ("energies", "forces", "virials"):
         np.testing.assert_array_equal(first[key], second[key])
+
+
+def test_worker_processes_give_the_same_numbers_and_stop(potential):
+    """Chunks evaluated by two worker processes (one BLAS thread each) are bit for bit those
+    of the same chunks evaluated here with one BLAS thread; close() stops the workers, a later
+    compute starts new ones, and copies do not share them."""
+    import copy
+
+    positions, species, cell, pbc = mixed_crystal()
+    reference = Potential(potential.model, chunk_bytes=1, num_threads=1)
+    expected = reference.compute(positions, species, cell, pbc)
+    parallel = Potential(potential.model, chunk_bytes=1, num_processes=2)
+    for _ in range(2):
+        out = parallel.compute(positions, species, cell, pbc)
+        for key in ("energies", "forces", "virials", "stress"):
+            np.testing.assert_array_equal(out[key], expected[key])
+        pool = parallel._pool
+        assert pool is not None and copy.copy(parallel)._pool is None
+        parallel.close()
+        assert parallel._pool is None
+        with pytest.raises(ValueError, match="Pool not running"):
+            pool.apply(abs, (-1,))
