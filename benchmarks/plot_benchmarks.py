@@ -43,7 +43,7 @@ def throughput(rows: list[dict], out: Path) -> None:
             x = [i + (k - 1) * 0.27 for i in range(len(settings))]
             ax.bar(x, values, width=0.27, color=COLORS[code], label=code)
         ax.set_xticks(range(len(settings)))
-        ax.set_xticklabels([f"{d}\n{t} thread{'s' * (t > 1)}" for d, t in settings])
+        ax.set_xticklabels([f"{d}\n{t} core{'s' * (t > 1)}" for d, t in settings])
         ax.set_title(f"fcc Cu, {n_atoms} atoms")
         ax.set_ylabel("atom·steps / s (higher is better)")
     axes[0][0].legend()
@@ -60,7 +60,7 @@ def scaling(rows: list[dict], out: Path) -> None:
             for r in ours
             if (r["dtype"], r["threads"]) == (dtype, threads)
         )
-        label = f"{dtype}, {threads} thread{'s' * (threads > 1)}"
+        label = f"{dtype}, {threads} core{'s' * (threads > 1)}"
         ax.plot(*zip(*series, strict=True), "o-", label=label)
     ax.set_xscale("log")
     ax.set_ylim(0, 1.35 * ax.get_ylim()[1])
@@ -87,7 +87,7 @@ def tables(rows: list[dict]) -> None:
         model = "tutorial config (l_max 1)" if system == "ethanol" else f"l_max {lmax}"
         print(f"\n{system}, {model}\n")
         print(
-            "| atoms | edges | dtype | threads | allegro_ref s/step | atom·steps/s | eager s/step "
+            "| atoms | edges | dtype | cores | allegro_ref s/step | atom·steps/s | eager s/step "
             "| × | compiled s/step | × | peak GB: ours / eager / compiled |"
         )
         print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|")
