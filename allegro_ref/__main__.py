@@ -68,6 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     md.add_argument("--dtype", choices=["float64", "float32"], default="float64")
     md.add_argument("--backend", choices=["numpy", "cupy"], default="numpy")
     md.add_argument("--seed", type=int, default=0)
+    md.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="worker processes evaluating the potential on NumPy (Potential num_processes)",
+    )
     commands.add_parser("train", help="train a model from a YAML config (allegro_ref.train)")
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "train":
@@ -107,7 +113,9 @@ def run_md(args: argparse.Namespace) -> int:
             print(f"potential: {args.model}")
         model = potential.model
         potential = Potential(AllegroModel(model.config, model.params, args.dtype))
-    potential = potential.to(args.backend)
+    potential = Potential(
+        potential.model.to(args.backend), potential.min_distance, num_processes=args.processes
+    )
 
     k = max(1, round((args.atoms / 4) ** (1 / 3)))
     atoms = bulk("Cu", "fcc", a=LATTICE_CONSTANT, cubic=True).repeat((k, k, k))
@@ -142,6 +150,7 @@ def run_md(args: argparse.Namespace) -> int:
         f"throughput: {n_atoms * args.steps / elapsed:.0f} atom·steps/s "
         f"({elapsed / args.steps * 1e3:.1f} ms/step)"
     )
+    potential.close()
     return 0
 
 

@@ -22,6 +22,17 @@ def test_md_with_the_shipped_cu_model_by_default(capsys):
     assert abs(drift) < 1e-4
 
 
+def test_md_with_worker_processes_matches_one_process(capsys):
+    """--processes 2 evaluates the chunks (two at 108 atoms) in two worker processes: the same
+    trajectory."""
+    energies = []
+    for processes in ("1", "2"):
+        assert main(["--atoms", "108", "--steps", "2", "--processes", processes]) == 0
+        out = capsys.readouterr().out
+        energies.append(re.search(r"energy drift: ([-+0-9.e]+) eV/atom", out).group(1))
+    assert energies[0] == energies[1]
+
+
 def test_md_with_a_random_model(capsys):
     assert main(["md", "--random", "--atoms", "4", "--steps", "3", "--timestep", "0.5"]) == 0
     out = capsys.readouterr().out
