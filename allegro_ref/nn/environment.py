@@ -356,12 +356,4 @@ class EnvironmentTensorProduct:
                 f"env has {env.shape[0]} atoms but the edges have centres up to "
                 f"{groups.n_centres - 1}"
             )
-        if tuple(weights.shape) != self.weight_shape:
-            raise ValueError(
-                f"weights have shape {tuple(weights.shape)} but this tensor product expects "
-                f"{self.weight_shape} (path_channel_coupling={self.path_channel_coupling})"
-            )
-        if not x.dtype == env.dtype == weights.dtype:
-            raise ValueError(
-                f"dtypes differ: x {x.dtype}, env {env.dtype}, weights {weights.dtype}"
-            )
+        self.plain._check_weights(weights, {"x": x, "env": env})

@@ -359,15 +359,18 @@ class ChannelwiseTensorProduct:
             raise ValueError(
                 f"x1 has {x1.shape[0]} edges but x2 has {x2.shape[0]}; they must be equal"
             )
+        self._check_weights(weights, {"x1": x1, "x2": x2})
+
+    def _check_weights(self, weights, inputs: dict[str, Any]) -> None:
+        """The weights' shape, and one dtype for the named inputs and the weights."""
         if tuple(weights.shape) != self.weight_shape:
             raise ValueError(
                 f"weights have shape {tuple(weights.shape)} but this tensor product expects "
                 f"{self.weight_shape} (path_channel_coupling={self.path_channel_coupling})"
             )
-        if not x1.dtype == x2.dtype == weights.dtype:
-            raise ValueError(
-                f"dtypes differ: x1 {x1.dtype}, x2 {x2.dtype}, weights {weights.dtype}"
-            )
+        if any(a.dtype != weights.dtype for a in inputs.values()):
+            dtypes = ", ".join(f"{name} {a.dtype}" for name, a in inputs.items())
+            raise ValueError(f"dtypes differ: {dtypes}, weights {weights.dtype}")
 
 
 def _single_copies(irreps: Any, name: str) -> Irreps:
