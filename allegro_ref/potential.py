@@ -299,7 +299,9 @@ class Potential:
                 for *arrays, n in inputs
             ]
         elif self.num_processes > 1 and len(chunks) > 1:
-            parts = list(self._workers().imap(_evaluate_chunk_in_worker, inputs))
+            # a few tasks per worker: fewer messages, still balanced
+            per_task = math.ceil(len(chunks) / (4 * self.num_processes))
+            parts = list(self._workers().imap(_evaluate_chunk_in_worker, inputs, per_task))
         else:
             keep_host_memory()  # glibc: no page faults on every chunk's temporaries
             blas_threads = contextlib.nullcontext()
