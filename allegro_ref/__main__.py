@@ -97,7 +97,7 @@ def run_md(args: argparse.Namespace) -> int:
 
     if args.random:
         config = AllegroConfig(**DEFAULT_CONFIG)
-        potential = Potential.from_config(config, seed=args.seed, dtype=args.dtype)
+        model = AllegroModel.init(config, seed=args.seed, dtype=args.dtype)
         print(
             f"potential: Allegro with random weights (seed {args.seed}; not copper's energies): "
             f"{list(config.type_names)}, r_max {config.r_max} Å, l_max {config.l_max}, "
@@ -106,16 +106,13 @@ def run_md(args: argparse.Namespace) -> int:
         )
     else:
         if args.model in pretrained.MODELS:
-            potential = pretrained.load(args.model)
+            loaded = pretrained.load(args.model).model
             print(f"potential: shipped model {args.model!r} ({pretrained.available()[args.model]})")
         else:
-            potential = Potential.load(args.model)
+            loaded = Potential.load(args.model).model
             print(f"potential: {args.model}")
-        model = potential.model
-        potential = Potential(AllegroModel(model.config, model.params, args.dtype))
-    potential = Potential(
-        potential.model.to(args.backend), potential.min_distance, num_processes=args.processes
-    )
+        model = AllegroModel(loaded.config, loaded.params, args.dtype)
+    potential = Potential(model.to(args.backend), num_processes=args.processes)
 
     k = max(1, round((args.atoms / 4) ** (1 / 3)))
     atoms = bulk("Cu", "fcc", a=LATTICE_CONSTANT, cubic=True).repeat((k, k, k))
