@@ -97,7 +97,8 @@ def test_as_constant_is_cached_per_dtype(backend):
 def segment_problems(draw):
     num_segments = draw(st.integers(1, 9))
     ids = draw(st.lists(st.integers(0, num_segments - 1), max_size=40))
-    trailing = draw(st.sampled_from([(), (1,), (4,), (2, 3)]))
+    # up to 8 columns: one bincount per column on NumPy; more: a sparse incidence matrix
+    trailing = draw(st.sampled_from([(), (1,), (4,), (2, 3), (3, 4)]))
     return np.array(ids, dtype=np.int64), num_segments, trailing, draw(seeds)
 
 
