@@ -289,9 +289,8 @@ def mixed_crystal(repeats=(2, 2, 2)):
 @pytest.mark.parametrize("parallel", [{}, {"num_threads": 2}, {"num_processes": 2}])
 def test_chunks_give_the_unchunked_results(potential, name, parallel):
     """One centre atom per chunk (two BLAS threads, two worker processes) equals the model run
-    once on the whole
-    neighbour list, to rounding: Allegro's energy of atom i depends only on the edges centred
-    on i, and on their neighbours only through their species."""
+    once on the whole neighbour list, to rounding: Allegro's energy of atom i depends only on the
+    edges centred on i, and on their neighbours only through their species."""
     positions, species, cell, pbc = mixed_crystal() if name == "mixed" else SYSTEMS[name]
     model = potential.model
     # reference: the model on all edges at once, forces and virials from its edge gradients
