@@ -5,7 +5,7 @@ every stage to rounding. Comparing the features stage by stage, in forward order
 disagreement: the first stage that differs holds the bug (or the differing convention).
 
 - :func:`allegro_ref_features`: allegro_ref's features of one structure on given edges — the
-  model's named intermediates (``cache["intermediates"]`` of :meth:`AllegroModel.forward`), plus
+  model's named intermediates (``AllegroModel.intermediates`` of its forward cache), plus
   forces and stress from the backward pass;
 - :func:`compare_features`: two such dicts -> a :class:`Comparison`, one
   :class:`StageDifference` (max absolute and relative difference) per stage both have;
@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..backend import device, namespace, to_numpy
+from ..backend import to_numpy
 from ..model import AllegroModel
 
 __all__ = [
@@ -133,28 +133,27 @@ def allegro_ref_features(
     """allegro_ref's features of one structure on given edges, as host float64 arrays.
 
     Args:
-        model: the model (any backend; inputs are moved to its parameters' device).
+        model: the model (any backend; inputs are moved to its namespace and device).
         edge_vectors: ``[E, 3]`` Å, r_e = x_j − x_i + shift·cell for edge e = (i → j).
-        centers: ``[E]`` atom index i (centre) of each edge.
-        neighbors: ``[E]`` atom index j (neighbour) of each edge.
+        centers: ``[E]`` atom index i (center) of each edge.
+        neighbors: ``[E]`` atom index j (neighbor) of each edge.
         atom_types: ``[N]`` type indices.
         cell: ``[3, 3]`` lattice vectors (rows), Å, for the stress of a cell periodic in all
             three directions; None for no stress.
 
     Returns:
-        ``cache["intermediates"]`` of :meth:`AllegroModel.forward` (see :mod:`this module
-            <allegro_ref.io.compare>` for the names), ``"forces"`` ``[N, 3]`` eV/Å and, with a cell,
-            ``"stress"`` ``[3, 3]`` eV/Å³: from g_e = ∂E/∂r_e, F_i = Σ_{e: centre i} g_e −
-            Σ_{e: neighbour i} g_e and σ = (1/V) Σ_e r_e ⊗ g_e (ASE sign).
+        ``AllegroModel.intermediates`` of the forward (names in the module docstring),
+            ``"forces"`` ``[N, 3]`` eV/Å and, with a cell, ``"stress"`` ``[3, 3]`` eV/Å³: from
+            g_e = ∂E/∂r_e, F_i = Σ_{e: center i} g_e − Σ_{e: neighbor i} g_e and
+            σ = (1/V) Σ_e r_e ⊗ g_e (ASE sign).
     """
-    like = next(iter(model.params.values()))
-    xp, where = namespace(like), device(like)
+    xp, where = model.namespace, model.device
     host = [np.asarray(to_numpy(a)) for a in (edge_vectors, centers, neighbors, atom_types)]
     vectors, c, n, types = (xp.asarray(a, device=where) for a in host)
     _, cache = model.forward(xp.astype(vectors, xp.float64), c, n, types)
     n_atoms = host[3].shape[0]
     grads = to_numpy(model.backward(cache, xp.ones((n_atoms,), dtype=xp.float64, device=where)))
-    stages = cache["intermediates"]
+    stages = model.intermediates(cache)
     order = _forward_order(model.config.num_layers)
     order += [name for name in stages if name not in order]
     out = {name: np.asarray(to_numpy(stages[name]), dtype=np.float64) for name in order}

@@ -1,42 +1,57 @@
-"""The Allegro model: edge vectors -> per-atom energies, and the hand-written backward.
+r"""The Allegro model: edge vectors -> per-atom energies, and the hand-written backward.
 
 Allegro (Musaelian, Batzner et al., 2022) is *strictly local*: every quantity lives on a directed
-edge e = (i -> j) between a centre atom i and a neighbour j within the cutoff, and the energy of
-atom i depends only on the edges centred on i. Two tracks run side by side on every edge:
+edge e = (i -> j) between a center atom i and a neighbor j within the cutoff, and the energy of
+atom i depends only on the edges centered on i. Two tracks run side by side on every edge:
 
 - the **scalar track** x (invariant latent features, width S), grown by an MLP per layer;
 - the **tensor track** V (U channels of equivariant features, irreps up to l_max), grown by a
   tensor product per layer.
 
 They meet through the **density trick**: the environment of atom i,
-A_i = (1/√N̄) Σ_{k ∈ N(i)} w_ik ⊗ Y(r̂_ik), is one sum over i's edges (weights w_ik from the
-scalar track), and the tensor product V_ij ⊗ A_i couples edge ij with every edge around i at
-the cost of one product per edge: many-body features in O(edges).
+$A_i = \frac{1}{\sqrt{\bar N}} \sum_{k \in N(i)} w_{ik} \otimes Y(\hat r_{ik})$, is one sum over
+i's edges (weights w from the scalar track), and the tensor product $V_{ij} \otimes A_i$ couples
+edge ij with every edge around i at the cost of one product per edge.
 
-This module computes exactly what nequip-allegro 0.8.3 computes (see
-shared/reference/allegro_official.md and docs/model.md):
+The model is a chain of **stages**, in the order of the paper and of the page "The Allegro
+model" (docs/model.md). Each is a module-level forward with its backward right below it and a
+typed cache:
 
-1. geometry (float64): x = |r|/r_cut(t_i, t_j), Bessel basis b(x), envelope u(x), Y(r̂);
-2. two-body scalar embedding: h = MLP([C[t_i] ‖ Nb[t_j]] ⊙ (b·u) W_basis);
-3. initial tensor features V⁰[u,(l,m)] = (h W_env0)[u,l]·Y_lm; initial scalars and layer-0
-   environment weights from one more projection of h;
-4. L Allegro layers: density, channel-wise tensor product, scalar extraction, DenseNet-style
-   latent MLP on [x⁰ ‖ … ‖ x^k ‖ scalars(V^{k+1})];
-5. readout: ε_ij = MLP([x⁰ ‖ … ‖ x^L]); Ẽ_i = Σ_j ε_ij / √(2 N̄); E_i = shift + scale·Ẽ_i.
+| stage | forward / backward | maps |
+|---|---|---|
+| 1. geometry | `geometry_forward` / `geometry_backward` | r_e -> \|r_e\|, b(x)·u(x), Y(r̂_e) |
+| 2. two-body embedding | `two_body_forward` / `two_body_backward` | b·u, types -> h |
+| 3. initial tracks | `initial_tracks_forward` / `initial_tracks_backward` | h, Y -> V⁰, x⁰, w⁰ |
+| 4. layer k | `layer_forward` / `layer_backward` | V^k, x^{≤k}, w^k -> V^{k+1}, x^{k+1}, … |
+| 5. readout | `readout_forward` / `readout_backward` | x⁰ … x^L -> ε_e -> E_i |
 
-The backward walks the same steps in reverse with each block's VJP and returns dE/dr_e for every
-edge vector (forces and stress follow in ``allegro_ref.potential``), and optionally the gradient
-with respect to every parameter.
+One convention for all of them (docs/design.md):
+
+    outputs, cache = stage_forward(params, config, inputs...)
+    grad_inputs, grad_params = stage_backward(params, cache, grad_outputs,
+                                              parameter_gradients=False)
+
+``params`` is the model's parameter dict (the stage reads the entries it owns), ``grad_params``
+the dict of ∂L/∂θ for exactly those entries (empty without ``parameter_gradients``). Between
+stages 3 to 5 the features travel as ``Tracks``, and their gradients as a ``Tracks`` of
+gradients. ``AllegroModel`` composes the stages, and ``AllegroModel.intermediates`` names the
+features of every stage (for layer-by-layer comparisons with another implementation). The
+result is exactly what nequip-allegro 0.8.3 computes.
+
+Complex inputs: every operation of every stage is complex-analytic, so both directions also run
+on complex edge vectors (complex128 geometry, the complex dtype of the model's precision for
+the network). Training uses this for exact mixed second derivatives by complex-step
+differentiation (``allegro_ref.train.loss``).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..backend import as_constant, float_dtype, namespace, to_backend
+from ..backend import as_constant, device, float_dtype, namespace, to_backend
 from ..nn import (
     bessel_basis_backward,
     bessel_basis_forward,
@@ -48,6 +63,7 @@ from ..nn import (
     scatter_sum,
 )
 from ..nn.environment import (
+    EdgeGroups,
     EnvironmentTensorProduct,
     environment_density_backward,
     environment_density_forward,
@@ -57,9 +73,609 @@ from ..nn.irrep_weights import irrep_weighted_backward, irrep_weighted_forward
 from ..o3 import spherical_harmonics_backward, spherical_harmonics_forward
 from .config import AllegroConfig
 
-__all__ = ["AllegroModel"]
+__all__ = [
+    "AllegroModel",
+    "EdgeGraph",
+    "edge_graph",
+    "Geometry",
+    "geometry_forward",
+    "geometry_backward",
+    "two_body_forward",
+    "two_body_backward",
+    "Tracks",
+    "initial_tracks_forward",
+    "initial_tracks_backward",
+    "layer_forward",
+    "layer_backward",
+    "Energies",
+    "readout_forward",
+    "readout_backward",
+    "ModelCache",
+]
 
 
+def _mlp_weights(params: dict[str, Any], prefix: str) -> list[Any]:
+    """The weight list ``[prefix.0, prefix.1, ...]`` of one MLP of the parameter dict."""
+    weights = []
+    while f"{prefix}.{len(weights)}" in params:
+        weights.append(params[f"{prefix}.{len(weights)}"])
+    return weights
+
+
+def _flat_channels(xp, a: Any) -> Any:
+    """``[E, U, n_l]`` -> ``[E, U·n_l]`` (explicit sizes: also for E = 0)."""
+    return xp.reshape(a, (a.shape[0], a.shape[1] * a.shape[2]))
+
+
+def _named(prefix: str, weight_grads: list[Any] | None) -> dict[str, Any]:
+    """``{prefix.i: ∂L/∂W_i}`` from ``mlp_backward``'s list (empty when it is None)."""
+    return {f"{prefix}.{i}": g for i, g in enumerate(weight_grads or [])}
+
+
+# -------------------------------------------------------------------------------------------
+# The edges of one evaluation
+# -------------------------------------------------------------------------------------------
+class EdgeGraph(NamedTuple):
+    r"""Who is connected to whom, computed once per forward and read by every stage.
+
+    ``n_atoms`` N; ``atom_types`` [N]; ``centers``, ``neighbors`` [E] atom indices i, j of edge
+    e = (i -> j); ``center_types``, ``neighbor_types`` [E]; ``groups`` the edges grouped by
+    center atom (``group_edges``, for the environment and the tensor products);
+    ``inv_cutoff`` [E] float64, 1/r_cut(t_i, t_j) in 1/Å; ``inv_sqrt_nbar`` [N] model dtype,
+    $1/\sqrt{\bar N(t_i)}$.
+    """
+
+    n_atoms: int
+    atom_types: Any
+    centers: Any
+    neighbors: Any
+    center_types: Any
+    neighbor_types: Any
+    groups: EdgeGroups
+    inv_cutoff: Any
+    inv_sqrt_nbar: Any
+
+
+def edge_graph(
+    edge_vectors: Any,
+    centers: Any,
+    neighbors: Any,
+    atom_types: Any,
+    *,
+    inv_cutoffs: np.ndarray,
+    inv_sqrt_nbar: np.ndarray,
+    dtype: Any,
+) -> EdgeGraph:
+    r"""The ``EdgeGraph`` of a structure's edges.
+
+    Args:
+        edge_vectors: ``[E, 3]`` Å (only its namespace, device and precision are read).
+        centers, neighbors: ``[E]`` integer atom indices of every edge.
+        atom_types: ``[N]`` integer type of every atom.
+        inv_cutoffs: ``[T·T]`` float64 NumPy, 1/r_cut(t_i, t_j) at ``t_i·T + t_j``; a constant
+            the caller keeps (``backend.as_constant`` caches it by identity).
+        inv_sqrt_nbar: ``[T]`` float64 NumPy, $1/\sqrt{\bar N}$ per center type; a kept
+            constant too.
+        dtype: the dtype of the network (model dtype, or its complex counterpart).
+    """
+    xp = namespace(edge_vectors)
+    num_types = inv_sqrt_nbar.shape[0]
+    geometry_dtype = float_dtype(xp, "float64", like=edge_vectors)
+    center_types = gather(atom_types, centers)
+    neighbor_types = gather(atom_types, neighbors)
+    inv_cutoff = gather(
+        as_constant(inv_cutoffs, like=edge_vectors, dtype=geometry_dtype),
+        center_types * num_types + neighbor_types,
+    )
+    per_atom = gather(
+        as_constant(inv_sqrt_nbar, like=edge_vectors, dtype=geometry_dtype), atom_types
+    )
+    return EdgeGraph(
+        n_atoms=atom_types.shape[0],
+        atom_types=atom_types,
+        centers=centers,
+        neighbors=neighbors,
+        center_types=center_types,
+        neighbor_types=neighbor_types,
+        groups=group_edges(centers),
+        inv_cutoff=inv_cutoff,
+        inv_sqrt_nbar=xp.astype(per_atom, dtype),
+    )
+
+
+# -------------------------------------------------------------------------------------------
+# 1. Geometry
+# -------------------------------------------------------------------------------------------
+class Geometry(NamedTuple):
+    """Outputs of the geometry stage: ``lengths`` [E] float64 Å, ``radial`` [E, B] b(x)·u(x)
+    and ``sh`` [E, (l_max+1)²] Y(r̂), both in the model dtype."""
+
+    lengths: Any
+    radial: Any
+    sh: Any
+
+
+class GeometryCache(NamedTuple):
+    edge_vectors: Any  # [E, 3] float64
+    lengths: Any  # [E]
+    inv_cutoff: Any  # [E]
+    bessel: Any  # [E, B]
+    envelope: Any  # [E]
+    bessel_cache: tuple
+    envelope_cache: tuple
+    sh_cache: Any
+
+
+def geometry_forward(
+    params: dict[str, Any], config: AllegroConfig, edge_vectors: Any, graph: EdgeGraph, dtype: Any
+) -> tuple[Geometry, GeometryCache]:
+    r"""Stage 1, edge geometry, in float64 (complex128 for complex edge vectors).
+
+    $x_e = |r_e| / r_{cut}(t_i, t_j)$, the Bessel basis $b_n(x) = \sin(\pi \omega_n x)/(\pi x)$
+    (``params["bessel_frequencies"]`` ω), the polynomial envelope u(x) and the real spherical
+    harmonics $Y(\hat r_e)$ of degrees 0 … l_max. The radial basis $b(x)\,u(x)$ and Y are cast
+    to the network's ``dtype``.
+
+    Args:
+        params: the model's parameters (reads ``bessel_frequencies``).
+        config: reads ``l_max`` and ``polynomial_cutoff_p``.
+        edge_vectors: ``[E, 3]`` Å, $r_e = x_j - x_i$ (+ a lattice shift).
+        graph: the ``EdgeGraph`` (reads ``inv_cutoff``).
+        dtype: the network's dtype.
+
+    Returns:
+        ``(Geometry, GeometryCache)``.
+    """
+    xp = namespace(edge_vectors)
+    edge_vectors = xp.astype(edge_vectors, float_dtype(xp, "float64", like=edge_vectors))
+    lengths = xp.sqrt(xp.sum(edge_vectors * edge_vectors, axis=-1))
+    x = lengths * graph.inv_cutoff
+    bessel, bessel_cache = bessel_basis_forward(x, params["bessel_frequencies"])
+    envelope, envelope_cache = polynomial_cutoff_forward(x, config.polynomial_cutoff_p)
+    sh, sh_cache = spherical_harmonics_forward(config.l_max, edge_vectors)
+    geometry = Geometry(
+        lengths=lengths,
+        radial=xp.astype(bessel * envelope[:, None], dtype),
+        sh=xp.astype(sh, dtype),
+    )
+    cache = GeometryCache(
+        edge_vectors, lengths, graph.inv_cutoff, bessel, envelope, bessel_cache, envelope_cache,
+        sh_cache,
+    )  # fmt: skip
+    return geometry, cache
+
+
+def geometry_backward(
+    params: dict[str, Any],
+    cache: GeometryCache,
+    grad_radial: Any,
+    grad_sh: Any,
+    *,
+    parameter_gradients: bool = False,
+) -> tuple[Any, dict[str, Any]]:
+    r"""VJP of ``geometry_forward``: ``(grad_edge_vectors [E, 3], {"bessel_frequencies": …})``
+    from ∂L/∂radial ``[E, B]`` and ∂L/∂Y ``[E, dim]`` (``params`` unused: the cache holds ω).
+
+    Chain rule: ∂L/∂b = ∂L/∂R · u, ∂L/∂u = Σ_n ∂L/∂R_n b_n, then
+    ∂L/∂r_e = (∂L/∂x_e / r_cut) r̂_e + ∂L/∂r_e|_Y (edges have |r| > 0: the Potential refuses
+    overlapping atoms).
+    """
+    c = cache
+    xp = namespace(grad_radial, grad_sh)
+    grad_radial = xp.astype(grad_radial, c.edge_vectors.dtype)
+    grad_bessel = grad_radial * c.envelope[:, None]
+    grad_envelope = xp.sum(grad_radial * c.bessel, axis=-1)
+    grad_x_bessel, grad_frequencies = bessel_basis_backward(c.bessel_cache, grad_bessel)
+    grad_x = grad_x_bessel + polynomial_cutoff_backward(c.envelope_cache, grad_envelope)
+    grad_lengths = grad_x * c.inv_cutoff
+    grad_vectors = (grad_lengths / c.lengths)[:, None] * c.edge_vectors  # d|r|/dr = r/|r|
+    grad_vectors = grad_vectors + spherical_harmonics_backward(
+        c.sh_cache, xp.astype(grad_sh, c.edge_vectors.dtype)
+    )
+    grads = {"bessel_frequencies": grad_frequencies} if parameter_gradients else {}
+    return grad_vectors, grads
+
+
+# -------------------------------------------------------------------------------------------
+# 2. Two-body embedding
+# -------------------------------------------------------------------------------------------
+class TwoBodyCache(NamedTuple):
+    center_types: Any  # [E]
+    neighbor_types: Any  # [E]
+    type_embedding: Any  # [E, D]
+    radial_embedding: Any  # [E, D]
+    basis_cache: tuple
+    embed_cache: tuple
+
+
+def two_body_forward(
+    params: dict[str, Any], config: AllegroConfig, radial: Any, graph: EdgeGraph
+) -> tuple[Any, TwoBodyCache]:
+    r"""Stage 2, the two-body scalar embedding $h = \mathrm{MLP}([C_{t_i} \| N_{t_j}] \odot
+    (b\,u)\, W_{basis})$.
+
+    Args:
+        params: reads ``center_embed`` [T, D/2], ``neighbor_embed`` [T, D/2],
+            ``basis_linear.*`` (one linear map B -> D) and ``scalar_embed_mlp.*`` (D -> S).
+        config: unused (the widths are the parameters' shapes).
+        radial: ``[E, B]`` the radial basis b(x)·u(x) of ``geometry_forward``.
+        graph: reads ``center_types`` and ``neighbor_types``.
+
+    Returns:
+        ``(h [E, S], TwoBodyCache)``.
+    """
+    xp = namespace(radial)
+    type_embedding = xp.concat(
+        [
+            gather(params["center_embed"], graph.center_types),
+            gather(params["neighbor_embed"], graph.neighbor_types),
+        ],
+        axis=-1,
+    )
+    radial_embedding, basis_cache = mlp_forward(
+        _mlp_weights(params, "basis_linear"), radial, nonlinearity=None
+    )
+    h, embed_cache = mlp_forward(
+        _mlp_weights(params, "scalar_embed_mlp"), type_embedding * radial_embedding
+    )
+    cache = TwoBodyCache(
+        graph.center_types, graph.neighbor_types, type_embedding, radial_embedding, basis_cache,
+        embed_cache,
+    )  # fmt: skip
+    return h, cache
+
+
+def two_body_backward(
+    params: dict[str, Any],
+    cache: TwoBodyCache,
+    grad_h: Any,
+    *,
+    parameter_gradients: bool = False,
+) -> tuple[Any, dict[str, Any]]:
+    """VJP of ``two_body_forward``: ``(grad_radial [E, B], grads)`` from ∂L/∂h ``[E, S]``.
+
+    With z = type_embedding ⊙ radial_embedding: ∂L/∂radial_embedding = ∂L/∂z ⊙ type_embedding,
+    ∂L/∂type_embedding = ∂L/∂z ⊙ radial_embedding, scattered onto the types of each edge.
+    """
+    c = cache
+    grad_z, grad_w = mlp_backward(
+        _mlp_weights(params, "scalar_embed_mlp"),
+        c.embed_cache,
+        grad_h,
+        weight_gradients=parameter_gradients,
+    )
+    grads = _named("scalar_embed_mlp", grad_w)
+    grad_radial, grad_w = mlp_backward(
+        _mlp_weights(params, "basis_linear"),
+        c.basis_cache,
+        grad_z * c.type_embedding,
+        weight_gradients=parameter_gradients,
+    )
+    grads.update(_named("basis_linear", grad_w))
+    if parameter_gradients:
+        grad_type_embedding = grad_z * c.radial_embedding
+        num_types, half = params["center_embed"].shape
+        grads["center_embed"] = scatter_sum(
+            grad_type_embedding[:, :half], c.center_types, num_types
+        )
+        grads["neighbor_embed"] = scatter_sum(
+            grad_type_embedding[:, half:], c.neighbor_types, num_types
+        )
+    return grad_radial, grads
+
+
+# -------------------------------------------------------------------------------------------
+# 3. The two tracks start
+# -------------------------------------------------------------------------------------------
+class Tracks(NamedTuple):
+    """The features on every edge between stages 3 and 5 (or their gradients, same shapes).
+
+    ``tensors``: the tensor track V^k ``[U, E, dim_k]``, channel-major (docs/design.md);
+    ``latents``: the scalar track so far, ``(x⁰, …, x^k)``, each ``[E, S]`` (every layer's
+    latent MLP reads all of them, DenseNet-style); ``env_weights``: w^k ``[E, U, l_max+1]``,
+    the weights of the next layer's environment (None after the last layer).
+    In a gradient, ``tensors`` and ``env_weights`` are None where nothing depends on them.
+    """
+
+    tensors: Any
+    latents: tuple[Any, ...]
+    env_weights: Any
+
+
+class InitialTracksCache(NamedTuple):
+    tensor_embed_cache: tuple
+    irrep_weights_cache: tuple
+    projection_cache: tuple
+
+
+def initial_tracks_forward(
+    params: dict[str, Any], config: AllegroConfig, h: Any, sh: Any
+) -> tuple[Tracks, InitialTracksCache]:
+    r"""Stage 3, the start of both tracks from the edge embedding h.
+
+    Tensor track $V^0_e[u, (l, m)] = w_e[u, l]\, Y_{lm}(\hat r_e)$ with $w = h\, W_{tensor}$;
+    scalar track $x^0_e$ and the layer-0 environment weights $w^0_e$ from one more linear map
+    $[x^0 \| w^0] = h\, W_{proj}$.
+
+    Args:
+        params: reads ``tensor_embed.*`` (S -> U·(l_max+1)) and ``first_projection.*``
+            (S -> S + U·(l_max+1)).
+        config: reads ``num_scalar_features``, ``num_tensor_features``, ``l_max``.
+        h: ``[E, S]`` from ``two_body_forward``.
+        sh: ``[E, dim]`` spherical harmonics, model dtype.
+
+    Returns:
+        ``(Tracks(V⁰ [U, E, dim], (x⁰,), w⁰), InitialTracksCache)``.
+    """
+    xp = namespace(h, sh)
+    n_edges = h.shape[0]
+    S, U, n_l = config.num_scalar_features, config.num_tensor_features, config.num_sh_irreps
+    weights, tensor_embed_cache = mlp_forward(
+        _mlp_weights(params, "tensor_embed"), h, nonlinearity=None
+    )
+    weights = xp.permute_dims(xp.reshape(weights, (n_edges, U, n_l)), (1, 0, 2))  # [U, E, n_l]
+    tensors, irrep_weights_cache = irrep_weighted_forward(weights, sh, config.sh_irreps)
+    projection, projection_cache = mlp_forward(
+        _mlp_weights(params, "first_projection"), h, nonlinearity=None
+    )
+    tracks = Tracks(
+        tensors=tensors,
+        latents=(projection[:, :S],),
+        env_weights=xp.reshape(projection[:, S:], (n_edges, U, n_l)),
+    )
+    return tracks, InitialTracksCache(tensor_embed_cache, irrep_weights_cache, projection_cache)
+
+
+def initial_tracks_backward(
+    params: dict[str, Any],
+    cache: InitialTracksCache,
+    grad_tracks: Tracks,
+    *,
+    parameter_gradients: bool = False,
+) -> tuple[tuple[Any, Any], dict[str, Any]]:
+    """VJP of ``initial_tracks_forward``: ``((grad_h [E, S], grad_sh [E, dim]), grads)`` from
+    the gradient ``Tracks`` (∂L/∂V⁰, (∂L/∂x⁰,), ∂L/∂w⁰).
+
+    h feeds two linear maps, so ∂L/∂h is the sum of their backwards; V⁰ = w ⊙ Y is bilinear
+    (``irrep_weighted_backward``).
+    """
+    c = cache
+    xp = namespace(grad_tracks.tensors)
+    (grad_x0,) = grad_tracks.latents
+    grad_projection = xp.concat([grad_x0, _flat_channels(xp, grad_tracks.env_weights)], axis=-1)
+    grad_h, grad_w = mlp_backward(
+        _mlp_weights(params, "first_projection"),
+        c.projection_cache,
+        grad_projection,
+        weight_gradients=parameter_gradients,
+    )
+    grads = _named("first_projection", grad_w)
+    grad_weights, grad_sh = irrep_weighted_backward(c.irrep_weights_cache, grad_tracks.tensors)
+    grad_weights = xp.permute_dims(grad_weights, (1, 0, 2))  # [E, U, n_l]
+    grad_h_tensors, grad_w = mlp_backward(
+        _mlp_weights(params, "tensor_embed"),
+        c.tensor_embed_cache,
+        _flat_channels(xp, grad_weights),
+        weight_gradients=parameter_gradients,
+    )
+    grads.update(_named("tensor_embed", grad_w))
+    return (grad_h + grad_h_tensors, grad_sh), grads
+
+
+# -------------------------------------------------------------------------------------------
+# 4. One Allegro layer
+# -------------------------------------------------------------------------------------------
+class LayerCache(NamedTuple):
+    k: int  # the layer index (parameters tp.{k}, latent.{k}.*)
+    tensor_product: EnvironmentTensorProduct
+    inv_sqrt_nbar: Any  # [N]
+    density_cache: tuple
+    tensor_product_cache: tuple
+    latent_cache: tuple
+
+
+def layer_forward(
+    params: dict[str, Any],
+    config: AllegroConfig,
+    k: int,
+    tensor_product: EnvironmentTensorProduct,
+    tracks: Tracks,
+    sh: Any,
+    graph: EdgeGraph,
+) -> tuple[Tracks, LayerCache]:
+    r"""Stage 4, Allegro layer k: ``Tracks`` k -> ``Tracks`` k+1, in four steps.
+
+    1. density: $A_i[u, (l, m)] = \frac{1}{\sqrt{\bar N}} \sum_{e: c_e = i} w^k_e[u, l]\,
+       Y_{lm}(\hat r_e)$, ``[N, U, dim]`` (``environment_density_forward``);
+    2. tensor product: $V^{k+1}_e[u] = \sum_p \theta_k[u, p]\, C_p(V^k_e[u], A_{c_e}[u])$,
+       ``[U, E, dim_out]`` (``tensor_product``, the model's ``tensor_products[k]``);
+    3. scalar extraction: $s_e[u] = V^{k+1}_e[u, 0e]$, ``[E, U]``;
+    4. latent MLP: $[x^{k+1} \| w^{k+1}] = \mathrm{MLP}([x^0 \| \dots \| x^k \| s])$
+       (the last layer outputs only $x^{k+1}$).
+
+    Args:
+        params: reads ``tp.{k}`` and ``latent.{k}.*``.
+        config: reads ``num_scalar_features``, ``num_tensor_features``, ``l_max``,
+            ``num_layers``.
+        k: the layer index, 0 … L−1.
+        tensor_product: layer k's ``EnvironmentTensorProduct`` (V^k irreps ⊗ Y irreps ->
+            V^{k+1} irreps); any object with its ``forward``/``backward`` works (a profiler
+            can pass a timed wrapper).
+        tracks: the ``Tracks`` after layer k−1 (or ``initial_tracks_forward``).
+        sh: ``[E, dim]`` spherical harmonics, model dtype.
+        graph: reads ``groups``, ``n_atoms``, ``inv_sqrt_nbar``.
+
+    Returns:
+        ``(Tracks(V^{k+1}, (x⁰, …, x^{k+1}), w^{k+1} or None), LayerCache)``.
+    """
+    xp = namespace(sh)
+    n_edges = sh.shape[0]
+    S, U, n_l = config.num_scalar_features, config.num_tensor_features, config.num_sh_irreps
+    density, density_cache = environment_density_forward(
+        tracks.env_weights, sh, config.sh_irreps, graph.groups, graph.n_atoms
+    )
+    density = density * graph.inv_sqrt_nbar[:, None, None]
+    tensors, tp_cache = tensor_product.forward(
+        tracks.tensors, density, graph.groups, params[f"tp.{k}"]
+    )
+    scalars = xp.permute_dims(tensors[:, :, 0], (1, 0))  # 0e of every channel, [E, U]
+    latent_out, latent_cache = mlp_forward(
+        _mlp_weights(params, f"latent.{k}"), xp.concat([*tracks.latents, scalars], axis=-1)
+    )
+    env_weights = None
+    if k < config.num_layers - 1:
+        env_weights = xp.reshape(latent_out[:, S:], (n_edges, U, n_l))
+    new_tracks = Tracks(tensors, (*tracks.latents, latent_out[:, :S]), env_weights)
+    cache = LayerCache(
+        k, tensor_product, graph.inv_sqrt_nbar, density_cache, tp_cache, latent_cache
+    )
+    return new_tracks, cache
+
+
+def layer_backward(
+    params: dict[str, Any],
+    cache: LayerCache,
+    grad_tracks: Tracks,
+    *,
+    parameter_gradients: bool = False,
+) -> tuple[tuple[Tracks, Any], dict[str, Any]]:
+    """VJP of ``layer_forward``: ``((grad Tracks of layer k's input, grad_sh [E, dim]),
+    grads)`` from the gradient ``Tracks`` of its output.
+
+    The four steps in reverse: the latent MLP gives ∂L/∂[x⁰ … x^k ‖ s], added to the incoming
+    ∂L/∂x^j; ∂L/∂s joins the 0e column of ∂L/∂V^{k+1} (in place: ``grad_tracks.tensors``, the
+    next layer's fresh ∂L/∂V^{k+1}, is consumed); the tensor product and the density backward
+    give ∂L/∂V^k, ∂L/∂w^k and this layer's part of ∂L/∂Y.
+    """
+    c = cache
+    *grad_latents_in, grad_latent = grad_tracks.latents
+    xp = namespace(grad_latent)
+    S = grad_latent.shape[1]
+    if grad_tracks.env_weights is not None:
+        grad_latent = xp.concat([grad_latent, _flat_channels(xp, grad_tracks.env_weights)], axis=-1)
+    grad_z, grad_w = mlp_backward(
+        _mlp_weights(params, f"latent.{c.k}"),
+        c.latent_cache,
+        grad_latent,
+        weight_gradients=parameter_gradients,
+    )
+    grads = _named(f"latent.{c.k}", grad_w)
+    grad_latents = tuple(g + grad_z[:, S * j : S * (j + 1)] for j, g in enumerate(grad_latents_in))
+    grad_scalars = xp.permute_dims(grad_z[:, S * len(grad_latents_in) :], (1, 0))  # [U, E]
+    if grad_tracks.tensors is None:  # the last layer: V^L reaches the loss only through s
+        grad_tensors = grad_scalars[:, :, None]
+    else:
+        grad_tensors = grad_tracks.tensors
+        grad_tensors[:, :, 0] = grad_tensors[:, :, 0] + grad_scalars
+    grad_tensors_in, grad_density, grad_theta = c.tensor_product.backward(
+        c.tensor_product_cache, grad_tensors
+    )
+    if parameter_gradients:
+        grads[f"tp.{c.k}"] = grad_theta
+    grad_env_weights, grad_sh = environment_density_backward(
+        c.density_cache, grad_density * c.inv_sqrt_nbar[:, None, None]
+    )
+    return (Tracks(grad_tensors_in, grad_latents, grad_env_weights), grad_sh), grads
+
+
+# -------------------------------------------------------------------------------------------
+# 5. Readout and energies
+# -------------------------------------------------------------------------------------------
+class Energies(NamedTuple):
+    """Outputs of the readout: ``edge_features`` [E, S(L+1)] (the readout input),
+    ``edge_energies`` ε [E], ``atomic_energies`` E_i [N] float64 eV."""
+
+    edge_features: Any
+    edge_energies: Any
+    atomic_energies: Any
+
+
+class ReadoutCache(NamedTuple):
+    atom_types: Any  # [N]
+    centers: Any  # [E]
+    readout_cache: tuple
+    energy_norm: Any  # [N] 1/√(2 N̄)
+    reduced: Any  # [N] Ẽ_i, float64
+    scales: Any  # [N]
+    num_latents: int
+
+
+def readout_forward(
+    params: dict[str, Any], config: AllegroConfig, tracks: Tracks, graph: EdgeGraph
+) -> tuple[Energies, ReadoutCache]:
+    r"""Stage 5, edge energies and their sum onto the center atoms.
+
+    $\varepsilon_e = \mathrm{MLP}([x^0 \| \dots \| x^L])$,
+    $\tilde E_i = \sum_{e: c_e = i} \varepsilon_e / \sqrt{2 \bar N}$ (accumulated in the model
+    dtype, then float64) and $E_i = \mathrm{shift}(t_i) + \mathrm{scale}(t_i)\, \tilde E_i$.
+
+    Args:
+        params: reads ``readout.*``, ``per_type_energy_scales``, ``per_type_energy_shifts``.
+        config: unused (the widths are the parameters' shapes).
+        tracks: the ``Tracks`` after the last layer (reads ``latents``).
+        graph: reads ``centers``, ``atom_types``, ``n_atoms``, ``inv_sqrt_nbar``.
+
+    Returns:
+        ``(Energies, ReadoutCache)``.
+    """
+    xp = namespace(*tracks.latents)
+    features = xp.concat(tracks.latents, axis=-1)
+    edge_energies, readout_cache = mlp_forward(_mlp_weights(params, "readout"), features)
+    energy_norm = graph.inv_sqrt_nbar * math.sqrt(0.5)
+    reduced = scatter_sum(edge_energies[:, 0], graph.centers, graph.n_atoms) * energy_norm
+    reduced = xp.astype(reduced, float_dtype(xp, "float64", like=features))
+    scales = gather(params["per_type_energy_scales"], graph.atom_types)
+    atomic_energies = gather(params["per_type_energy_shifts"], graph.atom_types) + scales * reduced
+    energies = Energies(features, edge_energies[:, 0], atomic_energies)
+    cache = ReadoutCache(
+        graph.atom_types, graph.centers, readout_cache, energy_norm, reduced, scales,
+        len(tracks.latents),
+    )  # fmt: skip
+    return energies, cache
+
+
+def readout_backward(
+    params: dict[str, Any],
+    cache: ReadoutCache,
+    grad_atomic_energies: Any,
+    *,
+    parameter_gradients: bool = False,
+) -> tuple[Tracks, dict[str, Any]]:
+    """VJP of ``readout_forward``: ``(Tracks(None, (∂L/∂x⁰, …, ∂L/∂x^L), None), grads)`` from
+    ∂L/∂E_i ``[N]``.
+
+    ∂L/∂ε_e = scale(t_{c_e}) ∂L/∂E_{c_e} / √(2 N̄) (a gather, the transpose of the sum onto
+    atoms), then the readout MLP's backward; ∂L/∂shift_t and ∂L/∂scale_t sum over the atoms of
+    type t.
+    """
+    c = cache
+    xp = namespace(grad_atomic_energies)
+    grad_atomic_energies = xp.astype(grad_atomic_energies, c.reduced.dtype)
+    grads = {}
+    if parameter_gradients:
+        num_types = params["per_type_energy_shifts"].shape[0]
+        grads["per_type_energy_shifts"] = scatter_sum(grad_atomic_energies, c.atom_types, num_types)
+        grads["per_type_energy_scales"] = scatter_sum(
+            grad_atomic_energies * c.reduced, c.atom_types, num_types
+        )
+    dtype = c.energy_norm.dtype
+    grad_reduced = xp.astype(grad_atomic_energies * c.scales, dtype) * c.energy_norm
+    grad_edge_energies = gather(grad_reduced, c.centers)[:, None]
+    grad_features, grad_w = mlp_backward(
+        _mlp_weights(params, "readout"),
+        c.readout_cache,
+        grad_edge_energies,
+        weight_gradients=parameter_gradients,
+    )
+    grads.update(_named("readout", grad_w))
+    S = grad_features.shape[1] // c.num_latents
+    grad_latents = tuple(grad_features[:, S * k : S * (k + 1)] for k in range(c.num_latents))
+    return Tracks(None, grad_latents, None), grads
+
+
+# -------------------------------------------------------------------------------------------
+# The model: the stages composed
+# -------------------------------------------------------------------------------------------
 class AllegroModel:
     """An Allegro model: a config, its parameters (a dict of arrays) and the forward/backward.
 
@@ -71,10 +687,18 @@ class AllegroModel:
             energies are float64 (the official dtype policy). Energy scales and shifts and
             the Bessel frequencies stay float64.
 
-    Complex inputs: every operation of the forward and backward is complex-analytic, so both
-    also run on complex edge vectors (then in complex128 geometry and the complex dtype of
-    ``dtype`` for the network, parameters cast on the fly). Training uses this for exact
-    mixed second derivatives by complex-step differentiation (``allegro_ref.train.loss``).
+    Attributes:
+        config: the hyperparameters.
+        params: name -> array, in the model dtype (``bessel_frequencies`` and the energy scales
+            and shifts in float64).
+        dtype: ``"float64"`` or ``"float32"``.
+        namespace: the array namespace the parameters live in (NumPy, CuPy, …).
+        device: the device they live on.
+        tensor_products: the ``EnvironmentTensorProduct`` of every layer (its paths and
+            weight shape; ``layer_forward`` runs it).
+
+    ``forward`` and ``backward`` compose the stage functions of this module; complex edge
+    vectors run too (module docstring), with the parameters cast to complex on the fly.
     """
 
     _FLOAT64_PARAMS = ("bessel_frequencies", "per_type_energy_scales", "per_type_energy_shifts")
@@ -105,7 +729,9 @@ class AllegroModel:
             )
             for name, value in params.items()
         }
-        self._tensor_products = [
+        self.namespace = namespace(*self.params.values())
+        self.device = device(next(iter(self.params.values())))
+        self.tensor_products = [
             EnvironmentTensorProduct(
                 irreps_in,
                 config.sh_irreps,
@@ -115,6 +741,7 @@ class AllegroModel:
             )
             for irreps_in, irreps_out in config.layer_irreps()
         ]
+        # float64 NumPy constants, kept for backend.as_constant's cache (keyed by identity)
         self._inv_cutoffs = (1.0 / config.cutoff_matrix()).reshape(-1)
         nbar = config.per_type_values(config.avg_num_neighbors, "avg_num_neighbors")
         self._inv_sqrt_nbar = 1.0 / np.sqrt(nbar)
@@ -161,174 +788,62 @@ class AllegroModel:
             return self.params
         return {k: xp.astype(v, float_dtype(xp, v.dtype, like=x)) for k, v in self.params.items()}
 
-    @staticmethod
-    def _mlp(params: dict[str, Any], prefix: str) -> list[Any]:
-        weights = []
-        while f"{prefix}.{len(weights)}" in params:
-            weights.append(params[f"{prefix}.{len(weights)}"])
-        return weights
+    def edge_graph(
+        self, edge_vectors: Any, centers: Any, neighbors: Any, atom_types: Any
+    ) -> EdgeGraph:
+        """The ``EdgeGraph`` of these edges with this model's cutoffs and N̄ (``edge_graph``)."""
+        dtype = float_dtype(namespace(edge_vectors), self.dtype, like=edge_vectors)
+        return edge_graph(
+            edge_vectors, centers, neighbors, atom_types,
+            inv_cutoffs=self._inv_cutoffs, inv_sqrt_nbar=self._inv_sqrt_nbar, dtype=dtype,
+        )  # fmt: skip
 
     # ---------------------------------------------------------------------------------------
-    # Forward
+    # Forward and backward: the stages in order, and in reverse
     # ---------------------------------------------------------------------------------------
     def forward(
         self, edge_vectors: Any, centers: Any, neighbors: Any, atom_types: Any
-    ) -> tuple[Any, dict[str, Any]]:
+    ) -> tuple[Any, ModelCache]:
         """Per-atom energies of one structure (or a batch of disjoint structures).
 
         Args:
             edge_vectors: ``[E, 3]`` float64, Å: r_e = x_j − x_i + shift·cell for edge e = (i→j)
-                (or complex128: class docstring).
-            centers: ``[E]`` integer index of the centre atom i of each edge.
-            neighbors: ``[E]`` integer index of the neighbour atom j of each edge.
+                (or complex128: module docstring).
+            centers: ``[E]`` integer index of the center atom i of each edge.
+            neighbors: ``[E]`` integer index of the neighbor atom j of each edge.
             atom_types: ``[N]`` integer type of each atom (index into ``config.type_names``).
 
         Returns:
-            tuple: ``(atomic_energies [N] float64 eV, cache)``; pass ``cache`` to
-                :meth:`backward`. ``cache["intermediates"]`` names the features of every stage
-                (for layer-by-layer comparisons with another implementation): edge_lengths
-                [E], radial_basis [E, B] (Bessel × envelope), edge_sh [E, (l_max+1)²],
-                edge_embedding h [E, S], initial_tensors V⁰ [E, U, dim], layer{k}.tensors
-                V^{k+1}, layer{k}.scalars x^{k+1} [E, S], edge_features [E, S(L+1)],
-                edge_energies ε [E], atomic_energies [N].
+            ``(atomic_energies [N] float64 eV, cache)``; pass ``cache`` to ``backward``, or to
+                ``intermediates`` for the features of every stage.
         """
-        cfg = self.config
-        xp = namespace(edge_vectors)
-        p = self._params_like(edge_vectors)
-        # float64 / self.dtype, or complex128 / complex64 for complex edge vectors
-        geometry_dtype = float_dtype(xp, "float64", like=edge_vectors)
-        dtype = float_dtype(xp, self.dtype, like=edge_vectors)
-        n_atoms, n_edges = atom_types.shape[0], edge_vectors.shape[0]
-        S, U, n_l = cfg.num_scalar_features, cfg.num_tensor_features, cfg.num_sh_irreps
-        sh_irreps = cfg.sh_irreps
-        edge_vectors = xp.astype(edge_vectors, geometry_dtype)
-
-        # 1. Geometry, in float64.
-        center_types = gather(atom_types, centers)
-        neighbor_types = gather(atom_types, neighbors)
-        lengths = xp.sqrt(xp.sum(edge_vectors * edge_vectors, axis=-1))
-        inv_cutoff = gather(
-            as_constant(self._inv_cutoffs, like=edge_vectors),
-            center_types * cfg.num_types + neighbor_types,
-        )
-        x = lengths * inv_cutoff
-        bessel, bessel_cache = bessel_basis_forward(x, p["bessel_frequencies"])
-        envelope, envelope_cache = polynomial_cutoff_forward(x, cfg.polynomial_cutoff_p)
-        sh, sh_cache = spherical_harmonics_forward(cfg.l_max, edge_vectors)
-        radial = xp.astype(bessel * envelope[:, None], dtype)
-        sh = xp.astype(sh, dtype)
-
-        # 2. Two-body scalar embedding: h = MLP(type embedding ⊙ linear(radial basis)).
-        type_embedding = xp.concat(
-            [gather(p["center_embed"], center_types), gather(p["neighbor_embed"], neighbor_types)],
-            axis=-1,
-        )
-        radial_embedding, basis_cache = mlp_forward(self._mlp(p, "basis_linear"), radial, None)
-        h, embed_cache = mlp_forward(
-            self._mlp(p, "scalar_embed_mlp"), type_embedding * radial_embedding
-        )
-
-        # 3. Initial tensor track V⁰ = w ⊙ Y, initial scalars x⁰ and layer-0 environment weights.
-        # The tensor track is channel-major, [U, E, dim] (see allegro_ref.nn.environment).
-        v0_weights, tensor_embed_cache = mlp_forward(self._mlp(p, "tensor_embed"), h, None)
-        v0_weights = xp.permute_dims(xp.reshape(v0_weights, (n_edges, U, n_l)), (1, 0, 2))
-        tensors_0, v0_cache = irrep_weighted_forward(v0_weights, sh, sh_irreps)
-        tensors = tensors_0
-        projection, projection_cache = mlp_forward(self._mlp(p, "first_projection"), h, None)
-        latents = [projection[:, :S]]
-        env_weights = xp.reshape(projection[:, S:], (n_edges, U, n_l))
-
-        # 4. Allegro layers.
-        inv_sqrt_nbar = xp.astype(
-            gather(as_constant(self._inv_sqrt_nbar, like=edge_vectors), atom_types), dtype
-        )
-        groups = group_edges(centers)  # edges by centre atom, for the tensor products
-        layer_caches, layer_tensors = [], []
-        for k, tensor_product in enumerate(self._tensor_products):
-            density, env_cache = environment_density_forward(
-                env_weights, sh, sh_irreps, groups, n_atoms
+        cfg, params = self.config, self._params_like(edge_vectors)
+        graph = self.edge_graph(edge_vectors, centers, neighbors, atom_types)
+        dtype = graph.inv_sqrt_nbar.dtype
+        geometry, geometry_cache = geometry_forward(params, cfg, edge_vectors, graph, dtype)
+        h, two_body_cache = two_body_forward(params, cfg, geometry.radial, graph)
+        tracks, initial_cache = initial_tracks_forward(params, cfg, h, geometry.sh)
+        all_tracks, layer_caches = [tracks], []
+        for k, tensor_product in enumerate(self.tensor_products):
+            tracks, layer_cache = layer_forward(
+                params, cfg, k, tensor_product, tracks, geometry.sh, graph
             )
-            density = density * inv_sqrt_nbar[:, None, None]
-            new_tensors, tp_cache = tensor_product.forward(tensors, density, groups, p[f"tp.{k}"])
-            scalars = xp.permute_dims(new_tensors[:, :, 0], (1, 0))  # 0e of every channel, [E, U]
-            latent_out, latent_cache = mlp_forward(
-                self._mlp(p, f"latent.{k}"), xp.concat([*latents, scalars], axis=-1)
-            )
-            latents.append(latent_out[:, :S])
-            if k < cfg.num_layers - 1:
-                env_weights = xp.reshape(latent_out[:, S:], (n_edges, U, n_l))
-            layer_caches.append((env_cache, tp_cache, latent_cache))
-            tensors = new_tensors
-            layer_tensors.append(tensors)
+            all_tracks.append(tracks)
+            layer_caches.append(layer_cache)
+        energies, readout_cache = readout_forward(params, cfg, tracks, graph)
+        cache = ModelCache(
+            params, geometry, h, tuple(all_tracks), energies,
+            geometry_cache, two_body_cache, initial_cache, tuple(layer_caches), readout_cache,
+        )  # fmt: skip
+        return energies.atomic_energies, cache
 
-        # 5. Readout: edge energies, summed onto the centre atoms.
-        features = xp.concat(latents, axis=-1)
-        edge_energies, readout_cache = mlp_forward(self._mlp(p, "readout"), features)
-        energy_norm = inv_sqrt_nbar * math.sqrt(0.5)
-        reduced = scatter_sum(edge_energies[:, 0], centers, n_atoms) * energy_norm
-        reduced = xp.astype(reduced, geometry_dtype)
-        scales = gather(p["per_type_energy_scales"], atom_types)
-        atomic_energies = gather(p["per_type_energy_shifts"], atom_types) + scales * reduced
-
-        intermediates = {
-            "edge_lengths": lengths,
-            "radial_basis": radial,
-            "edge_sh": sh,
-            "edge_embedding": h,
-            "initial_tensors": xp.permute_dims(tensors_0, (1, 0, 2)),  # [E, U, dim] views
-            **{
-                f"layer{k}.tensors": xp.permute_dims(t, (1, 0, 2))
-                for k, t in enumerate(layer_tensors)
-            },
-            **{f"layer{k}.scalars": x for k, x in enumerate(latents[1:])},
-            "edge_features": features,
-            "edge_energies": edge_energies[:, 0],
-            "atomic_energies": atomic_energies,
-        }
-        cache = {
-            "intermediates": intermediates,
-            "params": p,
-            "dtype": dtype,
-            "geometry_dtype": geometry_dtype,
-            "n_atoms": n_atoms,
-            "atom_types": atom_types,
-            "centers": centers,
-            "center_types": center_types,
-            "neighbor_types": neighbor_types,
-            "edge_vectors": edge_vectors,
-            "lengths": lengths,
-            "inv_cutoff": inv_cutoff,
-            "bessel": bessel,
-            "envelope": envelope,
-            "bessel_cache": bessel_cache,
-            "envelope_cache": envelope_cache,
-            "sh_cache": sh_cache,
-            "radial_embedding": radial_embedding,
-            "type_embedding": type_embedding,
-            "basis_cache": basis_cache,
-            "embed_cache": embed_cache,
-            "tensor_embed_cache": tensor_embed_cache,
-            "v0_cache": v0_cache,
-            "projection_cache": projection_cache,
-            "inv_sqrt_nbar": inv_sqrt_nbar,
-            "layer_caches": layer_caches,
-            "readout_cache": readout_cache,
-            "energy_norm": energy_norm,
-            "reduced": reduced,
-            "scales": scales,
-        }
-        return atomic_energies, cache
-
-    # ---------------------------------------------------------------------------------------
-    # Backward
-    # ---------------------------------------------------------------------------------------
     def backward(
-        self, cache: dict[str, Any], grad_atomic_energies: Any, parameter_gradients: bool = False
+        self, cache: ModelCache, grad_atomic_energies: Any, parameter_gradients: bool = False
     ) -> Any:
-        """Vector-Jacobian product of :meth:`forward`.
+        """Vector-Jacobian product of ``forward``: the stages' backwards in reverse order.
 
         Args:
-            cache: from :meth:`forward`.
+            cache: from ``forward``.
             grad_atomic_energies: ``[N]`` float64, ∂L/∂E_i (all ones for the total energy);
                 complex128 if the forward ran on complex edge vectors.
             parameter_gradients: also return ∂L/∂θ for every parameter.
@@ -337,137 +852,69 @@ class AllegroModel:
             Any: ``grad_edge_vectors [E, 3]`` float64 (∂L/∂r_e), or ``(grad_edge_vectors,
                 grad_params)`` when ``parameter_gradients`` is True.
         """
-        cfg = self.config
-        xp = namespace(grad_atomic_energies)
-        c = cache
-        p, dtype, geometry_dtype = c["params"], c["dtype"], c["geometry_dtype"]
-        centers = c["centers"]
-        n_edges = centers.shape[0]
-        S, U, n_l, L = (
-            cfg.num_scalar_features,
-            cfg.num_tensor_features,
-            cfg.num_sh_irreps,
-            cfg.num_layers,
-        )
-        grads: dict[str, Any] = {}
-        grad_atomic_energies = xp.astype(grad_atomic_energies, geometry_dtype)
-
-        # 5. Readout.
-        if parameter_gradients:
-            grads["per_type_energy_shifts"] = scatter_sum(
-                grad_atomic_energies, c["atom_types"], cfg.num_types
-            )
-            grads["per_type_energy_scales"] = scatter_sum(
-                grad_atomic_energies * c["reduced"], c["atom_types"], cfg.num_types
-            )
-        grad_reduced = xp.astype(grad_atomic_energies * c["scales"], dtype) * c["energy_norm"]
-        grad_edge_energies = gather(grad_reduced, centers)[:, None]
-        grad_features, grad_w = mlp_backward(
-            self._mlp(p, "readout"), c["readout_cache"], grad_edge_energies, parameter_gradients
-        )
-        self._store(grads, "readout", grad_w, parameter_gradients)
-        grad_latents = [grad_features[:, S * k : S * (k + 1)] for k in range(L + 1)]
-
-        # 4. Allegro layers, last to first.
-        grad_sh = None
-        grad_tensors = None  # ∂L/∂V^{k+1}, from the tensor product of layer k+1
-        grad_env_weights = None  # ∂L/∂w^{k+1}, from the environment of layer k+1
-        for k in range(L - 1, -1, -1):
-            env_cache, tp_cache, latent_cache = c["layer_caches"][k]
-            grad_latent_out = grad_latents[k + 1]
-            if k < L - 1:
-                grad_latent_out = xp.concat(
-                    [grad_latent_out, xp.reshape(grad_env_weights, (n_edges, U * n_l))], axis=-1
-                )
-            grad_z, grad_w = mlp_backward(
-                self._mlp(p, f"latent.{k}"), latent_cache, grad_latent_out, parameter_gradients
-            )
-            self._store(grads, f"latent.{k}", grad_w, parameter_gradients)
-            for j in range(k + 1):
-                grad_latents[j] = grad_latents[j] + grad_z[:, S * j : S * (j + 1)]
-            grad_scalars = xp.permute_dims(grad_z[:, S * (k + 1) :], (1, 0))  # [U, E]
-            # V^{k+1} feeds the next tensor product and, through its 0e component, the latent MLP
-            # (grad_tensors is the tensor product's fresh output: updated in place).
-            if grad_tensors is None:
-                grad_new_tensors = grad_scalars[:, :, None]
-            else:
-                grad_tensors[:, :, 0] = grad_tensors[:, :, 0] + grad_scalars
-                grad_new_tensors = grad_tensors
-            grad_tensors, grad_density, grad_theta = self._tensor_products[k].backward(
-                tp_cache, grad_new_tensors
-            )
-            if parameter_gradients:
-                grads[f"tp.{k}"] = grad_theta
-            grad_env_weights, grad_sh_k = environment_density_backward(
-                env_cache, grad_density * c["inv_sqrt_nbar"][:, None, None]
-            )
+        params, grads, flag = cache.params, {}, {"parameter_gradients": parameter_gradients}
+        grad_tracks, g = readout_backward(params, cache.readout, grad_atomic_energies, **flag)
+        grads.update(g)
+        grad_sh = None  # ∂L/∂Y, summed over the layers' environments and V⁰
+        for layer_cache in reversed(cache.layers):
+            (grad_tracks, grad_sh_k), g = layer_backward(params, layer_cache, grad_tracks, **flag)
+            grads.update(g)
             grad_sh = grad_sh_k if grad_sh is None else grad_sh + grad_sh_k
+        (grad_h, grad_sh_0), g = initial_tracks_backward(
+            params, cache.initial_tracks, grad_tracks, **flag
+        )
+        grads.update(g)
+        grad_radial, g = two_body_backward(params, cache.two_body, grad_h, **flag)
+        grads.update(g)
+        grad_vectors, g = geometry_backward(
+            params, cache.geometry_cache, grad_radial, grad_sh + grad_sh_0, **flag
+        )
+        grads.update(g)
+        return (grad_vectors, grads) if parameter_gradients else grad_vectors
 
-        # 3. Initial tensor track and projection.
-        grad_projection = xp.concat(
-            [grad_latents[0], xp.reshape(grad_env_weights, (n_edges, U * n_l))], axis=-1
-        )
-        grad_h, grad_w = mlp_backward(
-            self._mlp(p, "first_projection"),
-            c["projection_cache"],
-            grad_projection,
-            parameter_gradients,
-        )
-        self._store(grads, "first_projection", grad_w, parameter_gradients)
-        grad_v0_weights, grad_sh_0 = irrep_weighted_backward(c["v0_cache"], grad_tensors)
-        grad_sh = grad_sh + grad_sh_0
-        grad_v0_weights = xp.permute_dims(grad_v0_weights, (1, 0, 2))  # [E, U, n_l]
-        grad_h_v0, grad_w = mlp_backward(
-            self._mlp(p, "tensor_embed"),
-            c["tensor_embed_cache"],
-            xp.reshape(grad_v0_weights, (n_edges, U * n_l)),
-            parameter_gradients,
-        )
-        self._store(grads, "tensor_embed", grad_w, parameter_gradients)
-        grad_h = grad_h + grad_h_v0
+    def intermediates(self, cache: ModelCache) -> dict[str, Any]:
+        """The features of every stage of the forward that made ``cache``, by name, in forward
+        order (views, no copies): for layer-by-layer comparisons with another implementation
+        (``allegro_ref.io.compare``).
 
-        # 2. Two-body embedding.
-        grad_h0, grad_w = mlp_backward(
-            self._mlp(p, "scalar_embed_mlp"), c["embed_cache"], grad_h, parameter_gradients
-        )
-        self._store(grads, "scalar_embed_mlp", grad_w, parameter_gradients)
-        grad_radial_embedding = grad_h0 * c["type_embedding"]
-        grad_radial, grad_w = mlp_backward(
-            self._mlp(p, "basis_linear"),
-            c["basis_cache"],
-            grad_radial_embedding,
-            parameter_gradients,
-        )
-        self._store(grads, "basis_linear", grad_w, parameter_gradients)
-        if parameter_gradients:
-            grad_type_embedding = grad_h0 * c["radial_embedding"]
-            half = cfg.embed_dim // 2
-            grads["center_embed"] = scatter_sum(
-                grad_type_embedding[:, :half], c["center_types"], cfg.num_types
-            )
-            grads["neighbor_embed"] = scatter_sum(
-                grad_type_embedding[:, half:], c["neighbor_types"], cfg.num_types
-            )
+        Names and shapes: ``edge_lengths`` [E] Å, ``radial_basis`` [E, B] (Bessel ×
+        envelope), ``edge_sh`` [E, (l_max+1)²], ``edge_embedding`` h [E, S],
+        ``initial_tensors`` V⁰ [E, U, dim], then for every layer k ``layer{k}.tensors``
+        V^{k+1} [E, U, dim_k] and ``layer{k}.scalars`` x^{k+1} [E, S], ``edge_features``
+        [E, S(L+1)], ``edge_energies`` ε [E], ``atomic_energies`` [N] eV. The tensor track is
+        handed out edge-major, ``[E, U, dim]``.
+        """
+        xp = namespace(cache.energies.atomic_energies)
+        initial, *layers = cache.tracks
+        stages = {
+            "edge_lengths": cache.geometry.lengths,
+            "radial_basis": cache.geometry.radial,
+            "edge_sh": cache.geometry.sh,
+            "edge_embedding": cache.edge_embedding,
+            "initial_tensors": xp.permute_dims(initial.tensors, (1, 0, 2)),
+        }
+        for k, tracks in enumerate(layers):
+            stages[f"layer{k}.tensors"] = xp.permute_dims(tracks.tensors, (1, 0, 2))
+            stages[f"layer{k}.scalars"] = tracks.latents[-1]
+        stages["edge_features"] = cache.energies.edge_features
+        stages["edge_energies"] = cache.energies.edge_energies
+        stages["atomic_energies"] = cache.energies.atomic_energies
+        return stages
 
-        # 1. Geometry (float64): radial basis × envelope, and the spherical harmonics.
-        grad_radial = xp.astype(grad_radial, geometry_dtype)
-        grad_bessel = grad_radial * c["envelope"][:, None]
-        grad_envelope = xp.sum(grad_radial * c["bessel"], axis=-1)
-        grad_x_bessel, grad_frequencies = bessel_basis_backward(c["bessel_cache"], grad_bessel)
-        grad_x = grad_x_bessel + polynomial_cutoff_backward(c["envelope_cache"], grad_envelope)
-        if parameter_gradients:
-            grads["bessel_frequencies"] = grad_frequencies
-        grad_lengths = grad_x * c["inv_cutoff"]
-        # d|r|/dr = r/|r|; edges have |r| > 0 (the Potential refuses overlapping atoms).
-        grad_vectors = (grad_lengths / c["lengths"])[:, None] * c["edge_vectors"]
-        grad_vectors = grad_vectors + spherical_harmonics_backward(
-            c["sh_cache"], xp.astype(grad_sh, geometry_dtype)
-        )
-        if parameter_gradients:
-            return grad_vectors, grads
-        return grad_vectors
 
-    @staticmethod
-    def _store(grads: dict, prefix: str, weight_grads: list, enabled: bool) -> None:
-        if enabled:
-            grads.update({f"{prefix}.{i}": g for i, g in enumerate(weight_grads)})
+class ModelCache(NamedTuple):
+    """What ``AllegroModel.forward`` keeps for ``backward`` and ``intermediates``: the
+    parameters it ran with (complex for complex edge vectors), every stage's outputs
+    (``geometry``, ``edge_embedding`` h, the ``tracks`` after stage 3 and after every layer,
+    ``energies``) and every stage's cache."""
+
+    params: dict[str, Any]
+    geometry: Geometry
+    edge_embedding: Any
+    tracks: tuple[Tracks, ...]
+    energies: Energies
+    geometry_cache: GeometryCache
+    two_body: TwoBodyCache
+    initial_tracks: InitialTracksCache
+    layers: tuple[LayerCache, ...]
+    readout: ReadoutCache
