@@ -818,8 +818,9 @@ class AllegroModel:
                 ``intermediates`` for the features of every stage.
         """
         cfg, params = self.config, self._params_like(edge_vectors)
+        # the network dtype: self.dtype, or its complex counterpart for complex edge vectors
+        dtype = float_dtype(namespace(edge_vectors), self.dtype, like=edge_vectors)
         graph = self.edge_graph(edge_vectors, centers, neighbors, atom_types)
-        dtype = graph.inv_sqrt_nbar.dtype
         geometry, geometry_cache = geometry_forward(params, cfg, edge_vectors, graph, dtype)
         h, two_body_cache = two_body_forward(params, cfg, geometry.radial, graph)
         tracks, initial_cache = initial_tracks_forward(params, cfg, h, geometry.sh)
