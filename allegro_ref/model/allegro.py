@@ -150,7 +150,8 @@ def edge_graph(
 
     Args:
         edge_vectors: ``[E, 3]`` Å (only its namespace, device and precision are read).
-        centers, neighbors: ``[E]`` integer atom indices of every edge.
+        centers: ``[E]`` integer index of the center atom i of every edge.
+        neighbors: ``[E]`` integer index of the neighbor atom j of every edge.
         atom_types: ``[N]`` integer type of every atom.
         inv_cutoffs: ``[T·T]`` float64 NumPy, 1/r_cut(t_i, t_j) at ``t_i·T + t_j``; a constant
             the caller keeps (``backend.as_constant`` caches it by identity).
