@@ -730,8 +730,6 @@ class AllegroModel:
             )
             for name, value in params.items()
         }
-        self.namespace = namespace(*self.params.values())
-        self.device = device(next(iter(self.params.values())))
         self.tensor_products = [
             EnvironmentTensorProduct(
                 irreps_in,
@@ -746,6 +744,16 @@ class AllegroModel:
         self._inv_cutoffs = (1.0 / config.cutoff_matrix()).reshape(-1)
         nbar = config.per_type_values(config.avg_num_neighbors, "avg_num_neighbors")
         self._inv_sqrt_nbar = 1.0 / np.sqrt(nbar)
+
+    @property
+    def namespace(self):
+        """The array namespace the parameters live in (NumPy, CuPy, array-api-strict, …)."""
+        return namespace(next(iter(self.params.values())))
+
+    @property
+    def device(self) -> Any:
+        """The device the parameters live on (``"cpu"`` for NumPy)."""
+        return device(next(iter(self.params.values())))
 
     # ---------------------------------------------------------------------------------------
     # Construction
