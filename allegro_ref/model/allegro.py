@@ -91,6 +91,11 @@ __all__ = [
     "readout_forward",
     "readout_backward",
     "ModelCache",
+    "GeometryCache",
+    "TwoBodyCache",
+    "InitialTracksCache",
+    "LayerCache",
+    "ReadoutCache",
 ]
 
 
@@ -197,6 +202,8 @@ class Geometry(NamedTuple):
 
 
 class GeometryCache(NamedTuple):
+    """What ``geometry_backward`` needs: the float64 geometry and the blocks' caches."""
+
     edge_vectors: Any  # [E, 3] float64
     lengths: Any  # [E]
     inv_cutoff: Any  # [E]
@@ -281,6 +288,8 @@ def geometry_backward(
 # 2. Two-body embedding
 # -------------------------------------------------------------------------------------------
 class TwoBodyCache(NamedTuple):
+    """What ``two_body_backward`` needs: both factors of the product and the MLP caches."""
+
     center_types: Any  # [E]
     neighbor_types: Any  # [E]
     type_embedding: Any  # [E, D]
@@ -384,6 +393,8 @@ class Tracks(NamedTuple):
 
 
 class InitialTracksCache(NamedTuple):
+    """What ``initial_tracks_backward`` needs: the caches of its two linear maps and of V⁰."""
+
     tensor_embed_cache: tuple
     irrep_weights_cache: tuple
     projection_cache: tuple
@@ -467,6 +478,9 @@ def initial_tracks_backward(
 # 4. One Allegro layer
 # -------------------------------------------------------------------------------------------
 class LayerCache(NamedTuple):
+    """What ``layer_backward`` needs: the layer index, its tensor product, 1/√N̄ and the
+    caches of the density, the tensor product and the latent MLP."""
+
     k: int  # the layer index (parameters tp.{k}, latent.{k}.*)
     tensor_product: EnvironmentTensorProduct
     inv_sqrt_nbar: Any  # [N]
@@ -592,6 +606,8 @@ class Energies(NamedTuple):
 
 
 class ReadoutCache(NamedTuple):
+    """What ``readout_backward`` needs: the indices, the MLP cache and the energy factors."""
+
     atom_types: Any  # [N]
     centers: Any  # [E]
     readout_cache: tuple
