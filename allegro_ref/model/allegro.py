@@ -526,14 +526,18 @@ def layer_forward(
     xp = namespace(sh)
     n_edges = sh.shape[0]
     S, U, n_l = config.num_scalar_features, config.num_tensor_features, config.num_sh_irreps
+    # 1. density
     density, density_cache = environment_density_forward(
         tracks.env_weights, sh, config.sh_irreps, graph.groups, graph.n_atoms
     )
     density = density * graph.inv_sqrt_nbar[:, None, None]
+    # 2. tensor product
     tensors, tp_cache = tensor_product.forward(
         tracks.tensors, density, graph.groups, params[f"tp.{k}"]
     )
+    # 3. scalar extraction
     scalars = xp.permute_dims(tensors[:, :, 0], (1, 0))  # 0e of every channel, [E, U]
+    # 4. latent MLP
     latent_out, latent_cache = mlp_forward(
         _mlp_weights(params, f"latent.{k}"), xp.concat([*tracks.latents, scalars], axis=-1)
     )
@@ -566,6 +570,7 @@ def layer_backward(
     *grad_latents_in, grad_latent = grad_tracks.latents
     xp = namespace(grad_latent)
     S = grad_latent.shape[1]
+    # 4. latent MLP
     if grad_tracks.env_weights is not None:
         grad_latent = xp.concat([grad_latent, _flat_channels(xp, grad_tracks.env_weights)], axis=-1)
     grad_z, grad_w = mlp_backward(
@@ -576,17 +581,20 @@ def layer_backward(
     )
     grads = _named(f"latent.{c.k}", grad_w)
     grad_latents = tuple(g + grad_z[:, S * j : S * (j + 1)] for j, g in enumerate(grad_latents_in))
+    # 3. scalar extraction
     grad_scalars = xp.permute_dims(grad_z[:, S * len(grad_latents_in) :], (1, 0))  # [U, E]
     if grad_tracks.tensors is None:  # the last layer: V^L reaches the loss only through s
         grad_tensors = grad_scalars[:, :, None]
     else:
         grad_tensors = grad_tracks.tensors
         grad_tensors[:, :, 0] = grad_tensors[:, :, 0] + grad_scalars
+    # 2. tensor product
     grad_tensors_in, grad_density, grad_theta = c.tensor_product.backward(
         c.tensor_product_cache, grad_tensors
     )
     if parameter_gradients:
         grads[f"tp.{c.k}"] = grad_theta
+    # 1. density
     grad_env_weights, grad_sh = environment_density_backward(
         c.density_cache, grad_density * c.inv_sqrt_nbar[:, None, None]
     )
