@@ -219,7 +219,10 @@ class Irreps(_EqualToItsString):
         """The largest degree present, entries of multiplicity 0 not counted (as e3nn's
         ``max(ls)``); ValueError when no irrep is present."""
         if self.num_irreps == 0:
-            raise ValueError(f"lmax of Irreps({str(self)!r}) is undefined: it holds no irrep")
+            raise ValueError(
+                f"lmax of Irreps({str(self)!r}) is undefined: it is empty (no irrep of "
+                f"multiplicity > 0)"
+            )
         return max(entry.ir.l for entry in self if entry.mul > 0)
 
     def slices(self) -> list[slice]:
