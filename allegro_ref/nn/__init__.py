@@ -7,6 +7,7 @@ e3nn's general `TensorProduct` and `EquivariantLinear`, which the model does not
 
 from .environment import (
     EdgeGroups,
+    EnvironmentDensityCache,
     environment_density_backward,
     environment_density_forward,
     group_edges,
@@ -40,6 +41,7 @@ __all__ = [
     "scatter_sum",
     "scatter_sum_backward",
     "EdgeGroups",
+    "EnvironmentDensityCache",
     "group_edges",
     "environment_density_forward",
     "environment_density_backward",

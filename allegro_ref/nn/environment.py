@@ -31,6 +31,7 @@ from ..o3 import Irreps
 
 __all__ = [
     "EdgeGroups",
+    "EnvironmentDensityCache",
     "group_edges",
     "environment_density_forward",
     "environment_density_backward",
@@ -126,7 +127,18 @@ def _pad_atoms(xp, a, n_atoms: int):
     return xp.concat([a, rest], axis=0)
 
 
-def environment_density_forward(weights, sh, irreps, groups: EdgeGroups, n_atoms: int):
+class EnvironmentDensityCache(NamedTuple):
+    """What `environment_density_backward` needs from the forward."""
+
+    w_groups: Any  # [n_irreps, n_centers, K, U]: the weights grouped by center, per irrep
+    sh_groups: Any  # [n_centers, K, dim]: the features grouped by center, zero padding
+    irreps: Irreps
+    groups: EdgeGroups
+
+
+def environment_density_forward(
+    weights: Any, sh: Any, irreps: Any, groups: EdgeGroups, n_atoms: int
+) -> tuple[Any, EnvironmentDensityCache]:
     """Environments A[i, u, (l, m)] = Σ_{e: c_e = i} w[e, u, l] Y[e, (l, m)] (module docstring).
 
     Args:
@@ -156,12 +168,21 @@ def environment_density_forward(weights, sh, irreps, groups: EdgeGroups, n_atoms
         for i, s in enumerate(irreps.slices())
     ]
     density = _pad_atoms(xp, xp.concat(blocks, axis=-1), n_atoms)
-    return density, (w_groups, sh_groups, irreps, groups)
+    return density, EnvironmentDensityCache(w_groups, sh_groups, irreps, groups)
 
 
-def environment_density_backward(cache, grad_density):
-    """VJP of `environment_density_forward`: ``(grad_weights [E, U, n_irreps],
-    grad_sh [E, dim])`` from ``grad_density [N, U, dim]``."""
+def environment_density_backward(
+    cache: EnvironmentDensityCache, grad_density: Any
+) -> tuple[Any, Any]:
+    """VJP of `environment_density_forward` (module docstring).
+
+    Args:
+        cache: from `environment_density_forward`.
+        grad_density: `[N, U, dim]`, ∂L/∂A.
+
+    Returns:
+        `(grad_weights [E, U, n_irreps], grad_sh [E, dim])`.
+    """
     w_groups, sh_groups, irreps, groups = cache
     xp = namespace(grad_density)
     g = grad_density[: groups.n_centers, ...]
