@@ -8,16 +8,12 @@ Features use e3nn's "mul_ir" layout `[..., irreps.dim]`: entry `(mul, ir)` of an
 entries of multiplicity 0, an empty Irreps, instructions without weights (`weight_numel == 0`)
 and an empty batch, in forward and backward.
 
-## Tensor product
+**Tensor product** (`TensorProduct`, e3nn's `o3.TensorProduct`): couples entries of two
+features through the real Wigner 3j symbol (`allegro_ref.o3.wigner_3j`) along a list of
+instructions, with e3nn's connection modes and normalizations (class docstring).
 
-`TensorProduct` couples entries of two features through the real Wigner 3j symbol
-(`allegro_ref.o3.wigner_3j`) along a list of instructions (class docstring).
-
-## Equivariant linear map
-Equivariant linear map: channel mixing within each irrep type (e3nn's `o3.Linear`).
-
-Features use e3nn's "mul_ir" layout `[..., irreps.dim]` (entry `(mul, ir)` holds `mul`
-contiguous copies of `ir`). For every pair of an input entry `i` and an output entry `o`
+**Equivariant linear map** (`EquivariantLinear`, e3nn's `o3.Linear` without biases): channel
+mixing within each irrep type. For every pair of an input entry `i` and an output entry `o`
 carrying the same irrep (an *instruction*), with weights `W_io` `[mul_i, mul_o]`:
 
     out_o[w, m] = Σ_{i -> o} α_o Σ_u W_io[u, w] x_i[u, m]

@@ -1,19 +1,17 @@
 # ruff: noqa: E741  (l is the degree of a representation, as in every textbook)
-r"""The environment of a center atom, built from its edges: Allegro's density trick, computed
+"""The environment of a center atom, built from its edges: Allegro's density trick, computed
 on the edges grouped by center atom (`group_edges`) so that every per-atom sum over edges is a
 batched matrix product.
 
 **Density** (`environment_density_forward`): the environment of atom i, one weight per
 (edge, channel, irrep) times the spherical harmonics, summed over i's edges,
 
-$$A[i, u, (l, m)] = \sum_{e: c_e = i} w[e, u, l]\; Y[e, (l, m)]
-\qquad (\text{per } l\text{: } A_l[i] = W_l[i]^\top Y_l[i]),$$
+    A[i, u, (l, m)] = Σ_{e: c_e = i} w[e, u, l] Y[e, (l, m)]       (per l: A_l[i] = W_l[i]ᵀ Y_l[i])
 
-the same numbers as `scatter_sum(irrep_weighted_forward(w, Y), centers)` without the per-edge
-`[E, U, dim]` products. Backward, with $G = \partial L / \partial A$:
-$\partial L / \partial w[e, u, l] = \sum_m Y[e, (l, m)]\, G[c_e, u, (l, m)]$ and
-$\partial L / \partial Y[e, (l, m)] = \sum_u w[e, u, l]\, G[c_e, u, (l, m)]$
-(per l: $Y_l G_l^\top$ and $W_l G_l$).
+— the same numbers as `scatter_sum(irrep_weighted_forward(w, Y), centers)` without the
+per-edge `[E, U, dim]` products. Backward, with G = ∂L/∂A: ∂L/∂w[e, u, l] =
+Σ_m Y[e, (l, m)] G[c_e, u, (l, m)] and ∂L/∂Y[e, (l, m)] = Σ_u w[e, u, l] G[c_e, u, (l, m)]
+(per l: Y_l G_lᵀ and W_l G_l).
 
 **Grouping** (`group_edges`): the edges of each center atom fill `k_max` consecutive slots of
 a `[n_centers, k_max]` block, shorter groups padded with copies of edge 0 (masked wherever they

@@ -2,53 +2,43 @@
 r"""Allegro's tensor product: every edge's tensor features coupled with the environment of its
 center atom, channel by channel, with a hand-written backward.
 
-**Paths.** A feature of irrep $a = (l_a, p_a)$ and one of irrep $b$ couple into irrep $c$
+**Paths.** A feature x of irrep a = (l_a, p_a) and a feature y of irrep b couple into irrep c
 through the real Wigner 3j symbol (`allegro_ref.o3.wigner_3j`, e3nn's basis and signs),
 
-$$z_\gamma = \sum_{\alpha \beta} C_{\alpha \beta \gamma}\, x_\alpha\, y_\beta ,
-\qquad C = \sqrt{2 l_c + 1}\; \mathrm{3j}(l_a, l_b, l_c),$$
+    z[γ] = Σ_{α β} C[α, β, γ] x[α] y[β],        C = √(2 l_c + 1) · 3j(l_a, l_b, l_c),
 
-whenever $c$ occurs in $a \otimes b$ (the selection rule of `Irrep.__mul__`:
-$|l_a - l_b| \le l_c \le l_a + l_b$ and $p_c = p_a p_b$). Each such $a \otimes b \to c$ is a
-*path* $p$ (`allowed_paths`); the factor $\sqrt{2 l_c + 1}$ is e3nn's "component"
-normalization (unit-variance inputs give unit-variance outputs per path). All paths' blocks
-placed at their entries' offsets form the coupling tensor $C[p, \alpha, \beta, \gamma]$
-(`coupling_tensor`; the official Allegro code stores the same numbers as its `w3j` buffer).
+whenever c occurs in a ⊗ b (the selection rule of `Irrep.__mul__`: |l_a − l_b| <= l_c <=
+l_a + l_b and p_c = p_a p_b). Each such a ⊗ b → c is a *path* p (`allowed_paths`); the factor
+√(2 l_c + 1) is e3nn's "component" normalization (unit-variance inputs give unit-variance
+outputs per path). All paths' blocks placed at their entries' offsets form the coupling tensor
+C[p, α, β, γ] (`coupling_tensor`; the official Allegro code stores the same numbers as the
+`w3j` buffer of its `Contracter`).
 
 **The product** (`EnvironmentTensorProduct`; the official `Contracter`, mode "uuu"). Edge
-$e = (i \to j)$ carries tensor features $x[u, e]$ in $U$ channels; its center atom $i = c_e$
-carries the environment $A[i, u]$ (`environment_density_forward`). Channel $u$ of $x$ meets only
-channel $u$ of $A$, and every (channel, path) has a learned weight $\theta[u, p]$:
+e = (i → j) carries tensor features x[u, e] in U channels; its center atom i = c_e carries the
+environment A[i, u] (`environment_density_forward`). Channel u of x meets only channel u of A,
+and every (channel, path) has a learned weight θ[u, p]:
 
-$$\mathrm{out}[u, e, \gamma] = \sum_p \theta[u, p] \sum_{\alpha \beta}
-C_p[\alpha, \beta, \gamma]\; x[u, e, \alpha]\; A[c_e, u, \beta]
-= \sum_{\alpha \beta} W_u[\alpha, \beta, \gamma]\; x[u, e, \alpha]\; A[c_e, u, \beta],$$
+    out[u, e, γ] = Σ_p θ[u, p] Σ_{α β} C_p[α, β, γ] x[u, e, α] A[c_e, u, β]
+                 = Σ_{α β} W_u[α, β, γ] x[u, e, α] A[c_e, u, β],      W_u = Σ_p θ[u, p] C_p.
 
-with the fused couplings $W_u = \sum_p \theta[u, p]\, C_p$. With `path_channel_coupling=False`
-one weight per path is shared by the channels ($\theta[u, p] = \theta[p]$). No path-count
-normalization, as in the official code. `EnvironmentTensorProduct.reference` computes this sum
-path by path, as written.
+With `path_channel_coupling=False` one weight per path is shared by the channels
+(θ[u, p] = θ[p]). No path-count normalization, as in the official code.
+`EnvironmentTensorProduct.reference` computes the first line path by path, as written.
 
-**Folding the environment per atom.** All edges of atom $i$ meet the same $A[i]$, so the sum
-over $\beta$ is done once per atom:
+**Folding the environment per atom.** All edges of atom i meet the same A[i], so the sum over
+β is done once per atom:
 
-$$M[u, i, \alpha, \gamma] = \sum_\beta W_u[\alpha, \beta, \gamma]\, A[i, u, \beta]
-\quad (U\, d_1 d_2 d_{out} \text{ multiply-adds per atom}), \qquad
-\mathrm{out}[u, e, :] = x[u, e, :]\; M[u, c_e] \quad (U\, d_1 d_{out} \text{ per edge}),$$
+    M[u, i, α, γ] = Σ_β W_u[α, β, γ] A[i, u, β]      (per atom: U·d1·d2·d_out multiply-adds)
+    out[u, e, :]  = x[u, e, :] @ M[u, c_e]            (per edge: U·d1·d_out multiply-adds)
 
-the same function with $d_2$ times fewer operations per edge (9 at $l_{max} = 2$) and no
-per-edge pair products. Backward, with $g = \partial L / \partial \mathrm{out}$ (the same maps
-transposed):
+the same function with d2 times fewer operations per edge (9 at l_max = 2) and no per-edge pair
+products. Backward, with g = ∂L/∂out (the same maps transposed):
 
-$$\begin{aligned}
-\partial L / \partial x[u, e, :] &= g[u, e, :]\; M[u, c_e]^\top \\
-\partial L / \partial M[u, i] &= \textstyle\sum_{e: c_e = i} x[u, e, :]^\top g[u, e, :]
-  \quad (\text{a } [d_1, d_{out}] \text{ matrix per atom}) \\
-\partial L / \partial A[i, u, \beta] &= \textstyle\sum_{\alpha \gamma}
-  W_u[\alpha, \beta, \gamma]\; \partial L / \partial M[u, i, \alpha, \gamma] \\
-\partial L / \partial \theta[u, p] &= \textstyle\sum_{\alpha \beta \gamma}
-  C_p[\alpha, \beta, \gamma] \sum_i A[i, u, \beta]\; \partial L / \partial M[u, i, \alpha, \gamma]
-\end{aligned}$$
+    ∂L/∂x[u, e, :]   = g[u, e, :] @ M[u, c_e]ᵀ
+    ∂L/∂M[u, i]      = Σ_{e: c_e = i} x[u, e, :]ᵀ g[u, e, :]      (a [d1, d_out] matrix per atom)
+    ∂L/∂A[i, u, β]   = Σ_{α γ} W_u[α, β, γ] ∂L/∂M[u, i, α, γ]
+    ∂L/∂θ[u, p]      = Σ_{α β γ} C_p[α, β, γ] Σ_i A[i, u, β] ∂L/∂M[u, i, α, γ]
 
 **Layout.** The tensor features are channel-major, `[U, E, d]` (the Allegro model's tensor
 track), so that the edges of one (channel, center) are consecutive rows and the per-edge
@@ -98,8 +88,8 @@ def allowed_paths(irreps_in1: Any, irreps_in2: Any, irreps_out: Any) -> list[tup
 
 
 def _path_coupling(ir1: Irrep, ir2: Irrep, ir_out: Irrep) -> np.ndarray:
-    r"""$C_p = \sqrt{2 l_{out} + 1}\; \mathrm{3j}(l_1, l_2, l_{out})$ `[2l1+1, 2l2+1, 2l_out+1]`
-    (float64 NumPy): the coupling of one path, e3nn's "component" normalization."""
+    """C_p = √(2 l_out + 1) · 3j(l1, l2, l_out) `[2l1+1, 2l2+1, 2l_out+1]` (float64 NumPy): the
+    coupling of one path, e3nn's "component" normalization."""
     return math.sqrt(ir_out.dim) * wigner_3j(ir1.l, ir2.l, ir_out.l)
 
 
@@ -149,7 +139,7 @@ class EnvironmentTensorProductCache(NamedTuple):
 
 
 class EnvironmentTensorProduct:
-    r"""Allegro's channel-wise tensor product of edge features with the environment of their
+    """Allegro's channel-wise tensor product of edge features with the environment of their
     center atom (module docstring: formula, fold, backward, layout).
 
     Args:
@@ -287,11 +277,10 @@ class EnvironmentTensorProduct:
     # ---- the reference -----------------------------------------------------------------------
 
     def reference(self, x: Any, env: Any, centers: Any, weights: Any) -> Any:
-        r"""The same product computed path by path, as the formula reads (the test oracle of
+        """The same product computed path by path, as the formula reads (the test oracle of
         `forward`; no cache, no backward):
 
-        $$\mathrm{out}[u, e, \gamma] = \sum_p \theta[u, p] \sum_{\alpha \beta}
-        C_p[\alpha, \beta, \gamma]\; x[u, e, \alpha]\; A[c_e, u, \beta],$$
+            out[u, e, γ] = Σ_p θ[u, p] Σ_{α β} C_p[α, β, γ] x[u, e, α] A[c_e, u, β],
 
         each path's double sum the einsum `"uea,ueb,abc->uec"` written as a broadcast product
         summed over α and β (the Array API standard has no einsum). Memory
