@@ -87,10 +87,13 @@ def allowed_paths(irreps_in1: Any, irreps_in2: Any, irreps_out: Any) -> list[tup
     ]
 
 
+@functools.cache
 def _path_coupling(ir1: Irrep, ir2: Irrep, ir_out: Irrep) -> np.ndarray:
-    """C_p = √(2 l_out + 1) · 3j(l1, l2, l_out) `[2l1+1, 2l2+1, 2l_out+1]` (float64 NumPy): the
-    coupling of one path, e3nn's "component" normalization."""
-    return math.sqrt(ir_out.dim) * wigner_3j(ir1.l, ir2.l, ir_out.l)
+    """C_p = √(2 l_out + 1) · 3j(l1, l2, l_out) `[2l1+1, 2l2+1, 2l_out+1]` (float64 NumPy,
+    read-only, cached): the coupling of one path, e3nn's "component" normalization."""
+    coupling = math.sqrt(ir_out.dim) * wigner_3j(ir1.l, ir2.l, ir_out.l)
+    coupling.flags.writeable = False  # cached: shared by every caller
+    return coupling
 
 
 def coupling_tensor(irreps_in1: Any, irreps_in2: Any, irreps_out: Any) -> np.ndarray:
