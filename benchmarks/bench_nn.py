@@ -1,5 +1,5 @@
-"""Benchmark of Allegro's channel-wise tensor product (allegro_ref.nn.ChannelwiseTensorProduct)
-against the same work in e3nn, where e3nn is importable.
+"""Benchmark of Allegro's tensor product (allegro_ref.nn.EnvironmentTensorProduct, the product the
+model runs) against the same map in e3nn, where e3nn is importable.
 
     python benchmarks/bench_nn.py --threads 1 --quick                     # allegro_ref alone
     PYTHONPATH=/work/main /work/main/.venv-compare/bin/python benchmarks/bench_nn.py --threads 1
@@ -7,6 +7,10 @@ against the same work in e3nn, where e3nn is importable.
 Work: SH(l_max) ⊗ SH(l_max) -> SH(l_max) with SH(2) = 0e+1o+2e (11 paths) and SH(3) =
 0e+1o+2e+3o (23 paths), U channels, one weight per (channel, path), E edges; "fwd" is the
 output, "fwd+bwd" the output and the gradients with respect to both inputs and the weights.
+As in Allegro, the second input is the environment of each edge's center atom: the edges are
+sorted by center, K per center (``--edges-per-center``, default 40), so allegro_ref folds the
+environment into the couplings once per atom; e3nn and the Contracter multiply per edge by
+the environment gathered onto the edges (``env[centers]``).
 
 e3nn's version of the same map is ``o3.TensorProduct`` on U copies of each irrep with one
 "uuu" instruction per path (weights [U] per path) and ``path_normalization="none"``, so the
@@ -37,6 +41,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--contracter", action="store_true", help="also time allegro's Contracter")
     parser.add_argument("--edges", type=int, nargs="+", help="edge counts (default 1e4 1e5)")
     parser.add_argument("--lmax", type=int, nargs="+", default=[2, 3], help="default 2 3")
+    parser.add_argument("--edges-per-center", type=int, default=40, help="K, default 40")
     return parser.parse_args()
 
 
@@ -47,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # no install neede
 
 import numpy as np  # noqa: E402
 
-from allegro_ref.nn import ChannelwiseTensorProduct  # noqa: E402
+from allegro_ref.nn import EnvironmentTensorProduct, group_edges  # noqa: E402
 from allegro_ref.o3 import Irreps  # noqa: E402
 
 try:
@@ -86,9 +91,10 @@ def to_mul_ir(x: np.ndarray, irreps: Irreps) -> np.ndarray:
     return np.concatenate([x[..., s].reshape(x.shape[0], -1) for s in irreps.slices()], axis=-1)
 
 
-def e3nn_case(irreps: Irreps, tp: ChannelwiseTensorProduct, x1, x2, theta, g):
-    """Closures (fwd, fwd+bwd) running e3nn's "uuu" TensorProduct, and its output in our
-    layout for the check."""
+def e3nn_case(irreps: Irreps, tp: EnvironmentTensorProduct, x1, x2, theta, g):
+    """Closures (fwd, fwd+bwd) running e3nn's "uuu" TensorProduct on x1, x2, g ``[E, U, dim]``
+    (x2: the environments gathered onto the edges), and its output ``[E, U, dim]`` for the
+    check."""
     n_channels = tp.num_channels
     wide = e3nn_o3.Irreps([(n_channels, (ir.l, ir.p)) for _, ir in irreps])
     instructions = [(i1, i2, i_out, "uuu", True) for i1, i2, i_out in tp.paths]
@@ -122,7 +128,7 @@ def e3nn_case(irreps: Irreps, tp: ChannelwiseTensorProduct, x1, x2, theta, g):
     return forward, forward_backward, out_ours_layout
 
 
-def contracter_case(irreps: Irreps, tp: ChannelwiseTensorProduct, x1, x2, theta, g):
+def contracter_case(irreps: Irreps, tp: EnvironmentTensorProduct, x1, x2, theta, g):
     e3nn_irreps = e3nn_o3.Irreps(str(irreps))
     torch.set_default_dtype(getattr(torch, str(x1.dtype)))
     module = Contracter(e3nn_irreps, e3nn_irreps, e3nn_irreps, mul=tp.num_channels)
@@ -154,34 +160,45 @@ def main() -> None:
     header += " ratio fwd | ratio fwd+bwd |"
     if ARGS.contracter:
         header += " Contracter fwd | Contracter fwd+bwd |"
-    print(f"threads {ARGS.threads}; ms, median (best)\n")
+    k = ARGS.edges_per_center
+    print(f"threads {ARGS.threads}; K = {k} edges per center; ms, median (best)\n")
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for l_max in L_MAXES:
         irreps = Irreps.spherical_harmonics(l_max)
         for n_channels in CHANNELS:
-            tp = ChannelwiseTensorProduct(irreps, irreps, irreps, n_channels)
+            tp = EnvironmentTensorProduct(irreps, irreps, irreps, n_channels)
             for n_edges in EDGES:
                 repeats = 3 if ARGS.quick or n_edges > 10_000 else 5
+                n_atoms = -(-n_edges // ARGS.edges_per_center)
+                centers = np.minimum(np.arange(n_edges) // ARGS.edges_per_center, n_atoms - 1)
+                groups = group_edges(centers)
                 for dtype in DTYPES:
-                    x1, x2, g = (
-                        rng.standard_normal((n_edges, n_channels, irreps.dim)).astype(dtype)
-                        for _ in range(3)
+                    x, g = (
+                        rng.standard_normal((n_channels, n_edges, irreps.dim)).astype(dtype)
+                        for _ in range(2)
                     )
+                    env = rng.standard_normal((n_atoms, n_channels, irreps.dim)).astype(dtype)
                     theta = tp.init_weights(rng).astype(dtype)
-                    ours_out = tp.forward(x1, x2, theta)[0]
-                    ours_fwd = timed(lambda: tp.forward(x1, x2, theta), repeats)  # noqa: B023
+                    ours_out = tp.forward(x, env, groups, theta)[0]
+                    ours_fwd = timed(lambda: tp.forward(x, env, groups, theta), repeats)  # noqa: B023
                     ours_fb = timed(
-                        lambda: tp.backward(tp.forward(x1, x2, theta)[1], g),  # noqa: B023
+                        lambda: tp.backward(tp.forward(x, env, groups, theta)[1], g),  # noqa: B023
                         repeats,
                     )
                     row = [str(l_max), str(n_channels), f"{n_edges:.0e}", dtype]
                     row += [fmt(ours_fwd), fmt(ours_fb)]
+                    # the per-edge operands of e3nn and the Contracter, edge-major [E, U, dim]
+                    x1, x2, g_edges = (
+                        np.ascontiguousarray(a)
+                        for a in (x.transpose(1, 0, 2), env[centers], g.transpose(1, 0, 2))
+                    )
                     if torch is None:
                         row += ["—"] * 4
                     else:
-                        fwd, fb, out = e3nn_case(irreps, tp, x1, x2, theta, g)
-                        error = np.abs(out - ours_out).max() / np.abs(out).max()
+                        fwd, fb, out = e3nn_case(irreps, tp, x1, x2, theta, g_edges)
+                        expected = ours_out.transpose(1, 0, 2)
+                        error = np.abs(out - expected).max() / np.abs(out).max()
                         tolerance = 1e-4 if dtype == "float32" else 1e-12
                         assert error < tolerance, f"e3nn and allegro_ref differ by {error:.1e}"
                         e3nn_fwd, e3nn_fb = timed(fwd, repeats), timed(fb, repeats)
@@ -194,7 +211,7 @@ def main() -> None:
                         if Contracter is None or n_edges > 10_000 or l_max > 2:
                             row += ["—", "—"]
                         else:
-                            fwd, fb = contracter_case(irreps, tp, x1, x2, theta, g)
+                            fwd, fb = contracter_case(irreps, tp, x1, x2, theta, g_edges)
                             row += [fmt(timed(fwd, 2)), fmt(timed(fb, 2))]
                     print("| " + " | ".join(row) + " |", flush=True)
 

@@ -15,6 +15,11 @@ irreps and options of a case are stored as 0-d string / int arrays next to them.
     weights; the fixture always stores them as ``[U, n_paths]`` (or ``[n_paths]``).
 (b) ``e3nn_tp_*``: ``e3nn.o3.TensorProduct`` with "uvw", "uvu" and "uuu" instructions, several
     normalizations, shared and per-sample weights; ``e3nn_linear_*``: ``e3nn.o3.Linear``.
+
+Consumers: (a) tests/nn/test_tensor_product.py (``allegro_ref.nn.EnvironmentTensorProduct``,
+every edge its own center atom, so the environment of edge e is its x2); (b)
+tests/nn/test_e3nn_compat.py (``allegro_ref.nn.e3nn_compat.TensorProduct`` and
+``EquivariantLinear``).
 """
 
 from __future__ import annotations

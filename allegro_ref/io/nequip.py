@@ -39,8 +39,7 @@ from typing import Any
 import numpy as np
 
 from ..model import AllegroConfig, AllegroModel
-from ..nn.tensor_product import allowed_paths
-from ..o3 import wigner_3j
+from ..nn import coupling_tensor
 from ._torch_archive import TorchArchive, module_state_dict
 
 __all__ = [
@@ -455,14 +454,7 @@ def _check_couplings(state: Mapping[str, np.ndarray], config: AllegroConfig) -> 
         key = f"allegro.tps.{k}.w3j"
         if key not in state:
             continue
-        paths = allowed_paths(irreps_in, config.sh_irreps, irreps_out)
-        slices = [irreps.slices() for irreps in (irreps_in, config.sh_irreps, irreps_out)]
-        ours = np.zeros((len(paths), irreps_in.dim, config.sh_irreps.dim, irreps_out.dim))
-        for p, (i1, i2, i_out) in enumerate(paths):
-            l1, l2 = irreps_in[i1].ir.l, config.sh_irreps[i2].ir.l
-            l_out = irreps_out[i_out].ir.l
-            block = np.sqrt(2 * l_out + 1) * wigner_3j(l1, l2, l_out)
-            ours[p, slices[0][i1], slices[1][i2], slices[2][i_out]] = block
+        ours = coupling_tensor(irreps_in, config.sh_irreps, irreps_out)
         theirs = state[key]
         if theirs.ndim == 3:  # "diagonal" storage (path, i = j, k) when every path has l_a = l_b
             diagonal = np.arange(theirs.shape[1])

@@ -220,7 +220,7 @@ class AllegroConfig:
         allowed = self.allowed_tensor_irreps()
 
         def reachable(inputs: list[Irrep]) -> list[Irrep]:
-            return [c for c in allowed if any(_couples(a, b, c) for a in inputs for b in sh)]
+            return [c for c in allowed if any(c in a * b for a in inputs for b in sh)]
 
         outputs: list[list[Irrep]] = []
         inputs = sh
@@ -230,7 +230,7 @@ class AllegroConfig:
             inputs = out
         for k in range(self.num_layers - 2, -1, -1):
             keep = outputs[k + 1]
-            outputs[k] = [c for c in outputs[k] if any(_couples(c, b, d) for b in sh for d in keep)]
+            outputs[k] = [c for c in outputs[k] if any(d in c * b for b in sh for d in keep)]
         inputs_per_layer = [sh] + outputs[:-1]
         return [
             (Irreps([(1, ir) for ir in i]), Irreps([(1, ir) for ir in o]))
@@ -247,7 +247,7 @@ class AllegroConfig:
 
     def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
         """Name -> shape of every parameter array (the contents of a weight file)."""
-        from ..nn import ChannelwiseTensorProduct
+        from ..nn import EnvironmentTensorProduct
 
         S, U, B, T, D = (
             self.num_scalar_features,
@@ -273,7 +273,7 @@ class AllegroConfig:
         shapes["tensor_embed.0"] = (S, U * n_l)
         shapes["first_projection.0"] = (S, S + U * n_l)
         for k, (irreps_in, irreps_out) in enumerate(self.layer_irreps()):
-            tp = ChannelwiseTensorProduct(
+            tp = EnvironmentTensorProduct(
                 irreps_in, self.sh_irreps, irreps_out, U, self.tp_path_channel_coupling
             )
             shapes[f"tp.{k}"] = tuple(tp.weight_shape)
@@ -315,7 +315,3 @@ class AllegroConfig:
             )
         return cls(**data)
 
-
-def _couples(a: Irrep, b: Irrep, c: Irrep) -> bool:
-    """Whether a x b contains c: |l_a - l_b| <= l_c <= l_a + l_b and p_c = p_a p_b."""
-    return abs(a.l - b.l) <= c.l <= a.l + b.l and c.p == a.p * b.p

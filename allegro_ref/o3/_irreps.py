@@ -92,7 +92,10 @@ class Irrep(_EqualToItsString):
 
     def __mul__(self, other: Irrep | str) -> Iterator[Irrep]:
         """The irreps in the tensor product ``self (x) other``: ``l = |l1 - l2| .. l1 + l2``, each
-        once, with parity ``p1 p2`` (a generator, as in e3nn)."""
+        once, with parity ``p1 p2`` (a generator, as in e3nn).
+
+        This is the selection rule of the whole library: ``ir_out in ir1 * ir2`` decides whether
+        a path ``ir1 (x) ir2 -> ir_out`` exists (tensor-product paths, the model's irreps)."""
         other = Irrep(other)
         parity = self.p * other.p
         return (Irrep(l, parity) for l in range(abs(self.l - other.l), self.l + other.l + 1))
@@ -213,10 +216,14 @@ class Irreps(_EqualToItsString):
 
     @property
     def lmax(self) -> int:
-        """The largest degree present; ValueError for an empty Irreps."""
-        if len(self) == 0:
-            raise ValueError("lmax of an empty Irreps is undefined")
-        return max(entry.ir.l for entry in self)
+        """The largest degree present, entries of multiplicity 0 not counted (as e3nn's
+        ``max(ls)``); ValueError when no irrep is present."""
+        if self.num_irreps == 0:
+            raise ValueError(
+                f"lmax of Irreps({str(self)!r}) is undefined: it is empty (no irrep of "
+                f"multiplicity > 0)"
+            )
+        return max(entry.ir.l for entry in self if entry.mul > 0)
 
     def slices(self) -> list[slice]:
         """The slice of a feature vector occupied by each entry, in order."""

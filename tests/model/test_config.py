@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 
 from allegro_ref.model import AllegroConfig
-from allegro_ref.nn import ChannelwiseTensorProduct
+from allegro_ref.nn import EnvironmentTensorProduct
 from allegro_ref.o3 import Irreps
 
 
 def _paths_per_layer(**kwargs) -> list[int]:
     config = AllegroConfig(type_names=["A"], r_max=4.0, **kwargs)
     return [
-        ChannelwiseTensorProduct(i, config.sh_irreps, o, 4, True).n_paths
+        EnvironmentTensorProduct(i, config.sh_irreps, o, 4, True).n_paths
         for i, o in config.layer_irreps()
     ]
 

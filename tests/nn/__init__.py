@@ -1,10 +1,14 @@
-"""Tests of allegro_ref.nn, and the finite-difference check the block tests share."""
+"""Tests of allegro_ref.nn, and what the block tests share: the finite-difference check and the
+strategy of edge sets grouped by center atom."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from hypothesis import strategies as st
+
+from tests.strategies import seeds
 
 
 def assert_directional_derivatives(
@@ -42,3 +46,18 @@ def assert_directional_derivatives(
             f"input {i}: finite difference {numeric!r} vs analytic {analytic!r} "
             f"(error {error:.3e}, scale {scale:.3e}, rounding {rounding:.3e})"
         )
+
+
+@st.composite
+def edge_sets(draw):
+    """(centers [E], n_atoms): sorted with equal counts (the reshape path of ``group_edges``),
+    or random centers (unsorted, variable counts, some atoms without edges, the last atoms
+    never a center, possibly no edge at all)."""
+    rng = np.random.default_rng(draw(seeds))
+    if draw(st.booleans()):
+        n_atoms, k = draw(st.integers(1, 6)), draw(st.integers(1, 5))
+        return np.repeat(np.arange(n_atoms), k), n_atoms
+    n_atoms = draw(st.integers(1, 8))
+    n_edges = draw(st.integers(0, 25))
+    n_centers = draw(st.integers(1, n_atoms))
+    return rng.integers(0, n_centers, n_edges), n_atoms

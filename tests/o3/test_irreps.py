@@ -138,6 +138,28 @@ def test_irreps_str_and_repr_round_trip(entries):
     assert str(irreps) == "+".join(f"{mul}x{ir}" for mul, ir in entries)
 
 
+@given(entries=entries_st)
+def test_irreps_lmax_is_the_largest_l_present(entries):
+    irreps = Irreps(entries)
+    if irreps.ls:
+        assert irreps.lmax == max(irreps.ls) == irreps.simplify().lmax
+    else:
+        with pytest.raises(ValueError, match="empty"):
+            _ = irreps.lmax
+
+
+@pytest.mark.parametrize("text", ["1x0e+2x1o", "", "0x1o", "1x0e+0x2e+3x1e", "0e + 2x1o"])
+def test_irreps_repr_parses_back(text):
+    """repr is eval-able and holds the e3nn string, which parses back: empty Irreps and
+    multiplicity-0 entries included; entries and single irreps too."""
+    irreps = Irreps(text)
+    assert eval(repr(irreps)) == irreps
+    assert repr(irreps) == f"Irreps('{irreps}')" and Irreps(str(irreps)) == irreps
+    for entry in irreps:
+        assert eval(repr(entry)) == entry and Irreps(str(entry)) == Irreps([entry])
+        assert eval(repr(entry.ir)) == entry.ir and Irrep(str(entry.ir)) == entry.ir
+
+
 def test_irreps_equality_and_hash():
     a = Irreps("2x0e+1x1o")
     assert a == "2x0e + 1x1o" and a != "1x1o+2x0e" and a != "2x0e+1o+0x2e"
@@ -155,7 +177,7 @@ def test_irreps_sizes():
     irreps = Irreps("8x0e + 8x1o + 4x2e + 0x3o")
     assert irreps.dim == 8 + 24 + 20
     assert irreps.num_irreps == 20
-    assert irreps.lmax == 3
+    assert irreps.lmax == 2  # the 0x3o entry holds no irrep (e3nn: the largest l present)
     assert irreps.ls == [0] * 8 + [1] * 8 + [2] * 4
     assert irreps.slices() == [slice(0, 8), slice(8, 32), slice(32, 52), slice(52, 52)]
     assert irreps.count("1o") == 8 and irreps.count("1e") == 0
@@ -163,6 +185,9 @@ def test_irreps_sizes():
     assert MulIrrep(4, Irrep("2e")).dim == 20 and str(MulIrrep(4, Irrep("2e"))) == "4x2e"
     with pytest.raises(ValueError, match="empty"):
         _ = Irreps("").lmax
+    with pytest.raises(ValueError, match="empty"):
+        _ = Irreps("0x1o+0x2e").lmax
+    assert Irreps("0x4e+1x1o+0x2o").lmax == 1
 
 
 @given(entries=entries_st)

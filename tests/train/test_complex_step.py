@@ -17,9 +17,10 @@ import pytest
 from allegro_ref.backend import float_dtype
 from allegro_ref.model import AllegroConfig, AllegroModel
 from allegro_ref.nn import (
-    ChannelwiseTensorProduct,
+    EnvironmentTensorProduct,
     bessel_basis_backward,
     bessel_basis_forward,
+    group_edges,
     mlp_backward,
     mlp_forward,
     polynomial_cutoff_backward,
@@ -144,30 +145,31 @@ def _flatten(result):
     return [grad_x, *grad_weights]
 
 
-def test_channelwise_tensor_product_irrep_weights_and_scatter(backend, rng):
+def test_tensor_product_irrep_weights_and_scatter(backend, rng):
     sh = "0e+1o+2e"
-    tp = ChannelwiseTensorProduct(sh, sh, "0e+1o+1e+2e", 3)
+    tp = EnvironmentTensorProduct(sh, sh, "0e+1o+1e+2e", 3)
     n_edges, n_atoms = 7, 3
     index = backend.asarray(rng.integers(0, n_atoms, n_edges))
+    groups = group_edges(index)
     w = rng.standard_normal((3, n_edges, 3))  # [U, E, n_irreps], channel-major as in the model
     y = rng.standard_normal((n_edges, 9))
-    x1 = rng.standard_normal((n_edges, 3, 9))
+    x = rng.standard_normal((3, n_edges, 9))  # [U, E, dim]
     theta = rng.standard_normal(tp.weight_shape)
 
     def block(xs):
         env, cache_env = irrep_weighted_forward(xs[0], xs[1], sh)
         density = scatter_sum(backend.xp.permute_dims(env, (1, 0, 2)), index, n_atoms)
-        out, cache_tp = tp.forward(xs[2], backend.xp.take(density, index, axis=0), xs[3])
+        out, cache_tp = tp.forward(xs[2], density, groups, xs[3])
 
         def vjp(cs):
-            g1, g_density_edges, g_theta = tp.backward(cache_tp, cs[0])
-            g_env = backend.xp.take(scatter_sum(g_density_edges, index, n_atoms), index, axis=0)
+            g_x, g_density, g_theta = tp.backward(cache_tp, cs[0])
+            g_env = backend.xp.take(g_density, index, axis=0)
             gw, gy = irrep_weighted_backward(cache_env, backend.xp.permute_dims(g_env, (1, 0, 2)))
-            return [gw, gy, g1, g_theta]
+            return [gw, gy, g_x, g_theta]
 
         return [out], vjp
 
-    inputs = [w, y, x1, theta]
+    inputs = [w, y, x, theta]
     check_block(backend, block, inputs, [rng.standard_normal(a.shape) for a in inputs], rng)
 
 
