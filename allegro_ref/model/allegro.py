@@ -53,21 +53,19 @@ import numpy as np
 
 from ..backend import as_constant, device, float_dtype, namespace, to_backend
 from ..nn import (
+    EdgeGroups,
+    EnvironmentTensorProduct,
     bessel_basis_backward,
     bessel_basis_forward,
+    environment_density_backward,
+    environment_density_forward,
     gather,
+    group_edges,
     mlp_backward,
     mlp_forward,
     polynomial_cutoff_backward,
     polynomial_cutoff_forward,
     scatter_sum,
-)
-from ..nn.environment import (
-    EdgeGroups,
-    EnvironmentTensorProduct,
-    environment_density_backward,
-    environment_density_forward,
-    group_edges,
 )
 from ..nn.irrep_weights import irrep_weighted_backward, irrep_weighted_forward
 from ..o3 import spherical_harmonics_backward, spherical_harmonics_forward
