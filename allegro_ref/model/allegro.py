@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import as_constant, float_dtype, namespace, to_backend
+from ..backend import as_constant, device, float_dtype, namespace, to_backend
 from ..nn import (
     bessel_basis_backward,
     bessel_basis_forward,
@@ -152,6 +152,16 @@ class AllegroModel:
         return AllegroModel(
             self.config, {k: to_backend(v, backend) for k, v in self.params.items()}, self.dtype
         )
+
+    @property
+    def namespace(self):
+        """The Array-API namespace of the parameters (where the network runs)."""
+        return namespace(next(iter(self.params.values())))
+
+    @property
+    def device(self):
+        """The device of the parameters (``"cpu"`` for NumPy, a ``cupy.cuda.Device``, ...)."""
+        return device(next(iter(self.params.values())))
 
     def _params_like(self, x) -> dict[str, Any]:
         """The parameters, cast to their complex dtype of the same precision when ``x`` is
