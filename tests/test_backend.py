@@ -148,22 +148,3 @@ def test_segment_sum_empty_input(backend):
 def test_segment_sum_rejects_mismatched_lengths():
     with pytest.raises(ValueError, match="values has 3 rows but segment_ids has 2 entries"):
         B.segment_sum(np.zeros((3, 2)), np.zeros(2, dtype=np.int64), 4)
-
-
-# --------------------------------------------------------------------------------------------
-# host memory
-# --------------------------------------------------------------------------------------------
-
-
-def test_keep_host_memory_on_glibc():
-    """On glibc both mallopt settings are accepted (True), and the call is idempotent; other C
-    libraries are left alone (False)."""
-    import platform
-
-    expected = platform.libc_ver()[0] == "glibc"
-    assert B.keep_host_memory() is expected
-    assert B.keep_host_memory() is expected
-    if expected:
-        # NumPy still allocates and frees normally afterwards
-        a = np.ones(2**23)
-        assert float(a.sum()) == 2**23

@@ -28,7 +28,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..backend import device, namespace, to_numpy
+from .._derivatives import (
+    forces_from_edge_gradients,
+    stress_from_virial,
+    virials_from_edge_gradients,
+)
+from ..backend import to_numpy
 from ..model import AllegroModel
 
 __all__ = [
@@ -145,25 +150,26 @@ def allegro_ref_features(
         ``cache["intermediates"]`` of :meth:`AllegroModel.forward` (see :mod:`this module
             <allegro_ref.io.compare>` for the names), ``"forces"`` ``[N, 3]`` eV/Å and, with a cell,
             ``"stress"`` ``[3, 3]`` eV/Å³: from g_e = ∂E/∂r_e, F_i = Σ_{e: centre i} g_e −
-            Σ_{e: neighbour i} g_e and σ = (1/V) Σ_e r_e ⊗ g_e (ASE sign).
+            Σ_{e: neighbour i} g_e and σ = sym((1/V) Σ_e r_e ⊗ g_e) (ASE sign; see
+            ``allegro_ref._derivatives``).
     """
-    like = next(iter(model.params.values()))
-    xp, where = namespace(like), device(like)
+    xp, where = model.namespace, model.device
     host = [np.asarray(to_numpy(a)) for a in (edge_vectors, centers, neighbors, atom_types)]
     vectors, c, n, types = (xp.asarray(a, device=where) for a in host)
     _, cache = model.forward(xp.astype(vectors, xp.float64), c, n, types)
     n_atoms = host[3].shape[0]
-    grads = to_numpy(model.backward(cache, xp.ones((n_atoms,), dtype=xp.float64, device=where)))
+    grads = model.backward(cache, xp.ones((n_atoms,), dtype=xp.float64, device=where))
     stages = cache["intermediates"]
     order = _forward_order(model.config.num_layers)
     order += [name for name in stages if name not in order]
     out = {name: np.asarray(to_numpy(stages[name]), dtype=np.float64) for name in order}
-    forces = np.zeros((n_atoms, 3))
-    np.add.at(forces, host[1], grads)
-    np.add.at(forces, host[2], -grads)
-    out["forces"] = forces
+    forces = forces_from_edge_gradients(grads, c, n, n_atoms)
+    out["forces"] = np.asarray(to_numpy(forces), dtype=np.float64)
     if cell is not None:
-        out["stress"] = host[0].T @ grads / abs(np.linalg.det(np.asarray(to_numpy(cell))))
+        volume = abs(float(np.linalg.det(np.asarray(to_numpy(cell)))))
+        r = xp.astype(vectors, xp.float64)
+        virial = xp.sum(virials_from_edge_gradients(r, grads, c, n_atoms), axis=0)
+        out["stress"] = np.asarray(to_numpy(stress_from_virial(virial, volume)), dtype=np.float64)
     return out
 
 

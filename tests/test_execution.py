@@ -1,0 +1,52 @@
+"""The execution policy of chunked evaluations (``allegro_ref._execution``)."""
+
+from __future__ import annotations
+
+import platform
+
+import numpy as np
+import pytest
+
+from allegro_ref import _execution
+from allegro_ref._execution import Executor
+
+GLIBC = platform.libc_ver()[0] == "glibc"
+
+
+def test_keep_host_memory_on_glibc():
+    """On glibc both mallopt settings are accepted (True), and the call is idempotent; other C
+    libraries are left alone (False)."""
+    assert _execution.keep_host_memory() is GLIBC
+    assert _execution.keep_host_memory() is GLIBC
+    if GLIBC:
+        # NumPy still allocates and frees normally afterwards
+        a = np.ones(2**23)
+        assert float(a.sum()) == 2**23
+
+
+def test_grow_malloc_thresholds_on_glibc():
+    assert _execution.grow_malloc_thresholds() is GLIBC
+    a = np.ones(2**23)
+    assert float(a.sum()) == 2**23
+
+
+def _affine(state, x, y):
+    return state * x + y
+
+
+@pytest.mark.parametrize("keep_host_memory", [None, False, True])
+def test_serial_map_applies_the_host_memory_policy_asked_for(monkeypatch, keep_host_memory):
+    """By default (no environment variable) a serial map only lets glibc's dynamic thresholds
+    grow; ``keep_host_memory=True`` or ``ALLEGRO_REF_KEEP_HOST_MEMORY=1`` sets them."""
+    calls = []
+    monkeypatch.setattr(_execution, "keep_host_memory", lambda: calls.append("mallopt"))
+    monkeypatch.setattr(_execution, "grow_malloc_thresholds", lambda: calls.append("grow"))
+    monkeypatch.delenv(_execution.KEEP_HOST_MEMORY_ENV, raising=False)
+    executor = Executor(_affine, 3, keep_host_memory=keep_host_memory)
+    assert executor.map(iter([(1, 2), (4, 5)]), 2) == [5, 17]
+    assert calls == ["mallopt" if keep_host_memory else "grow"]
+
+    monkeypatch.setenv(_execution.KEEP_HOST_MEMORY_ENV, "1")
+    calls.clear()
+    Executor(_affine, 3, keep_host_memory=keep_host_memory).map([(0, 0)], 1)
+    assert calls == ["grow" if keep_host_memory is False else "mallopt"]
