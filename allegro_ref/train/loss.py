@@ -162,7 +162,7 @@ def loss_and_gradient(
         directions = directions + xp.sum(per_volume * batch.edge_vectors[:, None, :], axis=-1)
 
     if c_forces == 0 and c_stress == 0:
-        _, grads = model.backward(cache, atom_cotangent, True)
+        _, grads = model.backward(cache, atom_cotangent, parameter_gradients=True)
     else:
         grads = _complex_step_gradient(model, batch, directions, atom_cotangent)
     return LossResult(loss, terms, predictions, grads)
@@ -182,5 +182,5 @@ def _complex_step_gradient(model, batch: Batch, directions, atom_cotangent) -> d
     cotangent = xp.astype(xp.ones_like(atom_cotangent), complex_dtype) + (1j * h) * xp.astype(
         atom_cotangent, complex_dtype
     )
-    _, grads = model.backward(cache, cotangent, True)
+    _, grads = model.backward(cache, cotangent, parameter_gradients=True)
     return {name: xp.astype(xp.imag(g) / h, model.params[name].dtype) for name, g in grads.items()}
