@@ -30,6 +30,59 @@ def test_grow_malloc_thresholds_on_glibc():
     assert float(a.sum()) == 2**23
 
 
+_MMAPPED_AFTER_GROWING = """
+import ctypes
+from allegro_ref._execution import grow_malloc_thresholds
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
+        .split()
+    ]
+
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = MallInfo2
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+assert grow_malloc_thresholds()
+mapped = libc.mallinfo2().hblks
+block = libc.malloc(16 * 2**20)
+print(libc.mallinfo2().hblks > mapped)
+libc.free(block)
+"""
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc only")
+@pytest.mark.parametrize("user_threshold", [False, True])
+def test_grown_thresholds_keep_16_mib_blocks_on_the_heap_unless_the_user_fixed_them(
+    user_threshold,
+):
+    """After grow_malloc_thresholds a 16 MiB block comes from the heap (no fresh mapping to
+    fault in); a process whose user fixed the mmap threshold (here MALLOC_MMAP_THRESHOLD_) keeps
+    it: glibc's dynamic rule, not a setting of ours, did the growing."""
+    import os
+    import subprocess
+    import sys
+
+    from pathlib import Path
+
+    env = dict(os.environ)
+    env.pop("MALLOC_MMAP_THRESHOLD_", None)
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    if user_threshold:
+        env["MALLOC_MMAP_THRESHOLD_"] = "131072"
+    result = subprocess.run(
+        [sys.executable, "-c", _MMAPPED_AFTER_GROWING],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.strip() == str(user_threshold)
+
+
 def _affine(state, x, y):
     return state * x + y
 
