@@ -64,7 +64,6 @@ def test_grown_thresholds_keep_16_mib_blocks_on_the_heap_unless_the_user_fixed_t
     import os
     import subprocess
     import sys
-
     from pathlib import Path
 
     env = dict(os.environ)
