@@ -1,8 +1,8 @@
 """How ``Potential`` runs its chunks on the host: serially or on worker processes, with a BLAS
 thread limit, and with glibc's malloc told to keep its memory.
 
-``Executor(function, state, ...)`` maps ``function(state, *chunk_input)`` over chunk inputs and
-returns the results in order:
+``Executor(num_threads=..., num_processes=...).map(function, state, inputs, num_inputs)`` maps
+``function(state, *chunk_input)`` over chunk inputs and returns the results in order:
 
 - serially in this process (``num_processes=1``), with the BLAS library limited to
   ``num_threads`` threads during the call (threadpoolctl; the previous limits are restored after
@@ -122,8 +122,6 @@ class Executor:
     """Maps ``function(state, *chunk_input)`` over chunk inputs (module docstring).
 
     Args:
-        function: a module-level function (it is pickled by reference for the workers).
-        state: its first argument, e.g. the model; copied into each worker when it starts.
         num_threads: BLAS threads while a serial ``map`` runs (restored after it); ``None``
             leaves the BLAS as the process has it.
         num_processes: 1 (serial) or the number of worker processes.
@@ -134,15 +132,11 @@ class Executor:
 
     def __init__(
         self,
-        function: Callable,
-        state: Any,
         *,
         num_threads: int | None = None,
         num_processes: int = 1,
         keep_host_memory: bool | None = None,
     ):
-        self.function = function
-        self.state = state
         self.num_threads = num_threads
         self.num_processes = num_processes
         self.keep_host_memory = (
@@ -151,13 +145,19 @@ class Executor:
         self._pool = None
         self._stop_workers = None
 
-    def map(self, inputs: Iterable[tuple], num_inputs: int) -> list:
+    def map(self, function: Callable, state: Any, inputs: Iterable[tuple], num_inputs: int) -> list:
         """``[function(state, *x) for x in inputs]``, on the workers if there are several
-        processes and more than one input (``num_inputs`` of them)."""
+        processes and more than one input (``num_inputs`` of them).
+
+        ``function`` must be a module-level function (pickled by reference). The workers start
+        on the first such call and keep the ``function`` and the copy of ``state`` (e.g. the
+        model) they got then, until :meth:`close`.
+        """
         if self.num_processes > 1 and num_inputs > 1:
             # a few tasks per worker: fewer messages, still balanced
             per_task = math.ceil(num_inputs / (4 * self.num_processes))
-            return list(self._workers().imap(_run_in_worker, inputs, per_task))
+            pool = self._workers(function, state)
+            return list(pool.imap(_run_in_worker, inputs, per_task))
         if self.keep_host_memory:
             keep_host_memory()
         else:
@@ -166,15 +166,13 @@ class Executor:
         if self.num_threads is not None:
             blas_threads = threadpool_limits(self.num_threads, user_api="blas")
         with blas_threads:
-            return [self.function(self.state, *x) for x in inputs]
+            return [function(state, *x) for x in inputs]
 
-    def _workers(self):
+    def _workers(self, function: Callable, state: Any):
         """The pool of ``num_processes`` worker processes, started on first use."""
         if self._pool is None:
             context = multiprocessing.get_context("spawn")
-            self._pool = context.Pool(
-                self.num_processes, _start_worker, (self.function, self.state)
-            )
+            self._pool = context.Pool(self.num_processes, _start_worker, (function, state))
             self._stop_workers = weakref.finalize(self, self._pool.terminate)
         return self._pool
 

@@ -117,20 +117,36 @@ class Potential:
         self.chunk_bytes = int(chunk_bytes)
         if num_threads is not None and (int(num_threads) != num_threads or num_threads < 1):
             raise ValueError(f"num_threads must be a positive integer or None, got {num_threads!r}")
-        self.num_threads = None if num_threads is None else int(num_threads)
         if int(num_processes) != num_processes or num_processes < 1:
             raise ValueError(f"num_processes must be a positive integer, got {num_processes!r}")
-        self.num_processes = int(num_processes)
         self.keep_host_memory = keep_host_memory
         self._executor = Executor(
-            _evaluate_chunk,
-            model,
-            num_threads=self.num_threads,
-            num_processes=self.num_processes,
+            num_threads=None if num_threads is None else int(num_threads),
+            num_processes=int(num_processes),
             keep_host_memory=keep_host_memory,
         )
         self._cutoffs = model.config.cutoff_matrix()
         self._per_type_cutoffs = bool(np.any(self._cutoffs < model.config.r_max))
+
+    @property
+    def num_threads(self) -> int | None:
+        """BLAS threads while chunks run in this process (``None``: as the process has it)."""
+        return self._executor.num_threads
+
+    @num_threads.setter
+    def num_threads(self, value: int | None) -> None:
+        self._executor.num_threads = value
+
+    @property
+    def num_processes(self) -> int:
+        """Worker processes evaluating chunks (1: in this process); setting it stops the
+        current workers."""
+        return self._executor.num_processes
+
+    @num_processes.setter
+    def num_processes(self, value: int) -> None:
+        self._executor.close()
+        self._executor.num_processes = value
 
     @property
     def config(self) -> AllegroConfig:
@@ -303,7 +319,7 @@ class Potential:
             for chunk in chunks
         )
         if is_numpy_namespace(xp):
-            parts = self._executor.map(inputs, len(chunks))
+            parts = self._executor.map(_evaluate_chunk, self.model, inputs, len(chunks))
         else:
             parts = [
                 _evaluate_chunk(self.model, *(xp.asarray(a, device=where) for a in arrays), n)

@@ -94,11 +94,11 @@ def test_serial_map_applies_the_host_memory_policy_asked_for(monkeypatch, keep_h
     monkeypatch.setattr(_execution, "keep_host_memory", lambda: calls.append("mallopt"))
     monkeypatch.setattr(_execution, "grow_malloc_thresholds", lambda: calls.append("grow"))
     monkeypatch.delenv(_execution.KEEP_HOST_MEMORY_ENV, raising=False)
-    executor = Executor(_affine, 3, keep_host_memory=keep_host_memory)
-    assert executor.map(iter([(1, 2), (4, 5)]), 2) == [5, 17]
+    executor = Executor(keep_host_memory=keep_host_memory)
+    assert executor.map(_affine, 3, iter([(1, 2), (4, 5)]), 2) == [5, 17]
     assert calls == ["mallopt" if keep_host_memory else "grow"]
 
     monkeypatch.setenv(_execution.KEEP_HOST_MEMORY_ENV, "1")
     calls.clear()
-    Executor(_affine, 3, keep_host_memory=keep_host_memory).map([(0, 0)], 1)
+    Executor(keep_host_memory=keep_host_memory).map(_affine, 3, [(0, 0)], 1)
     assert calls == ["grow" if keep_host_memory is False else "mallopt"]
