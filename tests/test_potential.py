@@ -580,3 +580,15 @@ def test_worker_processes_give_the_same_numbers_and_stop(potential):
         assert parallel._executor._pool is None
         with pytest.raises(ValueError, match="Pool not running"):
             pool.apply(abs, (-1,))
+
+
+def test_execution_settings_are_kept_by_to_and_settable(potential):
+    """num_threads, num_processes and keep_host_memory travel with ``to``; setting
+    num_processes stops the current workers (a later compute starts the new number)."""
+    tuned = Potential(potential.model, num_threads=2, num_processes=3, keep_host_memory=True)
+    moved = tuned.to("numpy")
+    assert (moved.num_threads, moved.num_processes, moved.keep_host_memory) == (2, 3, True)
+    assert moved._executor.keep_host_memory is True
+    moved.num_processes = 1
+    moved.num_threads = None
+    assert (moved._executor.num_processes, moved._executor.num_threads) == (1, None)
