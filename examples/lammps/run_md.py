@@ -10,9 +10,10 @@ the MPI ranks, and calls allegro_ref on every rank at every step through ``fix e
 (identical for every rank count, to float64 rounding), the time per step, and the share of the
 network's work spent on ghost centres that another rank also evaluates.
 
-The potential is ``--model FILE`` (written by ``Potential.save``), else a seeded random model of
-the size of allegro_ref's default Cu model: allegro_ref ships no trained Cu model yet (a later
-release does), so the dynamics exercises the code, not copper's physics.
+The potential is ``--model FILE`` (written by ``Potential.save``, e.g. the shipped
+``allegro_ref/pretrained/cu_emt.npz``), else a seeded random model with the architecture of the
+shipped cu-emt model (``presets.cu_small()``): then the dynamics exercises the code, not copper's
+physics.
 
 ``--output FILE`` saves the final positions and velocities (ordered by initial lattice site) and
 ``--compare FILE`` prints the largest difference from such a file, e.g. the 1-rank run's.
@@ -27,9 +28,8 @@ from pathlib import Path
 import numpy as np
 from mpi4py import MPI
 
-from allegro_ref.__main__ import DEFAULT_CONFIG
 from allegro_ref.lammps import AllegroFix, open_lammps
-from allegro_ref.model import AllegroConfig
+from allegro_ref.model import presets
 from allegro_ref.potential import Potential
 
 HERE = Path(__file__).resolve().parent
@@ -49,8 +49,8 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.model is None:
-        potential = Potential.from_config(AllegroConfig(**DEFAULT_CONFIG), seed=0)
-        model_note = "random weights, seed 0 (no trained Cu model ships yet)"
+        potential = Potential.from_config(presets.cu_small(), seed=0)
+        model_note = "random weights, seed 0"
     else:
         potential = Potential.load(args.model)
         model_note = args.model
