@@ -56,7 +56,7 @@ def cost_per_edge(config, n_edges: int, n_atoms: int, itemsize: int) -> dict:
     cost["geometry"] = [30.0 * B + 20.0 * D, 8 * (3 + 2 * B + 2 * D) * 2]
     # irrep weights: V⁰ = w ⊙ Y and its two-way backward
     cost["irrep weights"] = [3.0 * U * D, itemsize * 6 * U * D]
-    # environment density per layer: Σ_e w ⊙ Y onto the centre, and ∂/∂w, ∂/∂Y
+    # environment density per layer: Σ_e w ⊙ Y onto the center, and ∂/∂w, ∂/∂Y
     n_l, layers = config.num_sh_irreps, config.num_layers
     cost["environment density"] = [
         layers * 3 * 2.0 * U * D,
