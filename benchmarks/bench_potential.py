@@ -89,22 +89,19 @@ def parse_args() -> argparse.Namespace:
 
 
 def make_official_models(args) -> None:
-    """Build the official checkpoints and compiled models that the rows need and the cache lacks
-    (with the official stack)."""
-    if args.codes == ["allegro_ref"]:
-        if not all(
-            systems.artifact(args.system, args.lmax, d, ".ckpt").exists() for d in args.dtypes
-        ):
-            print("# no official checkpoint: allegro_ref runs the preset with its own weights")
-        return
+    """Build the official checkpoints and compiled models that the cache lacks, with the
+    official stack; without it allegro_ref runs the preset with its own weights."""
+    suffixes = (".ckpt", ".nequip.pt2")
     for dtype in args.dtypes:
-        suffixes = (".ckpt", ".nequip.pt2")
-        missing = [
-            s for s in suffixes if not systems.artifact(args.system, args.lmax, dtype, s).exists()
-        ]
+        files = [systems.artifact(args.system, args.lmax, dtype, s) for s in suffixes]
+        missing = [s for s, path in zip(suffixes, files, strict=True) if not path.exists()]
         if not missing:
             continue
         name = systems.artifact(args.system, args.lmax, dtype, "")
+        if not args.compare_python.exists():
+            if ".ckpt" in missing:
+                print(f"# {name.name}: no official checkpoint; allegro_ref uses its own weights")
+            continue
         print(f"# building {name}{missing} (a few minutes)", flush=True)
         command = [str(args.compare_python), str(HERE / "make_official_models.py")]
         command += ["--system", args.system, "--lmax", str(args.lmax), "--dtypes", dtype]
