@@ -31,6 +31,7 @@ except ImportError:  # older ase: the same function under its former name
 
 LATTICE_CONSTANT = 3.61  # Å, fcc Cu
 
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m allegro_ref", description=__doc__.split("\n")[0]
