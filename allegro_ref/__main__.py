@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from . import pretrained
-from .model import AllegroConfig, AllegroModel
+from .model import AllegroModel, presets
 from .potential import Potential
 
 try:  # ase >= 3.29 (MaxwellBoltzmannDistribution is deprecated there)
@@ -30,21 +30,6 @@ except ImportError:  # older ase: the same function under its former name
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as thermalize_momenta
 
 LATTICE_CONSTANT = 3.61  # Å, fcc Cu
-
-# The --random model: small enough for a ~20 s run of 108 atoms on a laptop core.
-DEFAULT_CONFIG = dict(
-    type_names=["Cu"],
-    r_max=4.5,
-    l_max=1,
-    num_layers=2,
-    num_scalar_features=32,
-    num_tensor_features=8,
-    scalar_embed_mlp_hidden_layers_width=32,
-    allegro_mlp_hidden_layers_width=32,
-    readout_mlp_hidden_layers_width=32,
-    avg_num_neighbors=30.0,
-    per_type_energy_scales=0.5,
-)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,7 +81,7 @@ def run_md(args: argparse.Namespace) -> int:
     from .ase import AllegroCalculator
 
     if args.random:
-        config = AllegroConfig(**DEFAULT_CONFIG)
+        config = presets.cu_small()  # small enough for a ~20 s run of 108 atoms on a laptop core
         model = AllegroModel.init(config, seed=args.seed, dtype=args.dtype)
         print(
             f"potential: Allegro with random weights (seed {args.seed}; not copper's energies): "

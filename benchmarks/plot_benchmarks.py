@@ -27,6 +27,8 @@ COLORS = {"allegro_ref": "tab:blue", "eager": "tab:red", "compiled": "tab:orange
 
 def throughput(rows: list[dict], out: Path) -> None:
     compared = sorted({r["atoms"] for r in rows if r["code"] != "allegro_ref"})
+    if not compared:  # allegro_ref alone: nothing to compare
+        return
     settings = sorted({(r["dtype"], r["threads"]) for r in rows if r["atoms"] in compared})
     fig, axes = plt.subplots(1, len(compared), figsize=(5 * len(compared), 3.6), squeeze=False)
     for ax, n_atoms in zip(axes[0], compared, strict=True):

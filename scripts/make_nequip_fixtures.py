@@ -284,8 +284,8 @@ def checkpoint_model(arrays: dict, cases: list) -> None:
     from nequip.model.saved_models.load_utils import load_saved_model
 
     bin_dir = Path(sys.executable).parent
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
         (tmp / "tiny.yaml").write_text(yaml.safe_dump(train_config(tmp / "out")))
         subprocess.run(
             [bin_dir / "nequip-train", "-cp", tmp, "-cn", "tiny.yaml", f"hydra.run.dir={tmp}"],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from allegro_ref.model import AllegroConfig
+from allegro_ref.model import AllegroConfig, presets
 
 TYPE_NAMES = ("O", "Cu")
 
@@ -19,25 +19,12 @@ _O_CU_PER_TYPE = dict(
 def tiny_config(
     type_names: tuple[str, ...] | list[str] = TYPE_NAMES, **overrides: Any
 ) -> AllegroConfig:
-    """A small, quick Allegro config: r_max 3.5 Å, l_max 2, two layers, S = 8 scalar and U = 4
-    tensor features, every MLP hidden layer 8 wide.
+    """``presets.tiny``: r_max 3.5 Å, l_max 2, two layers, S = 8 scalar and U = 4 tensor
+    features, every MLP hidden layer 8 wide.
 
     With the default species O and Cu it also sets distinct per-type N̄ (10, 14), energy scales
     (0.7, 1.3) and shifts (-1.5, -3.0 eV); other species get AllegroConfig's per-type defaults.
     ``overrides`` replace any field.
     """
-    base: dict[str, Any] = dict(
-        type_names=tuple(type_names),
-        r_max=3.5,
-        l_max=2,
-        num_layers=2,
-        num_scalar_features=8,
-        num_tensor_features=4,
-        scalar_embed_mlp_hidden_layers_width=8,
-        allegro_mlp_hidden_layers_width=8,
-        readout_mlp_hidden_layers_width=8,
-    )
-    if tuple(type_names) == TYPE_NAMES:
-        base.update(_O_CU_PER_TYPE)
-    base.update(overrides)
-    return AllegroConfig(**base)
+    per_type = _O_CU_PER_TYPE if tuple(type_names) == TYPE_NAMES else {}
+    return presets.tiny(type_names, **{**per_type, **overrides})

@@ -39,13 +39,13 @@ def learning_curve(history: Sequence[dict[str, float]], path: str | os.PathLike)
         ("energy_mae", "energy MAE (meV/atom)", 1e3),
         ("forces_mae", "force MAE (meV/Å)", 1e3),
     )
-    for ax, (key, label, factor) in zip(axes, panels, strict=True):
-        for split, style, label in (("train", "-", "train"), ("val", "o-", "validation (EMA)")):
+    for ax, (key, quantity, factor) in zip(axes, panels, strict=True):
+        for split, style, legend in (("train", "-", "train"), ("val", "o-", "validation (EMA)")):
             values = [row.get(f"{split}_{key}", np.nan) * factor for row in history]
-            ax.plot(epochs, values, style, ms=3, label=label)
+            ax.plot(epochs, values, style, ms=3, label=legend)
         ax.set_yscale("log")
         ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
+        ax.set_ylabel(quantity)
         ax.legend()
     fig.savefig(path, dpi=120)
     plt.close(fig)

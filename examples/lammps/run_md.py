@@ -10,9 +10,10 @@ the MPI ranks, and calls allegro_ref on every rank at every step through ``fix e
 (identical for every rank count, to float64 rounding), the time per step, and the share of the
 network's work spent on ghost centres that another rank also evaluates.
 
-The potential is ``--model FILE`` (written by ``Potential.save``), else a seeded random model of
-the size of allegro_ref's default Cu model: allegro_ref ships no trained Cu model yet (a later
-release does), so the dynamics exercises the code, not copper's physics.
+The potential is ``--model FILE`` (written by ``Potential.save``, e.g. the shipped
+``allegro_ref/pretrained/cu_emt.npz``), else a seeded random model with the architecture of the
+shipped cu-emt model (``presets.cu_small()``): then the dynamics exercises the code, not copper's
+physics.
 
 ``--output FILE`` saves the final positions and velocities (ordered by initial lattice site) and
 ``--compare FILE`` prints the largest difference from such a file, e.g. the 1-rank run's.
@@ -27,15 +28,14 @@ from pathlib import Path
 import numpy as np
 from mpi4py import MPI
 
-from allegro_ref.__main__ import DEFAULT_CONFIG
 from allegro_ref.lammps import AllegroFix, open_lammps
-from allegro_ref.model import AllegroConfig
+from allegro_ref.model import presets
 from allegro_ref.potential import Potential
 
 HERE = Path(__file__).resolve().parent
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cells", type=int, default=10, help="fcc cells per edge (4·n³ atoms)")
     parser.add_argument("--steps", type=int, default=100)
@@ -46,21 +46,18 @@ def main() -> None:
     parser.add_argument("--output", default=None, help="save final x, v (by lattice site) to .npz")
     parser.add_argument("--compare", default=None, help="compare final x, v with this .npz")
     parser.add_argument("--screen", action="store_true", help="show LAMMPS's own output")
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    if args.model is None:
-        potential = Potential.from_config(AllegroConfig(**DEFAULT_CONFIG), seed=0)
-        model_note = "random weights, seed 0 (no trained Cu model ships yet)"
-    else:
-        potential = Potential.load(args.model)
-        model_note = args.model
-    r_max = potential.config.r_max
 
-    screen = [] if args.screen else ["-screen", "none"]
-    lmp = open_lammps(["-log", "none", "-nocite", *screen])
-    comm = lmp.get_mpi_comm()
+def set_up(lmp, args, potential: Potential) -> tuple[AllegroFix, int, np.ndarray]:
+    """The box, atoms and velocities of in.cu_fcc.lammps with allegro_ref attached; also the
+    number of atoms and the order of the atoms by initial lattice site."""
     variables = dict(
-        cells=args.cells, rmax=r_max, skin=args.skin, temperature=args.temperature, seed=args.seed
+        cells=args.cells,
+        rmax=potential.config.r_max,
+        skin=args.skin,
+        temperature=args.temperature,
+        seed=args.seed,
     )
     for name, value in variables.items():
         lmp.command(f"variable {name} equal {value}")
@@ -71,55 +68,83 @@ def main() -> None:
     # initial lattice site instead of their ID
     natoms = lmp.get_natoms()
     sites = np.array(lmp.gather_atoms("x", 1, 3)).reshape(natoms, 3)
-    by_site = np.lexsort(np.round(sites / 1e-3).T)
+    return fix, natoms, np.lexsort(np.round(sites / 1e-3).T)
 
+
+def final_state(lmp, natoms: int, by_site: np.ndarray) -> dict:
+    """Thermodynamic quantities, unwrapped positions and velocities (by lattice site)."""
+    thermo = {key: lmp.get_thermo(key) for key in ("pe", "ke", "etotal", "temp", "press")}
+    unwrapped = np.array(lmp.gather("c_unwrapped", 1, 3)).reshape(natoms, 3)[by_site]
+    v = np.array(lmp.gather_atoms("v", 1, 3)).reshape(natoms, 3)[by_site]
+    return {"thermo": thermo, "positions": unwrapped, "velocities": v}
+
+
+def report(args, comm, fix: AllegroFix, natoms: int, elapsed: float, state: dict) -> None:
+    """(every rank) Reduce the timings and edge counts; rank 0 prints them and the final
+    state, and saves or compares it."""
+    s = fix.stats
+    slowest = np.array([s.seconds, s.seconds_evaluate, s.seconds_reduce])
+    edges = np.array([s.owned_edges, s.ghost_edges], dtype=np.float64)
+    comm.Allreduce(MPI.IN_PLACE, slowest, op=MPI.MAX)
+    comm.Allreduce(MPI.IN_PLACE, edges, op=MPI.SUM)
+    if comm.rank != 0:
+        return
+    print(
+        f"system: {natoms} Cu atoms, {args.steps} NVE steps of 1 fs on {comm.size} MPI "
+        f"rank(s); {s.rebuilds} neighbour-list rebuilds on rank 0"
+    )
+    thermo = state["thermo"]
+    for key, value in thermo.items():
+        print(f"final {key:6s} {value:22.12f}")
+    print(
+        f"time: {elapsed / args.steps * 1e3:.1f} ms/step wall; slowest rank per step: "
+        f"{slowest[0] / args.steps * 1e3:.1f} ms in allegro_ref, of which "
+        f"{slowest[1] / args.steps * 1e3:.1f} ms evaluating and "
+        f"{slowest[2] / args.steps * 1e3:.1f} ms in reductions (waiting included)"
+    )
+    print(
+        f"work: {edges.sum() / args.steps / comm.size:.0f} edges per rank per step, "
+        f"{100 * edges[1] / edges.sum():.1f}% of them centred on ghosts owned by another rank "
+        f"(duplicated work)"
+    )
+    if args.output:
+        np.savez(
+            args.output, positions=state["positions"], velocities=state["velocities"], **thermo
+        )
+    if args.compare:
+        with np.load(args.compare) as other:
+            dx = np.max(np.abs(state["positions"] - other["positions"]))
+            dv = np.max(np.abs(state["velocities"] - other["velocities"]))
+            de = abs(thermo["etotal"] - float(other["etotal"]))
+        print(f"vs {args.compare}: max |dx| {dx:.2e} Å, max |dv| {dv:.2e} Å/ps, |dE| {de:.2e} eV")
+
+
+def main() -> None:
+    args = parse_args()
+    if args.model is None:
+        potential = Potential.from_config(presets.cu_small(), seed=0)
+        model_note = "random weights, seed 0"
+    else:
+        potential = Potential.load(args.model)
+        model_note = args.model
+
+    screen = [] if args.screen else ["-screen", "none"]
+    lmp = open_lammps(["-log", "none", "-nocite", *screen])
+    comm = lmp.get_mpi_comm()
+    fix, natoms, by_site = set_up(lmp, args, potential)
     lmp.command("run 0")  # set-up: first forces (not timed)
     fix.reset_stats()
     comm.Barrier()
     start = time.perf_counter()
     lmp.command(f"run {args.steps}")
     elapsed = time.perf_counter() - start
-
-    thermo = {key: lmp.get_thermo(key) for key in ("pe", "ke", "etotal", "temp", "press")}
-    unwrapped = np.array(lmp.gather("c_unwrapped", 1, 3)).reshape(natoms, 3)[by_site]
-    v = np.array(lmp.gather_atoms("v", 1, 3)).reshape(natoms, 3)[by_site]
-
-    s = fix.stats
-    per_rank = np.array([s.seconds, s.seconds_evaluate, s.seconds_reduce])
-    edges = np.array([s.owned_edges, s.ghost_edges], dtype=np.float64)
-    comm.Allreduce(MPI.IN_PLACE, per_rank, op=MPI.MAX)
-    comm.Allreduce(MPI.IN_PLACE, edges, op=MPI.SUM)
-    slowest = per_rank
+    state = final_state(lmp, natoms, by_site)
     if comm.rank == 0:
-        duplicated = edges[1] / edges.sum()
-        print(f"model: {model_note}; r_max {r_max} Å, ghost cutoff {fix.ghost_cutoff:g} Å")
         print(
-            f"system: {natoms} Cu atoms, {args.steps} NVE steps of 1 fs on {comm.size} MPI "
-            f"rank(s); {s.rebuilds} neighbour-list rebuilds on rank 0"
+            f"model: {model_note}; r_max {potential.config.r_max} Å, "
+            f"ghost cutoff {fix.ghost_cutoff:g} Å"
         )
-        for key, value in thermo.items():
-            print(f"final {key:6s} {value:22.12f}")
-        print(
-            f"time: {elapsed / args.steps * 1e3:.1f} ms/step wall; slowest rank per step: "
-            f"{slowest[0] / args.steps * 1e3:.1f} ms in allegro_ref, of which "
-            f"{slowest[1] / args.steps * 1e3:.1f} ms evaluating and "
-            f"{slowest[2] / args.steps * 1e3:.1f} ms in reductions (waiting included)"
-        )
-        print(
-            f"work: {edges.sum() / args.steps / comm.size:.0f} edges per rank per step, "
-            f"{100 * duplicated:.1f}% of them centred on ghosts owned by another rank "
-            f"(duplicated work)"
-        )
-        if args.output:
-            np.savez(args.output, positions=unwrapped, velocities=v, **thermo)
-        if args.compare:
-            with np.load(args.compare) as other:
-                dx = np.max(np.abs(unwrapped - other["positions"]))
-                dv = np.max(np.abs(v - other["velocities"]))
-                de = abs(thermo["etotal"] - float(other["etotal"]))
-            print(
-                f"vs {args.compare}: max |dx| {dx:.2e} Å, max |dv| {dv:.2e} Å/ps, |dE| {de:.2e} eV"
-            )
+    report(args, comm, fix, natoms, elapsed, state)
     lmp.close()
 
 

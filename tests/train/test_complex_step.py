@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from allegro_ref.backend import float_dtype
-from allegro_ref.model import AllegroConfig, AllegroModel
+from allegro_ref.model import AllegroModel, presets
 from allegro_ref.nn import (
     EnvironmentTensorProduct,
     bessel_basis_backward,
@@ -50,8 +50,8 @@ def check_block(backend, block, inputs, directions, rng):
     ]
     c_outputs, c_vjp = block(stepped)
     c_outputs = [backend.to_numpy(o) for o in c_outputs]
-    for real, stepped_out in zip(outputs, c_outputs, strict=True):
-        real = backend.to_numpy(real)  # equal to rounding (cancelling sums: absolute scale)
+    for output, stepped_out in zip(outputs, c_outputs, strict=True):
+        real = backend.to_numpy(output)  # equal to rounding (cancelling sums: absolute scale)
         np.testing.assert_allclose(stepped_out.real, real, rtol=0, atol=1e-13 * np.abs(real).max())
     directional = sum(
         float(np.sum(c * o.imag)) / H for c, o in zip(cotangents, c_outputs, strict=True)
@@ -177,15 +177,10 @@ def test_tensor_product_irrep_weights_and_scatter(backend, rng):
 def test_whole_model_energy(backend, dtype):
     """Im E(r + i h w) / h == w · ∂E/∂r for the whole model, float64 and float32 networks."""
     rng = np.random.default_rng(5)
-    config = AllegroConfig(
-        type_names=["H", "O"],
+    config = presets.tiny(
+        ["H", "O"],
         r_max=3.0,
-        l_max=2,
-        num_scalar_features=8,
         num_tensor_features=3,
-        scalar_embed_mlp_hidden_layers_width=8,
-        allegro_mlp_hidden_layers_width=8,
-        readout_mlp_hidden_layers_width=8,
         avg_num_neighbors=3.0,
         per_type_energy_scales={"H": 0.5, "O": 2.0},
         per_type_energy_shifts={"H": -1.0, "O": 3.0},
