@@ -1,0 +1,19 @@
+// MathJax 3 configuration, read by javascripts/mathjax/tex-svg-full.js (loaded after this file,
+// from the site itself: see docs/hooks/mathjax.py).
+//
+// Markdown pages: pymdownx.arithmatex (generic mode) wraps every formula in an element of class
+// "arithmatex", as \( ... \) inline or \[ ... \] displayed. Notebook pages: the Markdown cells
+// (class "jp-RenderedMarkdown") keep Jupyter's $ ... $ and $$ ... $$. Everything else is left
+// alone, so a dollar sign in prose or code is never read as maths.
+window.MathJax = {
+  tex: {
+    inlineMath: [["\\(", "\\)"], ["$", "$"]],
+    displayMath: [["\\[", "\\]"], ["$$", "$$"]],
+    processEscapes: true,
+    processEnvironments: true,
+  },
+  options: {
+    ignoreHtmlClass: ".*|",
+    processHtmlClass: "arithmatex|jp-RenderedMarkdown",
+  },
+};
