@@ -4,7 +4,10 @@
 // Markdown pages: pymdownx.arithmatex (generic mode) wraps every formula in an element of class
 // "arithmatex", as \( ... \) inline or \[ ... \] displayed. Notebook pages: the Markdown cells
 // (class "jp-RenderedMarkdown") keep Jupyter's $ ... $ and $$ ... $$. Everything else is left
-// alone, so a dollar sign in prose or code is never read as maths.
+// alone, so a dollar sign in prose or code is never read as maths: every element with a class
+// is skipped unless it has one of those two, and an element without a class inherits its
+// parent's choice (".*|", often seen, would also match "no class" and skip the paragraphs inside
+// a notebook cell).
 window.MathJax = {
   tex: {
     inlineMath: [["\\(", "\\)"], ["$", "$"]],
@@ -13,7 +16,7 @@ window.MathJax = {
     processEnvironments: true,
   },
   options: {
-    ignoreHtmlClass: ".*|",
+    ignoreHtmlClass: ".+",
     processHtmlClass: "arithmatex|jp-RenderedMarkdown",
   },
 };
