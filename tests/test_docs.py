@@ -135,6 +135,44 @@ def test_index_quickstart_runs() -> None:
     exec(compile(code, "docs/index.md (quickstart)", "exec"), {"__name__": "quickstart"})
 
 
+class _Prose(HTMLParser):
+    """The text of an HTML fragment outside code, scripts, styles and typeset formulas."""
+
+    SKIPPED = {"code", "pre", "script", "style"}
+    VOID = {"area", "br", "col", "hr", "img", "input", "link", "meta", "source", "wbr"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open: list[bool] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag not in self.VOID:
+            classes = (dict(attrs).get("class") or "").split()
+            self.open.append(tag in self.SKIPPED or "arithmatex" in classes)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag not in self.VOID and self.open:
+            self.open.pop()
+
+    def handle_data(self, data: str) -> None:
+        if not any(self.open):
+            self.text.append(data)
+
+
+def test_markdown_pages_have_no_untypeset_tex(site: Path) -> None:
+    """Every $...$ of a Markdown page became a formula: no dollar sign is left in the prose."""
+    for source in sorted((ROOT / "docs").glob("*.md")):
+        page = site / ("" if source.stem == "index" else source.stem) / "index.html"
+        html = page.read_text(encoding="utf-8")
+        prose = _Prose()
+        prose.feed(html[html.index("<article") : html.index("</article>")])
+        text = "".join(prose.text)
+        assert "$" not in text, (
+            f"{source.name}: TeX left as text near {text[text.index('$') - 60 :][:90]!r}"
+        )
+
+
 # ```python blocks of the Markdown pages run as written. A block preceded by the line
 # "<!-- no-exec: why -->" is shown but not run: it needs what a reader has and the tests do not
 # (an official checkpoint, the PyTorch stack) or is a signature pattern, not a program.
