@@ -60,13 +60,23 @@ class _Resources(HTMLParser):
         super().__init__()
         self.scripts: list[str] = []
         self.stylesheets: list[str] = []
+        self.inline_scripts: list[str] = []
+        self._in_script = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = dict(attrs)
         if tag == "script" and "src" in a:
             self.scripts.append(a["src"] or "")
+        self._in_script = tag == "script" and "src" not in a
         if tag == "link" and "stylesheet" in (a.get("rel") or "").split():
             self.stylesheets.append(a.get("href") or "")
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_script = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_script:
+            self.inline_scripts.append(data)
 
 
 def _resources(page: Path) -> _Resources:
@@ -88,6 +98,10 @@ def test_pages_load_nothing_from_another_host(site: Path) -> None:
             assert url, f"{page.relative_to(site)} has an empty script or stylesheet URL"
             assert not re.match(r"^([a-z][a-z0-9+.-]*:)?//", url, flags=re.IGNORECASE), (
                 f"{page.relative_to(site)} loads {url} from another host"
+            )
+        for code in found.inline_scripts:
+            assert not re.search(r"https?://", code), (
+                f"{page.relative_to(site)} has a script that fetches from another host"
             )
 
 

@@ -8,7 +8,8 @@ file and nothing is loaded on demand) and MathJax's LICENSE. ``mkdocs.yml`` load
 on every page, after the configuration in ``docs/javascripts/mathjax.js``.
 
 The notebook pages share it: mkdocs-jupyter's template would add a MathJax 2 ``<script>`` of its
-own (from a CDN unless ``custom_mathjax_url`` names another), which ``on_post_page`` removes.
+own (from a CDN unless ``custom_mathjax_url`` names another) and a Mermaid loader that imports
+from a CDN when a page has a diagram; ``on_post_page`` removes both.
 """
 
 from __future__ import annotations
@@ -25,9 +26,12 @@ ROOT_IN_DISTRIBUTION = "mathjax/static/mathjax"
 SITE_FOLDER = "javascripts/mathjax"
 FILES = {"tex-svg-full.js": "es5/tex-svg-full.js", "LICENSE": "LICENSE"}
 
-# The block nbconvert's ``mathjax`` macro writes into each notebook page.
-_NOTEBOOK_MATHJAX = re.compile(
-    r"<!-- Load mathjax -->.*?<!-- End of mathjax configuration -->", flags=re.DOTALL
+# What nbconvert's templates write into each notebook page and would fetch from a CDN: MathJax 2
+# with its configuration, and a loader of Mermaid diagrams (which the tutorials do not use).
+_NOTEBOOK_CDN_SCRIPTS = re.compile(
+    r"<!-- Load mathjax -->.*?<!-- End of mathjax configuration -->"
+    r'|<script type="module">(?:(?!</script>).)*?\.jp-Mermaid(?:(?!</script>).)*</script>',
+    flags=re.DOTALL,
 )
 
 
@@ -53,4 +57,4 @@ def on_files(files, config):
 
 
 def on_post_page(output, page, config):
-    return _NOTEBOOK_MATHJAX.sub("", output)
+    return _NOTEBOOK_CDN_SCRIPTS.sub("", output)
