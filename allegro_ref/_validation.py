@@ -1,7 +1,7 @@
 """Checks of user input (positions, cells, pbc, species) with errors in the user's language.
 
 Everything here runs on the host in NumPy: inputs are copied to host memory once (``to_host``),
-checked, and the checked copies feed the neighbour list. Each check raises ``ValueError`` naming
+checked, and the checked copies feed the neighbor list. Each check raises ``ValueError`` naming
 what is wrong and what was expected.
 """
 
@@ -122,9 +122,9 @@ def check_min_distance(
     """Refuse atoms closer than ``min_distance`` Å: a ``ValueError`` naming the closest pair, its
     periodic image (if ``shifts`` is given and non-zero), its distance and ``min_distance``.
 
-    ``vectors`` ``[n_edges, 3]`` Å are the edges of a neighbour list, ``centers`` and
+    ``vectors`` ``[n_edges, 3]`` Å are the edges of a neighbor list, ``centers`` and
     ``neighbors`` ``[n_edges]`` their two atoms, ``shifts`` ``[n_edges, 3]`` the lattice shifts
-    of the neighbours (``None``: no cell). ``atoms`` and ``where`` say what the indices count:
+    of the neighbors (``None``: no cell). ``atoms`` and ``where`` say what the indices count:
     "atoms 0 and 1", or "rows 0 and 1 of this domain" for ``atoms="rows"``,
     ``where=" of this domain"``.
     """

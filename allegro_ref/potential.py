@@ -4,30 +4,24 @@ One evaluation (``Potential.compute``):
 
 1. check the input on the host (finite positions, known species, cell and pbc, no two atoms
    closer than ``min_distance`` including periodic images);
-2. neighbour list on the host (``allegro_ref.neighbors``), pruned to the per-edge-type cutoffs
+2. neighbor list on the host (``allegro_ref.neighbors``), pruned to the per-edge-type cutoffs
    (exact: the model's envelope is zero beyond them; pruning only saves work); edge vectors
    r_e = x_j - x_i + S_e @ cell in float64, moved to the model's backend;
 3. the model on its own backend (NumPy, CuPy, ...): per-atom energies E_i, then one backward
    pass with ∂E/∂E_i = 1 gives g_e = ∂E/∂r_e for every edge. The energy of atom i depends only
-   on the edges centred on i (Allegro is strictly local), so the centre atoms are processed in
+   on the edges centered on i (Allegro is strictly local), so the center atoms are processed in
    chunks, each with its edges: forward and backward per chunk, so that the model's working
-   memory is bounded by ``chunk_bytes`` whatever the size of the system (the neighbour list
+   memory is bounded by ``chunk_bytes`` whatever the size of the system (the neighbor list
    and the per-edge gradients, ~150 bytes per edge, are the only arrays that grow with it).
-   On NumPy, ``num_processes`` worker processes evaluate chunks at once (each with one BLAS
-   thread and its own copy of the model). Not threads: the OpenBLAS that NumPy wheels bundle
-   (0.3.31) returns wrong matrix products when two threads of one process call it at once
-   (measured here: 1 step in 3 differed at 16 384 atoms, and the heap got corrupted);
-4. from g_e, with segment sums over edges (no loops):
+   On NumPy, the chunks run in this process or on ``num_processes`` worker processes
+   (``allegro_ref._execution``: BLAS thread limits, worker pool, glibc malloc tuning);
+4. from g_e, with segment sums over edges (no loops; ``allegro_ref._derivatives`` derives them):
 
-   - forces, F = -∂E/∂x: since ∂r_e/∂x_j = -∂r_e/∂x_i = 1 for e = (i -> j),
-     F_i = Σ_{e: centre i} g_e - Σ_{e: neighbour i} g_e;
-   - stress (ASE sign, eV/Å³), σ = (1/V) ∂E/∂ε for the strain x -> x (1 + ε), cell -> cell (1 + ε):
-     every r_e -> r_e (1 + ε), so σ = (1/V) Σ_e r_e ⊗ g_e (symmetrized; its antisymmetric part
-     is zero for a rotation-invariant energy). Only for cells periodic in all three directions;
-     ``None`` otherwise;
-   - per-atom virials W_i = -Σ_{e: centre i} r_e ⊗ g_e (each edge's term is assigned to its
-     centre atom, which owns the edge's energy), so that Σ_i W_i = -V σ is the total virial
-     (the sign convention of nequip and LAMMPS: W = -∂E/∂ε).
+   - forces, F = -∂E/∂x: F_i = Σ_{e: center i} g_e - Σ_{e: neighbor i} g_e;
+   - per-atom virials W_i = -Σ_{e: center i} r_e ⊗ g_e (each edge's term is assigned to its
+     center atom, which owns the edge's energy; the sign of nequip and LAMMPS, W = -∂E/∂ε);
+   - stress (ASE sign, eV/Å³), σ = sym(-Σ_i W_i / V) = sym((1/V) Σ_e r_e ⊗ g_e). Only for cells
+     periodic in all three directions; ``None`` otherwise.
 
 Weights are stored in one versioned ``.npz`` file (``Potential.save`` / ``Potential.load``):
 an entry ``__metadata__`` holding a JSON string (format name, format version, allegro_ref
@@ -37,19 +31,22 @@ per parameter, named as in ``AllegroConfig.parameter_shapes()``.
 
 from __future__ import annotations
 
-import contextlib
+import copy
 import json
 import math
-import multiprocessing
 import os
-import weakref
 import zipfile
 from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from . import __version__
+from ._derivatives import (
+    forces_from_edge_gradients,
+    stress_from_virial,
+    virials_from_edge_gradients,
+)
+from ._execution import Executor
 from ._validation import (
     atom_types_from_species,
     check_cell_and_pbc,
@@ -57,7 +54,7 @@ from ._validation import (
     check_positions,
     to_host,
 )
-from .backend import device, is_numpy, keep_host_memory, namespace, segment_sum
+from .backend import device, is_numpy, is_numpy_namespace, namespace
 from .model import AllegroConfig, AllegroModel
 from .neighbors import edge_vectors, neighbor_list, within_pair_cutoffs
 
@@ -84,7 +81,7 @@ class Potential:
         min_distance: smallest allowed distance between two atoms (periodic images included),
             Å; closer atoms raise ``ValueError`` (the model's edge geometry needs |r_e| > 0, and
             such structures are almost always input mistakes).
-        chunk_bytes: working memory of the model per chunk of centre atoms (bytes, default
+        chunk_bytes: working memory of the model per chunk of center atoms (bytes, default
             64 MiB; an estimate from the config, see ``chunk_edges``). The results do not depend
             on it beyond rounding. Chunks of a few thousand edges are also the fastest on CPUs
             (their arrays stay in cache).
@@ -98,6 +95,10 @@ class Potential:
             guard of Python's multiprocessing), hold a copy of the model taken then, run one
             BLAS thread each, and stop with :meth:`close`, at the end of a ``with`` block, or
             when the potential is garbage collected.
+        keep_host_memory: tune glibc's malloc of this process to keep freed memory (faster
+            chunked evaluations on NumPy; process-wide and permanent, see
+            ``allegro_ref._execution``). ``None`` (default): only if the environment variable
+            ``ALLEGRO_REF_KEEP_HOST_MEMORY`` is ``1``. Worker processes always do.
     """
 
     def __init__(
@@ -107,6 +108,7 @@ class Potential:
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         num_threads: int | None = None,
         num_processes: int = 1,
+        keep_host_memory: bool | None = None,
     ):
         self.model = model
         self.min_distance = float(min_distance)
@@ -115,13 +117,36 @@ class Potential:
         self.chunk_bytes = int(chunk_bytes)
         if num_threads is not None and (int(num_threads) != num_threads or num_threads < 1):
             raise ValueError(f"num_threads must be a positive integer or None, got {num_threads!r}")
-        self.num_threads = None if num_threads is None else int(num_threads)
         if int(num_processes) != num_processes or num_processes < 1:
             raise ValueError(f"num_processes must be a positive integer, got {num_processes!r}")
-        self.num_processes = int(num_processes)
-        self._pool = None
+        self.keep_host_memory = keep_host_memory
+        self._executor = Executor(
+            num_threads=None if num_threads is None else int(num_threads),
+            num_processes=int(num_processes),
+            keep_host_memory=keep_host_memory,
+        )
         self._cutoffs = model.config.cutoff_matrix()
         self._per_type_cutoffs = bool(np.any(self._cutoffs < model.config.r_max))
+
+    @property
+    def num_threads(self) -> int | None:
+        """BLAS threads while chunks run in this process (``None``: as the process has it)."""
+        return self._executor.num_threads
+
+    @num_threads.setter
+    def num_threads(self, value: int | None) -> None:
+        self._executor.num_threads = value
+
+    @property
+    def num_processes(self) -> int:
+        """Worker processes evaluating chunks (1: in this process); setting it stops the
+        current workers."""
+        return self._executor.num_processes
+
+    @num_processes.setter
+    def num_processes(self, value: int) -> None:
+        self._executor.close()
+        self._executor.num_processes = value
 
     @property
     def config(self) -> AllegroConfig:
@@ -152,16 +177,17 @@ class Potential:
         (``.nequip.zip``); see :func:`allegro_ref.io.load_nequip`."""
         from .io import load_nequip
 
-        return cls(load_nequip(path), min_distance)
+        return cls(load_nequip(path), min_distance=min_distance)
 
     def to(self, backend: str) -> Potential:
         """The same potential with the network on ``"numpy"`` (host) or ``"cupy"`` (GPU)."""
         return Potential(
             self.model.to(backend),
-            self.min_distance,
-            self.chunk_bytes,
-            self.num_threads,
-            self.num_processes,
+            min_distance=self.min_distance,
+            chunk_bytes=self.chunk_bytes,
+            num_threads=self.num_threads,
+            num_processes=self.num_processes,
+            keep_host_memory=self.keep_host_memory,
         )
 
     @property
@@ -239,7 +265,7 @@ class Potential:
                 f"{os.fspath(path)!r} is inconsistent: its metadata lists parameters {listed} "
                 f"but it holds arrays {stored}"
             )
-        return cls(AllegroModel(config, arrays, metadata["dtype"]), min_distance)
+        return cls(AllegroModel(config, arrays, metadata["dtype"]), min_distance=min_distance)
 
     # ---------------------------------------------------------------------------------------
     # Evaluation
@@ -284,42 +310,31 @@ class Potential:
             kept = within_pair_cutoffs(vectors, centers, neighbors, atom_types, self._cutoffs)
             centers, neighbors, vectors = centers[kept], neighbors[kept], vectors[kept]
 
-        # The network runs where the parameters live; chunks of centre atoms (edges are sorted
-        # by centre) are evaluated independently and their results concatenated.
-        like = next(iter(self.model.params.values()))
-        xp, where = namespace(like), device(like)
-        chunks = _chunks_of_centres(centers, n_atoms, self.chunk_edges)
+        # The network runs where the parameters live; chunks of center atoms (edges are sorted
+        # by center) are evaluated independently and their results concatenated.
+        xp, where = self.model.namespace, self.model.device
+        chunks = _chunks_of_centers(centers, n_atoms, self.chunk_edges)
         inputs = (
             _chunk_inputs(chunk, vectors, centers, neighbors, atom_types, self.config.num_types)
             for chunk in chunks
         )
-        if not is_numpy(like):
+        if is_numpy_namespace(xp):
+            parts = self._executor.map(_evaluate_chunk, self.model, inputs, len(chunks))
+        else:
             parts = [
                 _evaluate_chunk(self.model, *(xp.asarray(a, device=where) for a in arrays), n)
                 for *arrays, n in inputs
             ]
-        elif self.num_processes > 1 and len(chunks) > 1:
-            # a few tasks per worker: fewer messages, still balanced
-            per_task = math.ceil(len(chunks) / (4 * self.num_processes))
-            parts = list(self._workers().imap(_evaluate_chunk_in_worker, inputs, per_task))
-        else:
-            keep_host_memory()  # glibc: no page faults on every chunk's temporaries
-            blas_threads = contextlib.nullcontext()
-            if self.num_threads is not None:
-                blas_threads = threadpool_limits(self.num_threads, user_api="blas")
-            with blas_threads:
-                parts = [_evaluate_chunk(self.model, *chunk_input) for chunk_input in inputs]
         atomic_energies, grads, virials = (
             xp.concat(list(p), axis=0) for p in zip(*parts, strict=True)
         )
 
         centers, neighbors = (xp.asarray(a, device=where) for a in (centers, neighbors))
-        forces = segment_sum(grads, centers, n_atoms) - segment_sum(grads, neighbors, n_atoms)
+        forces = forces_from_edge_gradients(grads, centers, neighbors, n_atoms)
         stress = None
         if bool(np.all(host_pbc)):
             volume = abs(float(np.linalg.det(host_cell)))
-            total = -xp.sum(virials, axis=0) / volume
-            stress = 0.5 * (total + xp.permute_dims(total, (1, 0)))
+            stress = stress_from_virial(xp.sum(virials, axis=0), volume)
 
         results = {
             "energy": float(xp.sum(atomic_energies)),
@@ -330,20 +345,10 @@ class Potential:
         }
         return _to_namespace_of(results, positions)
 
-    def _workers(self):
-        """The pool of ``num_processes`` worker processes, started on first use."""
-        if self._pool is None:
-            context = multiprocessing.get_context("spawn")
-            self._pool = context.Pool(self.num_processes, _start_worker, (self.model,))
-            self._stop_workers = weakref.finalize(self, self._pool.terminate)
-        return self._pool
-
     def close(self) -> None:
         """Stop the worker processes (if any were started); a later ``compute`` starts new
         ones."""
-        if self._pool is not None:
-            self._stop_workers()
-            self._pool = None
+        self._executor.close()
 
     def __enter__(self) -> Potential:
         return self
@@ -353,10 +358,7 @@ class Potential:
 
     def __getstate__(self) -> dict:
         """Pickles and copies leave the worker processes behind (they start again if needed)."""
-        state = dict(self.__dict__)
-        state.pop("_stop_workers", None)
-        state["_pool"] = None
-        return state
+        return {**self.__dict__, "_executor": copy.copy(self._executor)}
 
     def compute_atoms(self, atoms: Any) -> dict[str, Any]:
         """:meth:`compute` for an ``ase.Atoms`` (species = its chemical symbols)."""
@@ -369,15 +371,15 @@ class Potential:
         return (
             f"Potential(type_names={list(c.type_names)}, r_max={c.r_max}, l_max={c.l_max}, "
             f"num_layers={c.num_layers}, dtype={self.dtype!r}, "
-            f"backend={namespace(next(iter(self.model.params.values()))).__name__!r})"
+            f"backend={self.model.namespace.__name__!r})"
         )
 
 
-def _chunks_of_centres(
+def _chunks_of_centers(
     centers: np.ndarray, n_atoms: int, max_edges: int
 ) -> list[tuple[int, int, int, int]]:
     """Split atoms ``0 .. n_atoms - 1`` into consecutive ranges with about equal numbers of
-    edges (at most ``max_edges`` plus the edges of one atom each), from the sorted centres of
+    edges (at most ``max_edges`` plus the edges of one atom each), from the sorted centers of
     the edges: a range ends at the last atom whose edges start at or before its share of the
     edges.
 
@@ -398,52 +400,35 @@ def _chunks_of_centres(
 
 
 def _chunk_inputs(chunk, vectors, centers, neighbors, atom_types, num_types: int) -> tuple:
-    """The centre atoms ``first .. last - 1`` of ``chunk`` with their edges ``start .. stop - 1``
-    as a small structure (host arrays): ``(edge vectors, local centres, local neighbours, local
-    types, n_centres)`` for :func:`_evaluate_chunk`.
+    """The center atoms ``first .. last - 1`` of ``chunk`` with their edges ``start .. stop - 1``
+    as a small structure (host arrays): ``(edge vectors, local centers, local neighbors, local
+    types, n_centers)`` for :func:`_evaluate_chunk`.
 
-    The chunk's centres are atoms 0 .. n_c - 1, followed by one atom of each species, n_c + t,
-    standing for every neighbour of species t: an edge's features depend on its neighbour only
-    through the neighbour's species (and the edge vector). These extra atoms have no edge; their
+    The chunk's centers are atoms 0 .. n_c - 1, followed by one atom of each species, n_c + t,
+    standing for every neighbor of species t: an edge's features depend on its neighbor only
+    through the neighbor's species (and the edge vector). These extra atoms have no edge; their
     energies (the species shifts) are dropped."""
     first, last, start, stop = chunk
-    n_centres = last - first
+    n_centers = last - first
     species = np.arange(num_types, dtype=atom_types.dtype)
     return (
         vectors[start:stop],
         centers[start:stop] - first,
-        atom_types[neighbors[start:stop]] + n_centres,
+        atom_types[neighbors[start:stop]] + n_centers,
         np.concatenate([atom_types[first:last], species]),
-        n_centres,
+        n_centers,
     )
 
 
-def _evaluate_chunk(model: AllegroModel, vectors, centers, neighbors, types, n_centres: int):
+def _evaluate_chunk(model: AllegroModel, vectors, centers, neighbors, types, n_centers: int):
     """Forward and backward of one chunk (arrays of the model's backend): ``(energies [n_c],
     edge gradients g_e [n_e, 3], virials [n_c, 3, 3])``."""
     xp = namespace(vectors)
     energies, cache = model.forward(vectors, centers, neighbors, types)
     ones = xp.ones((types.shape[0],), dtype=xp.float64, device=device(vectors))
     grads = model.backward(cache, ones)
-    edge_virials = vectors[:, :, None] * grads[:, None, :]  # r_e ⊗ g_e, [n_e, 3, 3]
-    virials = -segment_sum(edge_virials, centers, n_centres)
-    return energies[:n_centres], grads, virials
-
-
-# The model of a worker process (Potential(num_processes=n)), set once when the worker starts.
-_worker_model: AllegroModel | None = None
-
-
-def _start_worker(model: AllegroModel) -> None:
-    """Initializer of a worker process: keep the model, one BLAS thread, glibc keeps memory."""
-    global _worker_model
-    _worker_model = model
-    threadpool_limits(1, user_api="blas")  # for the worker's lifetime
-    keep_host_memory()
-
-
-def _evaluate_chunk_in_worker(chunk_input: tuple) -> tuple:
-    return _evaluate_chunk(_worker_model, *chunk_input)
+    virials = virials_from_edge_gradients(vectors, grads, centers, n_centers)
+    return energies[:n_centers], grads, virials
 
 
 def _to_namespace_of(results: dict[str, Any], positions: Any) -> dict[str, Any]:

@@ -60,7 +60,7 @@ TRICLINIC = np.array([[8.0, 0.0, 0.0], [1.5, 7.5, 0.0], [-1.0, 0.8, 9.0]])
 def slab_domain(positions, cell, owned, cutoff):
     """Owned rows, then every periodic image (j, S) within ``cutoff`` of an owned atom as a ghost
     row (what LAMMPS's ghost exchange provides, built here independently with a periodic
-    neighbour list). Returns (owned indices, rows' positions, rows' atom indices, owners)."""
+    neighbor list). Returns (owned indices, rows' positions, rows' atom indices, owners)."""
     n_atoms = positions.shape[0]
     owned_index = np.flatnonzero(owned)
     local = np.full(n_atoms, -1)
@@ -118,7 +118,7 @@ def assert_relative(actual, expected, rtol, what):
 def test_domains_add_up_to_potential(potential, n_domains):
     """Slabs with a 2·r_max ghost shell reproduce energy, per-atom energies, forces, stress and
     per-atom virials of the periodic single-process Potential (triclinic cell, 2 species,
-    a per-edge-type cutoff); one domain evaluates no ghost centre (images are folded)."""
+    a per-edge-type cutoff); one domain evaluates no ghost center (images are folded)."""
     fractional, positions, species = random_structure(0, 40, TRICLINIC)
     ref = potential.compute(positions, species, TRICLINIC, True)
     out = decomposed(
@@ -131,7 +131,7 @@ def test_domains_add_up_to_potential(potential, n_domains):
     stress = -0.5 * (out["virial"] + out["virial"].T) / volume
     assert_relative(stress, ref["stress"], 1e-12, "stress")
     assert_relative(out["virials"], ref["virials"], 1e-12, "per-atom virials")
-    # each global edge is centred on exactly one owner
+    # each global edge is centered on exactly one owner
     n_edges = neighbor_list(positions, TRICLINIC, True, potential.config.r_max)[0].shape[0]
     assert out["owned_edges"] <= n_edges
     assert (out["ghost_edges"] == 0) == (n_domains == 1)
@@ -139,7 +139,7 @@ def test_domains_add_up_to_potential(potential, n_domains):
 
 def test_thin_ghost_shell_gives_wrong_forces(potential):
     """With ghosts only within 1.5·r_max the forces near the slab faces are wrong (the energies
-    of ghost centres miss neighbours): the 2·r_max requirement is needed, not just sufficient."""
+    of ghost centers miss neighbors): the 2·r_max requirement is needed, not just sufficient."""
     fractional, positions, species = random_structure(0, 40, TRICLINIC)
     ref = potential.compute(positions, species, TRICLINIC, True)
     out = decomposed(
@@ -298,7 +298,7 @@ def test_lammps_matches_potential(tmp_path, potential, n_ranks, triclinic):
 
 @lammps
 def test_lammps_nve_two_ranks_equal_one(tmp_path):
-    """100 NVE steps (velocity Verlet, 1 fs, 600 K start, neighbour lists rebuilt on the way) on 2
+    """100 NVE steps (velocity Verlet, 1 fs, 600 K start, neighbor lists rebuilt on the way) on 2
     ranks follow the 1-rank trajectory to float64 rounding: the only difference is the order of
     floating-point sums, amplified by 100 steps of chaotic dynamics."""
     cell = lammps_cell(True)
@@ -306,7 +306,7 @@ def test_lammps_nve_two_ranks_equal_one(tmp_path):
     spec = base_spec(steps=100, timestep=0.001, temperature=600.0)
     one = run_lammps(tmp_path, 1, spec, arrays)
     two = run_lammps(tmp_path, 2, spec, arrays)
-    assert one["rebuilds"] >= 2  # the trajectory crosses neighbour-list rebuilds
+    assert one["rebuilds"] >= 2  # the trajectory crosses neighbor-list rebuilds
     displacement = np.max(np.abs(one["unwrapped"] - arrays["positions"]))
     assert displacement > 0.05  # the atoms did move
     # positions ~10 Å and velocities ~10 Å/ps: float64 rounding is ~2e-15 of them; measured
@@ -320,7 +320,7 @@ def test_lammps_nve_two_ranks_equal_one(tmp_path):
 def test_lammps_refuses_thin_ghost_shell(tmp_path):
     """A ghost cutoff below 2·r_max is refused when the fix is created (ValueError naming both
     numbers); one above 2·r_max but below 2·r_max + 2δ stops the run with a LAMMPS error as
-    soon as the atoms have moved too far since the last neighbour-list rebuild."""
+    soon as the atoms have moved too far since the last neighbor-list rebuild."""
     cell = lammps_cell(False)
     _, _, arrays = structure_arrays(5, cell)
     done = run_lammps(tmp_path, 2, base_spec(ghost_cutoff=5.0), arrays, expect_failure=True)

@@ -107,7 +107,7 @@ def test_stress_is_the_strain_derivative(potential, seed):
 
 @pytest.mark.parametrize("name", list(SYSTEMS))
 def test_per_atom_virials_are_strain_derivatives_of_per_atom_energies(potential, name):
-    """E_i depends only on the edges centred on i and a strain maps every r_e to r_e (1 + ε),
+    """E_i depends only on the edges centered on i and a strain maps every r_e to r_e (1 + ε),
     so W_i = -∂E_i/∂ε: checked by central differences of the per-atom energies."""
     positions, species, cell, pbc = SYSTEMS[name]
     virials = potential.compute(positions, species, cell, pbc)["virials"]
@@ -223,7 +223,7 @@ def test_isolated_atom_has_its_shift(potential):
         out = potential.compute(np.zeros((1, 3)), [species])
         assert out["energy"] == pytest.approx(shift, abs=1e-15)
         np.testing.assert_array_equal(out["forces"], 0.0)
-        # periodic, cell wider than r_max: still no neighbour
+        # periodic, cell wider than r_max: still no neighbor
         out = potential.compute(np.zeros((1, 3)), [species], 4.0 * np.eye(3), True)
         assert out["energy"] == pytest.approx(shift, abs=1e-15)
         np.testing.assert_array_equal(out["stress"], 0.0)
@@ -270,12 +270,12 @@ def test_per_edge_type_cutoffs():
 
 
 # ---------------------------------------------------------------------------------------------
-# Chunks of centre atoms
+# Chunks of center atoms
 # ---------------------------------------------------------------------------------------------
 
 
 def mixed_crystal(repeats=(2, 2, 2)):
-    """A rattled rock-salt-like O/Cu crystal with variable numbers of neighbours per atom."""
+    """A rattled rock-salt-like O/Cu crystal with variable numbers of neighbors per atom."""
     from ase.build import bulk
 
     atoms = bulk("Cu", "fcc", a=3.0, cubic=True).repeat(repeats)
@@ -288,9 +288,9 @@ def mixed_crystal(repeats=(2, 2, 2)):
 @pytest.mark.parametrize("name", ["molecule", "crystal", "mixed"])
 @pytest.mark.parametrize("parallel", [{}, {"num_threads": 2}, {"num_processes": 2}])
 def test_chunks_give_the_unchunked_results(potential, name, parallel):
-    """One centre atom per chunk (two BLAS threads, two worker processes) equals the model run
-    once on the whole neighbour list, to rounding: Allegro's energy of atom i depends only on the
-    edges centred on i, and on their neighbours only through their species."""
+    """One center atom per chunk (two BLAS threads, two worker processes) equals the model run
+    once on the whole neighbor list, to rounding: Allegro's energy of atom i depends only on the
+    edges centered on i, and on their neighbors only through their species."""
     positions, species, cell, pbc = mixed_crystal() if name == "mixed" else SYSTEMS[name]
     model = potential.model
     # reference: the model on all edges at once, forces and virials from its edge gradients
@@ -322,11 +322,11 @@ def test_chunks_give_the_unchunked_results(potential, name, parallel):
 def test_chunks_cover_every_atom_once():
     """Chunks are consecutive atom ranges with their edge ranges, atoms without edges included,
     at most one atom's edges above the budget."""
-    from allegro_ref.potential import _chunks_of_centres
+    from allegro_ref.potential import _chunks_of_centers
 
     centers = np.array([0, 0, 0, 2, 2, 3, 3, 3, 3, 5])  # atoms 1 and 4 have no edges
     for max_edges in (100, 4, 3, 1):
-        chunks = _chunks_of_centres(centers, 7, max_edges)
+        chunks = _chunks_of_centers(centers, 7, max_edges)
         atoms = np.concatenate([np.arange(a, b) for a, b, _, _ in chunks])
         edges = np.concatenate([np.arange(s, e) for _, _, s, e in chunks])
         np.testing.assert_array_equal(atoms, np.arange(7))
@@ -334,8 +334,8 @@ def test_chunks_cover_every_atom_once():
         for a, b, s, e in chunks:
             assert np.all((centers[s:e] >= a) & (centers[s:e] < b))
             assert e - s <= max_edges + 4  # at most one atom's edges more (atom 3 has 4)
-    assert len(_chunks_of_centres(np.repeat(np.arange(8), 5), 8, 10)) == 4
-    assert _chunks_of_centres(centers[:0], 0, 10) == [(0, 0, 0, 0)]
+    assert len(_chunks_of_centers(np.repeat(np.arange(8), 5), 8, 10)) == 4
+    assert _chunks_of_centers(centers[:0], 0, 10) == [(0, 0, 0, 0)]
 
 
 def test_chunk_options_are_checked(potential):
@@ -574,9 +574,21 @@ def test_worker_processes_give_the_same_numbers_and_stop(potential):
         out = parallel.compute(positions, species, cell, pbc)
         for key in ("energies", "forces", "virials", "stress"):
             np.testing.assert_array_equal(out[key], expected[key])
-        pool = parallel._pool
-        assert pool is not None and copy.copy(parallel)._pool is None
+        pool = parallel._executor._pool
+        assert pool is not None and copy.copy(parallel)._executor._pool is None
         parallel.close()
-        assert parallel._pool is None
+        assert parallel._executor._pool is None
         with pytest.raises(ValueError, match="Pool not running"):
             pool.apply(abs, (-1,))
+
+
+def test_execution_settings_are_kept_by_to_and_settable(potential):
+    """num_threads, num_processes and keep_host_memory travel with ``to``; setting
+    num_processes stops the current workers (a later compute starts the new number)."""
+    tuned = Potential(potential.model, num_threads=2, num_processes=3, keep_host_memory=True)
+    moved = tuned.to("numpy")
+    assert (moved.num_threads, moved.num_processes, moved.keep_host_memory) == (2, 3, True)
+    assert moved._executor.keep_host_memory is True
+    moved.num_processes = 1
+    moved.num_threads = None
+    assert (moved._executor.num_processes, moved._executor.num_threads) == (1, None)

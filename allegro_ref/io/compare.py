@@ -28,6 +28,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .._derivatives import (
+    forces_from_edge_gradients,
+    stress_from_virial,
+    virials_from_edge_gradients,
+)
 from ..backend import to_numpy
 from ..model import AllegroModel
 
@@ -145,24 +150,25 @@ def allegro_ref_features(
         ``AllegroModel.intermediates`` of the forward (names in the module docstring),
             ``"forces"`` ``[N, 3]`` eV/Å and, with a cell, ``"stress"`` ``[3, 3]`` eV/Å³: from
             g_e = ∂E/∂r_e, F_i = Σ_{e: center i} g_e − Σ_{e: neighbor i} g_e and
-            σ = (1/V) Σ_e r_e ⊗ g_e (ASE sign).
+            σ = sym((1/V) Σ_e r_e ⊗ g_e) (ASE sign; see ``allegro_ref._derivatives``).
     """
     xp, where = model.namespace, model.device
     host = [np.asarray(to_numpy(a)) for a in (edge_vectors, centers, neighbors, atom_types)]
     vectors, c, n, types = (xp.asarray(a, device=where) for a in host)
     _, cache = model.forward(xp.astype(vectors, xp.float64), c, n, types)
     n_atoms = host[3].shape[0]
-    grads = to_numpy(model.backward(cache, xp.ones((n_atoms,), dtype=xp.float64, device=where)))
+    grads = model.backward(cache, xp.ones((n_atoms,), dtype=xp.float64, device=where))
     stages = model.intermediates(cache)
     order = _forward_order(model.config.num_layers)
     order += [name for name in stages if name not in order]
     out = {name: np.asarray(to_numpy(stages[name]), dtype=np.float64) for name in order}
-    forces = np.zeros((n_atoms, 3))
-    np.add.at(forces, host[1], grads)
-    np.add.at(forces, host[2], -grads)
-    out["forces"] = forces
+    forces = forces_from_edge_gradients(grads, c, n, n_atoms)
+    out["forces"] = np.asarray(to_numpy(forces), dtype=np.float64)
     if cell is not None:
-        out["stress"] = host[0].T @ grads / abs(np.linalg.det(np.asarray(to_numpy(cell))))
+        volume = abs(float(np.linalg.det(np.asarray(to_numpy(cell)))))
+        r = xp.astype(vectors, xp.float64)
+        virial = xp.sum(virials_from_edge_gradients(r, grads, c, n_atoms), axis=0)
+        out["stress"] = np.asarray(to_numpy(stress_from_virial(virial, volume)), dtype=np.float64)
     return out
 
 

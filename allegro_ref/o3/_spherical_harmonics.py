@@ -56,7 +56,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..backend import as_constant, device, float_dtype, is_numpy, namespace
+from ..backend import as_constant, block_rows, device, float_dtype, namespace
 from ._irreps import Irrep, Irreps
 
 __all__ = [
@@ -69,11 +69,10 @@ __all__ = [
 
 NORMALIZATIONS = ("component", "norm", "integral")
 
-# On NumPy, vectors are processed in blocks of about this many output values (1 MiB in float64),
-# so that a block's temporaries stay in the CPU cache and no large temporary is ever allocated
-# (page faults on fresh memory cost as much as the arithmetic). Other backends (CuPy, ...) run the
-# whole batch as one block.
-_HOST_BLOCK_VALUES = 1 << 17
+# On the host, vectors are processed in blocks of about this many bytes of output (2^17 values in
+# float64), 1024 to 8192 vectors (``backend.block_rows``: a block's temporaries stay in the CPU
+# cache). Other backends (CuPy, ...) run the whole batch as one block.
+_HOST_BLOCK_BYTES = 1 << 20
 
 
 # --------------------------------------------------------------------------------------------
@@ -218,9 +217,11 @@ def _check_vectors(vectors: Any, normalization: str):
     return xp
 
 
-def _blocks(n: int, dim: int, on_host: bool) -> list[tuple[int, int]]:
-    """(start, stop) of the blocks of vectors, for ``dim`` harmonics per vector."""
-    step = max(1024, min(8192, _HOST_BLOCK_VALUES // dim)) if on_host else max(n, 1)
+def _blocks(n: int, dim: int, like: Any) -> list[tuple[int, int]]:
+    """(start, stop) of the blocks of vectors, for ``dim`` harmonics per vector, arrays like
+    ``like``."""
+    rows = block_rows(like, 8 * dim, host_bytes=_HOST_BLOCK_BYTES)
+    step = max(n, 1) if rows is None else max(1024, min(8192, rows))
     return [(start, min(start + step, n)) for start in range(0, n, step)]
 
 
@@ -321,7 +322,7 @@ def spherical_harmonics_forward(
     n = flat.shape[0]
     full_t = xp.empty(((lmax + 1) ** 2, n), dtype=vectors.dtype, device=device(vectors))
     inv_norm = xp.empty((n,), dtype=vectors.dtype, device=device(vectors)) if normalize else None
-    for start, stop in _blocks(n, (lmax + 1) ** 2, is_numpy(vectors)):
+    for start, stop in _blocks(n, (lmax + 1) ** 2, vectors):
         rows = slice(start, stop)
         x, y, z = flat[rows, 0], flat[rows, 1], flat[rows, 2]
         squares = flat[rows, :] * flat[rows, :]
@@ -402,7 +403,7 @@ def spherical_harmonics_backward(cache: SphericalHarmonicsCache, grad_Y: Any) ->
     out_t = xp.zeros((3, n), dtype=full_t.dtype, device=device(full_t))
     if not per_degree:  # only l = 0: Y does not depend on v
         return _batch_view(xp, out_t, batch_shape)
-    for begin, stop in _blocks(n, full_t.shape[0], is_numpy(full_t)):
+    for begin, stop in _blocks(n, full_t.shape[0], full_t):
         rows = slice(begin, stop)
         g = None  # [3, b]
         for l, grad_l in per_degree.items():
@@ -435,7 +436,7 @@ def spherical_harmonics_with_grad(
     ladders = {
         l: as_constant(_ladder_jacobian_matrix(l, normalization), like=full_t) for l in degrees if l
     }
-    for begin, stop in _blocks(n, full_t.shape[0], is_numpy(full_t)):
+    for begin, stop in _blocks(n, full_t.shape[0], full_t):
         rows = slice(begin, stop)
         if inv_norm is not None:
             u = _unit_vectors_t(flat, rows, inv_norm)[None, :, :]

@@ -283,8 +283,8 @@ class Batch:
 
 def collate(graphs: Sequence[Graph], like: Any = None) -> Batch:
     """Concatenate ``graphs`` into one :class:`Batch`, on the namespace and device of ``like``
-    (an array, e.g. a model parameter; NumPy if None). Atom indices of graph s are offset by
-    the number of atoms in graphs 0..s−1."""
+    (an array, or a model: its ``namespace`` and ``device``; NumPy if None). Atom indices of
+    graph s are offset by the number of atoms in graphs 0..s−1."""
     if not graphs:
         raise ValueError("collate needs at least one graph")
     sizes = np.array([g.structure.num_atoms for g in graphs])
@@ -306,7 +306,10 @@ def collate(graphs: Sequence[Graph], like: Any = None) -> Batch:
     for name in ("centers", "neighbors", "atom_types", "atom_structure", "edge_structure"):
         host[name] = host[name].astype(np.int64)
     if like is not None:
-        xp, where = namespace(like), device(like)
+        if hasattr(like, "namespace") and hasattr(like, "device"):  # a model
+            xp, where = like.namespace, like.device
+        else:
+            xp, where = namespace(like), device(like)
         host = {k: xp.asarray(v, device=where) for k, v in host.items()}
     return Batch(**host, num_structures=len(graphs))
 
@@ -315,7 +318,8 @@ def batches(
     graphs: Sequence[Graph], batch_size: int, rng: np.random.Generator | None = None, like=None
 ):
     """Yield :class:`Batch` es of ``batch_size`` graphs (the last one may be smaller), in a
-    random order drawn from ``rng`` (in the given order if None)."""
+    random order drawn from ``rng`` (in the given order if None), on the namespace and device
+    of ``like`` (see :func:`collate`)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     order = np.arange(len(graphs)) if rng is None else rng.permutation(len(graphs))

@@ -10,7 +10,8 @@ official ``EnergyForceLoss`` normalizes its coefficients the same way; its defau
 
 Predictions come from one forward pass (atomic energies E_i) and one backward pass with
 ∂E/∂E_i = 1, which gives g_e = ∂E/∂r_e for every edge e = (i → j); then E_s = Σ_{i∈s} E_i,
-F_k = Σ_{e: centre k} g_e − Σ_{e: neighbour k} g_e, σ_s = sym((1/V_s) Σ_{e∈s} r_e ⊗ g_e).
+F_k = Σ_{e: center k} g_e − Σ_{e: neighbor k} g_e, σ_s = sym((1/V_s) Σ_{e∈s} r_e ⊗ g_e)
+(``allegro_ref._derivatives``).
 
 **Gradient.** With the cotangents a_i = ∂L/∂E_{s(i)}, v_k = ∂L/∂F_k and Σ_s = ∂L/∂σ_s (all
 cheap, on the predictions), the chain rule gives
@@ -40,6 +41,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .._derivatives import (
+    forces_from_edge_gradients,
+    stress_from_virial,
+    virials_from_edge_gradients,
+)
 from ..backend import namespace, segment_sum
 from ..nn import gather
 from .data import Batch
@@ -102,14 +108,12 @@ def _predict(model, batch: Batch) -> tuple[dict[str, Any], Any]:
     )
     ones = xp.ones_like(atomic_energies)
     g = model.backward(cache, ones)
-    forces = segment_sum(g, batch.centers, n_atoms) - segment_sum(g, batch.neighbors, n_atoms)
-    edge_virials = batch.edge_vectors[:, :, None] * g[:, None, :]  # r_e ⊗ g_e
-    virial_sums = segment_sum(edge_virials, batch.edge_structure, n_structures)
-    stress = virial_sums / batch.volume[:, None, None]
+    # the virial of each structure: the edges' terms summed over the structure of each edge
+    virials = virials_from_edge_gradients(batch.edge_vectors, g, batch.edge_structure, n_structures)
     predictions = {
         "energy": segment_sum(atomic_energies, batch.atom_structure, n_structures),
-        "forces": forces,
-        "stress": 0.5 * (stress + xp.permute_dims(stress, (0, 2, 1))),
+        "forces": forces_from_edge_gradients(g, batch.centers, batch.neighbors, n_atoms),
+        "stress": stress_from_virial(virials, batch.volume),
     }
     return predictions, cache
 
@@ -158,7 +162,7 @@ def loss_and_gradient(
         directions = directions + xp.sum(per_volume * batch.edge_vectors[:, None, :], axis=-1)
 
     if c_forces == 0 and c_stress == 0:
-        _, grads = model.backward(cache, atom_cotangent, True)
+        _, grads = model.backward(cache, atom_cotangent, parameter_gradients=True)
     else:
         grads = _complex_step_gradient(model, batch, directions, atom_cotangent)
     return LossResult(loss, terms, predictions, grads)
@@ -178,5 +182,5 @@ def _complex_step_gradient(model, batch: Batch, directions, atom_cotangent) -> d
     cotangent = xp.astype(xp.ones_like(atom_cotangent), complex_dtype) + (1j * h) * xp.astype(
         atom_cotangent, complex_dtype
     )
-    _, grads = model.backward(cache, cotangent, True)
+    _, grads = model.backward(cache, cotangent, parameter_gradients=True)
     return {name: xp.astype(xp.imag(g) / h, model.params[name].dtype) for name, g in grads.items()}

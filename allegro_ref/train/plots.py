@@ -54,10 +54,9 @@ def learning_curve(history: Sequence[dict[str, float]], path: str | os.PathLike)
 def parity_data(model, graphs: Sequence[Graph], batch_size: int = 8) -> dict[str, np.ndarray]:
     """Reference and predicted values (host arrays): ``energy`` [2, B] eV/atom, ``forces``
     [2, 3N] eV/Å, ``stress`` [2, 9 B_periodic] eV/Å³."""
-    like = model.params["readout.0"]
     ref: dict[str, list] = {"energy": [], "forces": [], "stress": []}
     pred: dict[str, list] = {"energy": [], "forces": [], "stress": []}
-    for batch in batches(graphs, batch_size, None, like):
+    for batch in batches(graphs, batch_size, None, like=model):
         p = {k: to_numpy(v) for k, v in predict(model, batch).items()}
         n_atoms = to_numpy(batch.num_atoms)
         ref["energy"].append(to_numpy(batch.energy) / n_atoms)

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from .._validation import CHEMICAL_SYMBOLS
-from ..backend import namespace, to_numpy
+from ..backend import to_numpy
 from ..model import AllegroConfig, AllegroModel
 from ..potential import Potential
 from .config import AUTO, TrainConfig
@@ -216,10 +216,11 @@ class Trainer:
         return self.history
 
     def _train_epoch(self, bar) -> dict[str, float]:
-        like = self.model.params["readout.0"]
         errors = _Errors()
         losses, sizes = [], []
-        for batch in batches(self.graphs["train"], self.config.batch_size, self.rng, like):
+        for batch in batches(
+            self.graphs["train"], self.config.batch_size, self.rng, like=self.model
+        ):
             result = loss_and_gradient(self.model, batch, self.weights)
             self.model.params = self.optimizer.step(self.model.params, result.gradients)
             self.ema.update(self.model.params)
@@ -342,7 +343,7 @@ class Trainer:
             }
 
         params = group("params")
-        xp = namespace(trainer.model.params["readout.0"])
+        xp = trainer.model.namespace
         trainer.model.params = {
             k: xp.astype(xp.asarray(params[k]), v.dtype) for k, v in trainer.model.params.items()
         }
@@ -374,9 +375,8 @@ def evaluate(
     if not graphs:
         raise ValueError("evaluate needs at least one structure")
     errors = _Errors()
-    like = model.params["readout.0"]
     total, count = 0.0, 0
-    for batch in batches(graphs, batch_size, None, like):
+    for batch in batches(graphs, batch_size, None, like=model):
         result = loss_and_gradient(model, batch, weights, gradient=False)
         errors.add(result.predictions, batch)
         total += result.loss * batch.num_structures

@@ -1,0 +1,104 @@
+"""The execution policy of chunked evaluations (``allegro_ref._execution``)."""
+
+from __future__ import annotations
+
+import platform
+
+import numpy as np
+import pytest
+
+from allegro_ref import _execution
+from allegro_ref._execution import Executor
+
+GLIBC = platform.libc_ver()[0] == "glibc"
+
+
+def test_keep_host_memory_on_glibc():
+    """On glibc both mallopt settings are accepted (True), and the call is idempotent; other C
+    libraries are left alone (False)."""
+    assert _execution.keep_host_memory() is GLIBC
+    assert _execution.keep_host_memory() is GLIBC
+    if GLIBC:
+        # NumPy still allocates and frees normally afterwards
+        a = np.ones(2**23)
+        assert float(a.sum()) == 2**23
+
+
+def test_grow_malloc_thresholds_on_glibc():
+    assert _execution.grow_malloc_thresholds() is GLIBC
+    a = np.ones(2**23)
+    assert float(a.sum()) == 2**23
+
+
+_MMAPPED_AFTER_GROWING = """
+import ctypes
+from allegro_ref._execution import grow_malloc_thresholds
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
+        .split()
+    ]
+
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = MallInfo2
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+assert grow_malloc_thresholds()
+mapped = libc.mallinfo2().hblks
+block = libc.malloc(16 * 2**20)
+print(libc.mallinfo2().hblks > mapped)
+libc.free(block)
+"""
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc only")
+@pytest.mark.parametrize("user_threshold", [False, True])
+def test_grown_thresholds_keep_16_mib_blocks_on_the_heap_unless_the_user_fixed_them(
+    user_threshold,
+):
+    """After grow_malloc_thresholds a 16 MiB block comes from the heap (no fresh mapping to
+    fault in); a process whose user fixed the mmap threshold (here MALLOC_MMAP_THRESHOLD_) keeps
+    it: glibc's dynamic rule, not a setting of ours, did the growing."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ)
+    env.pop("MALLOC_MMAP_THRESHOLD_", None)
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    if user_threshold:
+        env["MALLOC_MMAP_THRESHOLD_"] = "131072"
+    result = subprocess.run(
+        [sys.executable, "-c", _MMAPPED_AFTER_GROWING],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.strip() == str(user_threshold)
+
+
+def _affine(state, x, y):
+    return state * x + y
+
+
+@pytest.mark.parametrize("keep_host_memory", [None, False, True])
+def test_serial_map_applies_the_host_memory_policy_asked_for(monkeypatch, keep_host_memory):
+    """By default (no environment variable) a serial map only lets glibc's dynamic thresholds
+    grow; ``keep_host_memory=True`` or ``ALLEGRO_REF_KEEP_HOST_MEMORY=1`` sets them."""
+    calls = []
+    monkeypatch.setattr(_execution, "keep_host_memory", lambda: calls.append("mallopt"))
+    monkeypatch.setattr(_execution, "grow_malloc_thresholds", lambda: calls.append("grow"))
+    monkeypatch.delenv(_execution.KEEP_HOST_MEMORY_ENV, raising=False)
+    executor = Executor(keep_host_memory=keep_host_memory)
+    assert executor.map(_affine, 3, iter([(1, 2), (4, 5)]), 2) == [5, 17]
+    assert calls == ["mallopt" if keep_host_memory else "grow"]
+
+    monkeypatch.setenv(_execution.KEEP_HOST_MEMORY_ENV, "1")
+    calls.clear()
+    Executor(keep_host_memory=keep_host_memory).map(_affine, 3, [(0, 0)], 1)
+    assert calls == ["grow" if keep_host_memory is False else "mallopt"]
