@@ -16,6 +16,7 @@ import shlex
 import subprocess
 import sys
 from html.parser import HTMLParser
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("material")
     pytest.importorskip("mkdocstrings_handlers.python")
     pytest.importorskip("mkdocs_jupyter")
+    try:  # MathJax, which the site serves itself (docs/hooks/mathjax.py)
+        metadata.distribution("django-static-mathjax")
+    except metadata.PackageNotFoundError:
+        pytest.skip('django-static-mathjax is not installed: pip install -e ".[docs]"')
     env = dict(os.environ, ALLEGRO_REF_DOCS_EXECUTE="false", NO_MKDOCS_2_WARNING="1")
     site = tmp_path_factory.mktemp("docs") / "site"
     result = subprocess.run(
