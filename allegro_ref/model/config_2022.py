@@ -131,6 +131,8 @@ class Allegro2022Config:
     per_edge_type_cutoff: dict[str, Any] | None = field(default=None)
 
     def __post_init__(self):
+        if not isinstance(self.type_names, str):
+            object.__setattr__(self, "type_names", tuple(self.type_names))
         for name in ("two_body_latent_dims", "latent_dims", "env_embed_dims", "edge_eng_dims"):
             object.__setattr__(self, name, _ints(getattr(self, name), name))
         if self.normalized_basis_inv_std is not None:
