@@ -115,7 +115,18 @@ def _parse_yaml(text: str) -> dict[str, Any]:
         import yaml
     except ImportError as error:  # pragma: no cover - PyYAML ships with the nequip extra
         raise ImportError("reading nequip 0.6 configs needs PyYAML (pip install pyyaml)") from error
-    config = yaml.safe_load(text)
+    class Loader(yaml.SafeLoader):
+        """Safe YAML that reads the ``!!python/...`` tags of nequip's saved configs without
+        constructing anything: a tuple becomes a tuple, any other object an inert
+        ``{"python": tag}`` record (its keys, e.g. e3nn irreps, are derived quantities)."""
+
+    def python_tag(loader, suffix, node):
+        if suffix == "tuple":
+            return tuple(loader.construct_sequence(node))
+        return {"python": suffix}
+
+    Loader.add_multi_constructor("tag:yaml.org,2002:python/", python_tag)
+    config = yaml.load(text, Loader=Loader)  # noqa: S506 (a SafeLoader subclass)
     if not isinstance(config, dict):
         raise ValueError("the nequip config is not a YAML mapping")
     return config
