@@ -115,6 +115,7 @@ def _parse_yaml(text: str) -> dict[str, Any]:
         import yaml
     except ImportError as error:  # pragma: no cover - PyYAML ships with the nequip extra
         raise ImportError("reading nequip 0.6 configs needs PyYAML (pip install pyyaml)") from error
+
     class Loader(yaml.SafeLoader):
         """Safe YAML that reads the ``!!python/...`` tags of nequip's saved configs without
         constructing anything: a tuple becomes a tuple, any other object an inert
@@ -347,9 +348,7 @@ def _config_from_nequip(config: Mapping[str, Any], weights: _Weights) -> Allegro
         num_layers=num_layers,
         num_tensor_features=int(_option(config, "num_tensor_features", None, "allegro")),
         tensors_mixing_mode=str(_option(config, "tensors_mixing_mode", "uuulin", "allegro")),
-        weight_individual_irreps=bool(
-            _option(config, "weight_individual_irreps", True, "allegro")
-        ),
+        weight_individual_irreps=bool(_option(config, "weight_individual_irreps", True, "allegro")),
         self_edge_tensor_product=bool(
             _option(config, "self_edge_tensor_product", False, "allegro")
         ),
@@ -364,8 +363,10 @@ def _params_from_state(config: Allegro2022Config, weights: _Weights) -> dict[str
     """allegro_ref's parameter names from the torch keys (docs: the 0.3.0 layout)."""
     L, shapes = config.num_layers, config.parameter_shapes()
     embeddings = weights["typeembed.type_embeddings"]
-    omega_key = "radial_basis.basis.bessel_weights" if config.normalized_basis else (
-        "radial_basis.bessel_weights"
+    omega_key = (
+        "radial_basis.basis.bessel_weights"
+        if config.normalized_basis
+        else ("radial_basis.bessel_weights")
     )
     params = {
         "bessel_frequencies": weights[omega_key],

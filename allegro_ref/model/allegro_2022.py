@@ -7,13 +7,25 @@ trained with. Read it side by side with ``allegro_ref.model.allegro`` (today's n
 environment tensor product, gather/scatter) are the same functions, and each stage below says
 how it differs.
 
-| stage | here | today's model |
-|---|---|---|
-| 1. geometry | Bessel $b_n = \sin(\omega_n r)/(\pi r / r_c)$ with trainable ω (per edge type) or nequip's normalized basis; in the model dtype | ω = 1..B, float64 |
-| 2. two-body | $x^0 = \mathrm{MLP}_{2b}([C_{t_i} \| N_{t_j}] \odot R W / \sqrt B)$: the two-body latent | h, then a projection |
-| 3. initial tracks | $[w_V \| w_A] = \mathrm{MLP}_{env,0}(x^0)$, $V^0 = w_V \cdot Y$ | linear maps of h |
-| 4. layer k | environment without the edge itself, $1/\sqrt{\bar N - 1}$; product with one slot per path then an equivariant linear map ("uuulin") or weighted paths; ResNet latent update; next env weights from $\mathrm{MLP}_{env,k+1}(x^{k+1})$ | with the edge, $1/\sqrt{\bar N}$; weighted paths; DenseNet latents |
-| 5. readout | $\varepsilon = \mathrm{MLP}(x^L)$, $E_i = g\,(\mathrm{shift}_{t_i} + \mathrm{scale}_{t_i} \sum \varepsilon / \sqrt{\bar N})$ | MLP of all latents, $1/\sqrt{2\bar N}$ |
+Stage by stage, what differs from today's model:
+
+1. **geometry**: Bessel functions $b_n = \sin(\omega_n r)/(\pi r / r_c)$ with trainable
+   frequencies ω in Å⁻¹ (one row per edge type with per-edge-type cutoffs), or nequip's
+   normalized basis; computed in the model dtype (today's: ω = 1..B in units of π/r_c,
+   float64).
+2. **two-body**: $x^0 = \mathrm{MLP}_{2b}([C_{t_i} \| N_{t_j}] \odot R W / \sqrt B)$, the
+   two-body latent *is* the first scalar track (today's: h, then a linear projection).
+3. **initial tracks**: $[w_V \| w_A] = \mathrm{MLP}_{env,0}(x^0)$ and $V^0 = w_V \cdot Y$
+   (today's: two linear maps of h).
+4. **layer k**: the environment an edge meets leaves the edge itself out and is scaled by
+   $1/\sqrt{\bar N - 1}$; the tensor product keeps one slot per path and is followed by an
+   equivariant linear map ("uuulin"; or weighted paths: "uuup", "p", "uvvp"); the latents
+   are updated ResNet-style; the next environment weights come from
+   $\mathrm{MLP}_{env,k+1}(x^{k+1})$ (today's: with the edge, $1/\sqrt{\bar N}$, weighted
+   paths, DenseNet latents that also give the next weights).
+5. **readout**: $\varepsilon = \mathrm{MLP}(x^L)$ of the last latent only and
+   $E_i = g\,(\mathrm{shift}_{t_i} + \mathrm{scale}_{t_i} \sum_e \varepsilon_e / \sqrt{\bar N})$
+   (today's: an MLP of all latents, $1/\sqrt{2 \bar N}$, no global scale).
 
 Every MLP normalizes a layer after an activation by $c/\sqrt{d_{in}}$ with
 $c = 1.6791767923989418$ (``SILU_NORMALIZATION_2022``, e3nn's Monte-Carlo estimate), where
@@ -50,7 +62,7 @@ from ..nn import (
     scatter_sum,
 )
 from ..nn.irrep_weights import irrep_weighted_backward, irrep_weighted_forward
-from ..o3 import Irrep, Irreps, spherical_harmonics_backward, spherical_harmonics_forward
+from ..o3 import Irreps, spherical_harmonics_backward, spherical_harmonics_forward
 from .allegro import EdgeGraph, Tracks, _flat_channels, _mlp_weights, _named, edge_graph
 from .config_2022 import SILU_NORMALIZATION_2022, Allegro2022Config
 
@@ -206,8 +218,9 @@ def geometry_2022_backward(
 ) -> tuple[Any, dict[str, Any]]:
     r"""VJP of ``geometry_2022_forward``: ``(grad_edge_vectors [E, 3], {"bessel_frequencies"})``.
 
-    With $b = a \sin(k r)/r$: $\partial b/\partial r = a\,(k r \cos(k r) - \sin(k r))/r^2$ and
-    $\partial b/\partial k = a \cos(k r)$; the envelope adds $\partial L/\partial u \cdot u'(x)/r_c$.
+    With $b = a \sin(k r)/r$: $\partial b/\partial r = a\,(k r \cos(k r) - \sin(k r))/r^2$
+    and $\partial b/\partial k = a \cos(k r)$; the envelope adds
+    $\partial L/\partial u \cdot u'(x)/r_c$.
     """
     c = cache
     xp = namespace(grad_radial)
@@ -467,8 +480,11 @@ class Layer2022:
             stop = slot_slices[start + n - 1].stop
             blocks.append(
                 _LinearBlock(
-                    slice(slot_slices[start].start, stop), n, ir.dim,
-                    slice(out_start, out_start + ir.dim), slice(w_start, w_start + U * U * n),
+                    slice(slot_slices[start].start, stop),
+                    n,
+                    ir.dim,
+                    slice(out_start, out_start + ir.dim),
+                    slice(w_start, w_start + U * U * n),
                 )  # fmt: skip
             )
             start, out_start, w_start = start + n, out_start + ir.dim, w_start + U * U * n
@@ -623,7 +639,8 @@ def _environment_backward(xp, grad_env, cache, alpha):
 
 
 def _latent_update(xp, params, config, k, tracks, scalars):
-    """x^{k+1}: ResNet $a\\,x^k + b\\,\\mathrm{MLP}(x^k \\| s)$ or $\\mathrm{MLP}(x^0 … x^k \\| s)$."""
+    r"""x^{k+1}: ResNet $a\,x^k + b\,\mathrm{MLP}(x^k \| s)$, or
+    $\mathrm{MLP}(x^0 … x^k \| s)$."""
     if config.latent_resnet:
         update, cache = _mlp_forward(
             params, f"latent.{k}", xp.concat([tracks.latents[-1], scalars], axis=-1),
@@ -665,7 +682,7 @@ def layer_2022_forward(
         Layer2022Cache)``.
     """
     xp = namespace(sh)
-    k, U = layer.k, config.num_tensor_features
+    k = layer.k
     alpha = config.env_normalization
     env, groups, env_cache = _environment_forward(xp, config, tracks.env_weights, sh, graph, alpha)
     mixed = tracks.tensors
@@ -710,8 +727,29 @@ def _latent_update_backward(xp, params, c: Layer2022Cache, grad_latent, paramete
         grad_a = xp.sum(grad_latent * c.previous_latent)
         grad_b = xp.sum(grad_latent * c.update)
         phi = params["latent_resnet_coefficients"]
-        grads["latent_resnet_coefficients"] = resnet_coefficients_backward(phi, k + 1, grad_a, grad_b)
+        grads["latent_resnet_coefficients"] = resnet_coefficients_backward(
+            phi, k + 1, grad_a, grad_b
+        )
     return grad_in, grad_latent * a, grads
+
+
+def _product_gradient(xp, params, c: Layer2022Cache, grad_tensors: Any, grad_scalars: Any):
+    """∂L/∂T of the product output T from ∂L/∂V^{k+1} (through the uuulin linear map, whose
+    weight gradient is returned too, else None) and ∂L/∂s ``[E, U·n_s]`` (the first n_s
+    slots)."""
+    layer = c.layer
+    grad_w = None
+    if layer.mode == "uuulin" and grad_tensors is not None:
+        grad_tensors, grad_w = _linear_backward(
+            xp, layer, params[f"linear.{layer.k}"], c.product, grad_tensors
+        )
+    if grad_tensors is None:
+        grad_tensors = xp.zeros_like(c.product)
+    U, n_edges = c.product.shape[0], c.product.shape[1]
+    grad_scalars = xp.reshape(grad_scalars, (n_edges, U, layer.n_scalars))
+    grad_scalars = xp.permute_dims(grad_scalars, (1, 0, 2))
+    head = grad_tensors[:, :, : layer.n_scalars] + grad_scalars
+    return xp.concat([head, grad_tensors[:, :, layer.n_scalars :]], axis=-1), grad_w
 
 
 def layer_2022_backward(
@@ -749,22 +787,10 @@ def layer_2022_backward(
             g + grad_in[:, offsets[j] : offsets[j + 1]] for j, g in enumerate(grad_latents)
         ]
         F = int(offsets[n_previous])
-    # 4. linear map
-    grad_product = grad_tracks.tensors
-    if layer.mode == "uuulin" and grad_product is not None:
-        grad_product, grad_w = _linear_backward(
-            xp, layer, params[f"linear.{k}"], c.product, grad_product
-        )
-        if parameter_gradients:
-            grads[f"linear.{k}"] = grad_w
-    if grad_product is None:
-        grad_product = xp.zeros_like(c.product)
-    # 3. scalars
-    U, n_edges = c.product.shape[0], c.product.shape[1]
-    grad_scalars = xp.reshape(grad_in[:, F:], (n_edges, U, layer.n_scalars))
-    grad_scalars = xp.permute_dims(grad_scalars, (1, 0, 2))
-    rest = grad_product[:, :, layer.n_scalars :]
-    grad_product = xp.concat([grad_product[:, :, : layer.n_scalars] + grad_scalars, rest], axis=-1)
+    # 4. linear map and 3. scalars
+    grad_product, grad_w = _product_gradient(xp, params, c, grad_tracks.tensors, grad_in[:, F:])
+    if parameter_gradients and grad_w is not None:
+        grads[f"linear.{k}"] = grad_w
     # 2. tensor product
     grad_mixed, grad_env, grad_theta = layer.tensor_product.backward(
         c.tensor_product_cache, grad_product
@@ -825,7 +851,9 @@ def readout_2022_forward(
     reduced = xp.astype(reduced * config.energy_normalization, xp.float64)
     g = config.global_energy_scale
     scales = g * gather(params["per_type_energy_scales"], graph.atom_types)
-    atomic_energies = g * gather(params["per_type_energy_shifts"], graph.atom_types) + scales * reduced
+    atomic_energies = (
+        g * gather(params["per_type_energy_shifts"], graph.atom_types) + scales * reduced
+    )
     cache = Readout2022Cache(
         graph.atom_types, graph.centers, readout_cache, reduced, scales, features.dtype,
         tuple(x.shape[1] for x in tracks.latents), config,
@@ -848,11 +876,15 @@ def readout_2022_backward(
     if parameter_gradients:
         g = c.config.global_energy_scale
         num_types = params["per_type_energy_shifts"].shape[0]
-        grads["per_type_energy_shifts"] = g * scatter_sum(grad_atomic_energies, c.atom_types, num_types)
+        grads["per_type_energy_shifts"] = g * scatter_sum(
+            grad_atomic_energies, c.atom_types, num_types
+        )
         grads["per_type_energy_scales"] = g * scatter_sum(
             grad_atomic_energies * c.reduced, c.atom_types, num_types
         )
-    grad_reduced = xp.astype(grad_atomic_energies * c.scales, c.dtype) * c.config.energy_normalization
+    grad_reduced = (
+        xp.astype(grad_atomic_energies * c.scales, c.dtype) * c.config.energy_normalization
+    )
     grad_edge_energies = gather(grad_reduced, c.centers)[:, None]
     grad_features, g = _mlp_backward(
         params, "edge_eng", c.readout_cache, grad_edge_energies, parameter_gradients
@@ -972,7 +1004,9 @@ class Allegro2022Model:
         graph = self.edge_graph(edge_vectors, centers, neighbors, atom_types)
         geometry, geometry_cache = geometry_2022_forward(params, cfg, edge_vectors, graph, dtype)
         two_body, two_body_cache = two_body_2022_forward(params, cfg, geometry.radial, graph)
-        tracks, initial_cache = initial_tracks_2022_forward(params, cfg, two_body.latent, geometry.sh)
+        tracks, initial_cache = initial_tracks_2022_forward(
+            params, cfg, two_body.latent, geometry.sh
+        )
         all_tracks, layer_caches = [tracks], []
         for layer in self.layers:
             tracks, layer_cache = layer_2022_forward(params, cfg, layer, tracks, geometry.sh, graph)
@@ -986,7 +1020,10 @@ class Allegro2022Model:
         return energies.atomic_energies, cache
 
     def backward(
-        self, cache: Allegro2022ModelCache, grad_atomic_energies: Any, parameter_gradients: bool = False
+        self,
+        cache: Allegro2022ModelCache,
+        grad_atomic_energies: Any,
+        parameter_gradients: bool = False,
     ) -> Any:
         """VJP of ``forward``: ``grad_edge_vectors [E, 3]`` (∂L/∂r_e, in the dtype of the edge
         vectors), and the dict ∂L/∂θ too when ``parameter_gradients``."""
@@ -1052,7 +1089,9 @@ def _check_shapes(config: Allegro2022Config, params: dict[str, Any]) -> None:
     missing = sorted(set(expected) - set(params))
     unknown = sorted(set(params) - set(expected))
     if missing or unknown:
-        raise ValueError(f"parameters do not match the config: missing {missing}, unknown {unknown}")
+        raise ValueError(
+            f"parameters do not match the config: missing {missing}, unknown {unknown}"
+        )
     wrong = {
         name: (tuple(params[name].shape), shape)
         for name, shape in expected.items()

@@ -147,6 +147,7 @@ class Allegro2022Config:
             )
         self._check_choices()
         self._check_sizes()
+        self._check_lists()
         # type names, per-type values and cutoffs are checked as in AllegroConfig
         self._shared().cutoff_matrix()
         self.energy_scales()
@@ -176,7 +177,9 @@ class Allegro2022Config:
         if self.avg_num_neighbors is not None and not self.avg_num_neighbors > 1.0:
             raise ValueError(f"avg_num_neighbors must be > 1, got {self.avg_num_neighbors!r}")
         if not (math.isfinite(self.global_energy_scale) and self.global_energy_scale != 0):
-            raise ValueError(f"global_energy_scale must be finite, non-zero: {self.global_energy_scale}")
+            raise ValueError(
+                f"global_energy_scale must be finite, non-zero: {self.global_energy_scale}"
+            )
 
     def _check_sizes(self) -> None:
         for name in ("num_layers", "num_tensor_features", "num_bessels"):
@@ -193,6 +196,8 @@ class Allegro2022Config:
                 f"with latent_resnet the latent MLP must output the two-body latent width "
                 f"{self.latent_width}, got latent_dims {list(self.latent_dims)}"
             )
+
+    def _check_lists(self) -> None:
         coefficients = self.latent_resnet_coefficients
         if coefficients is not None and (
             len(coefficients) != self.num_layers + 1 or min(coefficients) <= 0
@@ -339,7 +344,9 @@ class Allegro2022Config:
         inputs, outputs = [sh], []
         for k in range(self.num_layers):
             candidates = [Irrep(0, 1)] if k == self.num_layers - 1 else allowed
-            outputs.append([c for c in candidates if any(c in a * s for a in inputs[k] for s in sh)])
+            outputs.append(
+                [c for c in candidates if any(c in a * s for a in inputs[k] for s in sh)]
+            )
             inputs.append(outputs[k])
         keep = outputs[-1]
         for k in range(self.num_layers - 1, -1, -1):
@@ -388,7 +395,7 @@ class Allegro2022Config:
 
     def _tensor_product_shapes(self) -> dict[str, tuple[int, ...]]:
         U, shapes = self.num_tensor_features, {}
-        for k, ((irreps_in, irreps_out), paths) in enumerate(
+        for k, ((_, irreps_out), paths) in enumerate(
             zip(self.layer_irreps(), self.layer_paths(), strict=True)
         ):
             P, mode = len(paths), self.tensors_mixing_mode
@@ -405,7 +412,7 @@ class Allegro2022Config:
 
     def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
         """Name -> shape of every parameter array."""
-        B, T, D, F = self.num_bessels, self.num_types, self.embed_dim, self.latent_width
+        B, T, D = self.num_bessels, self.num_types, self.embed_dim
         n_env = self.num_env_weights
 
         def mlp(prefix: str, dims: list[int]) -> dict[str, tuple[int, int]]:

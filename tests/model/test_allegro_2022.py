@@ -15,6 +15,7 @@ from hypothesis import given, settings
 
 from allegro_ref import Potential
 from allegro_ref.io.nequip_2022 import model_from_nequip_2022
+from allegro_ref.model.allegro import Tracks
 from allegro_ref.model.allegro_2022 import (
     Allegro2022Model,
     Layer2022,
@@ -29,7 +30,6 @@ from allegro_ref.model.allegro_2022 import (
     two_body_2022_backward,
     two_body_2022_forward,
 )
-from allegro_ref.model.allegro import Tracks
 from allegro_ref.model.config_2022 import Allegro2022Config
 from tests.strategies import orthogonal_matrices, seeds
 
@@ -102,7 +102,9 @@ def evaluate(model, vectors, centers, neighbors, types, cell, backend=None):
         volume = abs(np.linalg.det(cell))
         result["stress"] = vectors.T @ grads / volume
         # the size of the terms the stress sums (they cancel to a much smaller total)
-        result["stress_terms"] = np.sum(np.linalg.norm(vectors, axis=1) * np.linalg.norm(grads, axis=1)) / volume
+        result["stress_terms"] = (
+            np.sum(np.linalg.norm(vectors, axis=1) * np.linalg.norm(grads, axis=1)) / volume
+        )
     inter = {k: out(v) for k, v in model.intermediates(cache_).items()}
     return result, inter
 
@@ -174,7 +176,10 @@ OPTIONS = {
     "uvvp": dict(tensors_mixing_mode="uvvp"),
     "so3-L3": dict(parity="so3", num_layers=3),
     "o3_full-L3-self-edge-coefficients": dict(
-        l_max=1, num_layers=3, self_edge_tensor_product=True, latent_resnet_coefficients=(1, 2, 3, 4)
+        l_max=1,
+        num_layers=3,
+        self_edge_tensor_product=True,
+        latent_resnet_coefficients=(1, 2, 3, 4),
     ),
     "dense-shared-weights": dict(
         latent_resnet=False, latent_dims=(12, 7), weight_individual_irreps=False
@@ -195,7 +200,12 @@ def cluster(seed: int = 0, n_atoms: int = 6):
     rng = np.random.default_rng(seed)
     positions = rng.uniform(0.0, 2.6, (n_atoms, 3))
     centers, neighbors = np.nonzero(~np.eye(n_atoms, dtype=bool))
-    return positions[neighbors] - positions[centers], centers, neighbors, rng.integers(0, 2, n_atoms)
+    return (
+        positions[neighbors] - positions[centers],
+        centers,
+        neighbors,
+        rng.integers(0, 2, n_atoms),
+    )
 
 
 def central_difference(f, h: float = 1e-5) -> float:
@@ -245,12 +255,19 @@ def _stage_check(forward, backward, inputs: dict, grad_names, rng, tol=1e-7):
     cotangents = [rng.standard_normal(np.shape(o)) for o in outputs]
 
     def functional(**changed):
-        return sum(float(np.sum(c * o)) for c, o in zip(cotangents, forward(**{**inputs, **changed})))
+        return sum(
+            float(np.sum(c * o))
+            for c, o in zip(cotangents, forward(**{**inputs, **changed}), strict=True)
+        )
 
     grads = backward(cotangents)
     for name, grad in zip(grad_names, grads, strict=True):
         direction = rng.standard_normal(np.shape(inputs[name]))
-        fd = central_difference(lambda t: functional(**{name: inputs[name] + t * direction}))
+        fd = central_difference(
+            lambda t, name=name, direction=direction: functional(
+                **{name: inputs[name] + t * direction}
+            )
+        )
         assert abs(fd - np.sum(grad * direction)) < tol * max(1.0, abs(fd)), name
 
 
@@ -277,7 +294,9 @@ def test_geometry_and_two_body_stage_backwards(name):
     radial = geometry(vectors, params["bessel_frequencies"])[0]
 
     def two_body(radial, center_embed):
-        out, _ = two_body_2022_forward({**params, "center_embed": center_embed}, config, radial, graph)
+        out, _ = two_body_2022_forward(
+            {**params, "center_embed": center_embed}, config, radial, graph
+        )
         return (out.latent,)
 
     def two_body_vjp(cotangents):
@@ -315,7 +334,9 @@ def test_tracks_layer_and_readout_stage_backwards(name):
     final = cache_.tracks[-1]
 
     def readout(latent):
-        e, _ = readout_2022_forward(params, config, final._replace(latents=(*final.latents[:-1], latent)), graph)
+        e, _ = readout_2022_forward(
+            params, config, final._replace(latents=(*final.latents[:-1], latent)), graph
+        )
         return (e.atomic_energies,)
 
     def readout_vjp(cotangents):
@@ -338,7 +359,9 @@ def _check_layer(params, config, layer: Layer2022, tracks: Tracks, sh, graph, rn
         grad_latents = tuple(np.zeros_like(x) for x in out.latents[:-1]) + (cotangents[1],)
         env = cotangents[2] if len(cotangents) > 2 else None
         grad_tensors = cotangents[0] if not layer.is_last else None
-        (grad_in, grad_sh), _ = layer_2022_backward(params, c, Tracks(grad_tensors, grad_latents, env))
+        (grad_in, grad_sh), _ = layer_2022_backward(
+            params, c, Tracks(grad_tensors, grad_latents, env)
+        )
         return grad_in.tensors, grad_in.latents[-1], grad_in.env_weights, grad_sh
 
     if layer.is_last:  # the last layer's tensor output reaches nothing: no cotangent for it
@@ -382,7 +405,9 @@ def test_so3_is_rotation_but_not_mirror_invariant():
     rotation = np.linalg.qr(np.random.default_rng(1).standard_normal((3, 3)))[0]
     rotation *= np.sign(np.linalg.det(rotation))
     e = model.forward(vectors, centers, neighbors, types)[0]
-    np.testing.assert_allclose(model.forward(vectors @ rotation.T, centers, neighbors, types)[0], e, rtol=1e-10)
+    np.testing.assert_allclose(
+        model.forward(vectors @ rotation.T, centers, neighbors, types)[0], e, rtol=1e-10
+    )
     mirrored = model.forward(-vectors, centers, neighbors, types)[0]
     assert np.max(np.abs(mirrored - e)) > 1e-6
 
@@ -422,7 +447,9 @@ def test_config_round_trip_and_refusals():
         Allegro2022Config.from_dict({**config.to_dict(), "latent_depth": 2})
     params = Allegro2022Model.init(config).params
     with pytest.raises(ValueError, match="missing"):
-        Allegro2022Model(config, {k: v for k, v in params.items() if k != "tp.0" and k != "linear.0"})
+        Allegro2022Model(
+            config, {k: v for k, v in params.items() if k != "tp.0" and k != "linear.0"}
+        )
 
 
 def test_official_path_counts():
