@@ -50,8 +50,9 @@ import numpy as np
 
 from ..backend import as_constant, device, float_dtype, namespace, to_backend
 from ..nn import (
-    EdgeGroups,
     EnvironmentTensorProduct,
+    allowed_paths,
+    coupling_tensor,
     environment_density_backward,
     environment_density_forward,
     gather,
@@ -62,7 +63,7 @@ from ..nn import (
     scatter_sum,
 )
 from ..nn.irrep_weights import irrep_weighted_backward, irrep_weighted_forward
-from ..o3 import Irreps, spherical_harmonics_backward, spherical_harmonics_forward
+from ..o3 import Irrep, Irreps, spherical_harmonics_backward, spherical_harmonics_forward
 from .allegro import EdgeGraph, Tracks, _flat_channels, _mlp_weights, _named, edge_graph
 from .config_2022 import SILU_NORMALIZATION_2022, Allegro2022Config
 
@@ -462,6 +463,35 @@ class Layer2022:
                 self.irreps_in, self.sh_irreps, self.irreps_out, U,
                 path_channel_coupling=self.mode == "uuup",
             )  # fmt: skip
+        self._own_edge_constants(ir_out)
+
+    def _own_edge_constants(self, ir_out: list[Irrep]) -> None:
+        """Constants of the own-edge term (``_own_edge_forward``): every path as its own slot,
+        ``own_coupling`` $C[\beta, (\alpha, q)]$ ``[d_sh, d_in · d_slots]`` (each slot's own
+        path, environment index first), ``slot_paths`` ``[P, d_slots]`` (slot q's components
+        belong to path q), ``path_sh`` ``[P, n_l]`` (path p reads harmonic irrep s_p),
+        ``slot_outputs`` ``[d_slots, d_out]`` (slots summed into their output irreps; None
+        for uuulin, whose outputs are the slots) and ``path_scale`` [P] (the κ_p / √(2l_c+1)
+        of the mode)."""
+        slots = Irreps([(1, ir) for ir in ir_out])
+        block_in, P = self.tensor_product.irreps_in1, len(self.paths)
+        own = [(p if self.mode == "uvvp" else a, s, p) for p, (a, s, _) in enumerate(self.paths)]
+        all_paths = allowed_paths(block_in, self.sh_irreps, slots)
+        coupling = coupling_tensor(block_in, self.sh_irreps, slots)  # [n, d_in, d_sh, d_slots]
+        coupling = sum(coupling[all_paths.index(path)] for path in own)
+        self.own_coupling = _constant(coupling.transpose(1, 0, 2).reshape(self.sh_irreps.dim, -1))
+        slot_slices, out_slices = slots.slices(), self.irreps_out.slices()
+        slot_paths = np.zeros((P, slots.dim))
+        path_sh = np.zeros((P, len(self.sh_irreps)))
+        slot_outputs = np.zeros((slots.dim, self.irreps_out.dim))
+        for p, (_, s, c) in enumerate(self.paths):
+            slot_paths[p, slot_slices[p]] = 1.0
+            path_sh[p, s] = 1.0
+            slot_outputs[slot_slices[p], out_slices[c]] = np.eye(ir_out[p].dim)
+        self.slot_paths, self.path_sh = _constant(slot_paths), _constant(path_sh)
+        self.slot_outputs = None if self.mode == "uuulin" else _constant(slot_outputs)
+        scale = {"uuulin": np.ones(P), "uvvp": self.inv_sqrt_paths / math.sqrt(self.num_channels)}
+        self.path_scale = _constant(scale.get(self.mode, self.inv_sqrt_paths))
 
     def _selector(self, own: list[tuple[int, int, int]], values: np.ndarray) -> np.ndarray:
         """θ over the block's paths: ``values[i]`` on ``own[i]``, 0 on every other path."""
@@ -495,6 +525,12 @@ class Layer2022:
             f"Layer2022(k={self.k}, {self.mode}: {self.irreps_in} x {self.sh_irreps} -> "
             f"{self.irreps_out}, {len(self.paths)} paths)"
         )
+
+
+def _constant(array: np.ndarray) -> np.ndarray:
+    array = np.ascontiguousarray(array, dtype=np.float64)
+    array.flags.writeable = False
+    return array
 
 
 def _theta(layer: Layer2022, params: dict[str, Any], like: Any) -> Any:
@@ -598,44 +634,153 @@ def resnet_coefficients_backward(phi: Any, j: int, grad_a: Any, grad_b: Any) -> 
     return grad_a * d_a + grad_b * d_b
 
 
+class _OwnEdgeCache(NamedTuple):
+    x: Any  # [E, U, d_in] the block input, edge-major
+    coupling: Any  # [E, d_in, d_slots] K_e
+    slots: Any  # [E, U, d_slots] S
+    weights: Any  # [E, U, d_slots] the per-slot factors Q
+    path_factors: Any  # [U, P] θ'
+    env_weights: Any  # [E, U, n_l]
+    alpha: float
+
+
+def _path_factors(layer: Layer2022, params: dict[str, Any], like: Any) -> Any:
+    """θ' ``[U or 1, P]``: the factor of each (channel, path) besides the coupling: the path
+    weights over √P_c (uuup, p), 1/√(P_c U) (uvvp) or 1 (uuulin)."""
+    scale = as_constant(layer.path_scale, like=like)
+    if layer.mode == "uuup":
+        return params[f"tp.{layer.k}"] * scale
+    if layer.mode == "p":
+        return params[f"tp.{layer.k}"][None, :] * scale
+    return scale[None, :]
+
+
+def _own_edge_forward(xp, layer: Layer2022, params, x, sh, env_weights, alpha):
+    r"""The product of each edge with its *own* term of the environment,
+    $a_e[u, (l, m)] = \alpha\, w[e, u, l]\, Y_{lm}(\hat r_e)$, which 0.3.0 leaves out
+    ($\tilde A_e = A_{c_e} - a_e$, so $T = T(A) - T(a)$). Bilinear in x and Y, so the harmonics
+    are folded per edge, channel-free: $K_e[\alpha, q] = \sum_\beta C[\alpha, \beta, q]\,
+    Y_e[\beta]$; then slots $S_e[u] = x_e[u] K_e$, scaled by
+    $Q[e, u, q] = \alpha\, \theta'[u, p_q]\, w[e, u, s_{p_q}]$ and (except uuulin) summed into
+    the output irreps. Returns ``[U, E, d_out]`` and the cache."""
+    n_edges = sh.shape[0]
+    coupling = xp.reshape(
+        sh @ as_constant(layer.own_coupling, like=sh), (n_edges, x.shape[2], -1)
+    )  # K_e
+    x_edges = xp.permute_dims(x, (1, 0, 2))  # [E, U, d_in]
+    slots = x_edges @ coupling
+    factors = _path_factors(layer, params, sh)
+    per_path = alpha * factors[None, :, :] * (env_weights @ xp.matrix_transpose(
+        as_constant(layer.path_sh, like=sh)
+    ))  # fmt: skip
+    weights = per_path @ as_constant(layer.slot_paths, like=sh)
+    out = slots * weights
+    if layer.slot_outputs is not None:
+        out = out @ as_constant(layer.slot_outputs, like=sh)
+    cache = _OwnEdgeCache(x_edges, coupling, slots, weights, factors, env_weights, alpha)
+    return xp.permute_dims(out, (1, 0, 2)), cache
+
+
+def _own_edge_backward(xp, layer: Layer2022, c: _OwnEdgeCache, grad_out):
+    """VJP of ``_own_edge_forward``: (∂L/∂x ``[U, E, d_in]``, ∂L/∂Y ``[E, d_sh]``,
+    ∂L/∂w ``[E, U, n_l]``, ∂L/∂θ' ``[U, P]``)."""
+    g = xp.permute_dims(grad_out, (1, 0, 2))  # [E, U, d_out]
+    if layer.slot_outputs is not None:
+        g = g @ xp.matrix_transpose(as_constant(layer.slot_outputs, like=g))
+    grad_slots = g * c.weights
+    grad_per_path = (g * c.slots) @ xp.matrix_transpose(as_constant(layer.slot_paths, like=g))
+    grad_x = grad_slots @ xp.matrix_transpose(c.coupling)
+    grad_coupling = xp.matrix_transpose(c.x) @ grad_slots  # [E, d_in, d_slots]
+    grad_coupling = xp.reshape(grad_coupling, (grad_coupling.shape[0], -1))
+    grad_sh = grad_coupling @ xp.matrix_transpose(as_constant(layer.own_coupling, like=g))
+    path_sh = as_constant(layer.path_sh, like=g)
+    grad_w = (c.alpha * c.path_factors[None, :, :] * grad_per_path) @ path_sh
+    grad_factors = c.alpha * xp.sum(
+        grad_per_path * (c.env_weights @ xp.matrix_transpose(path_sh)), axis=0
+    )
+    return xp.permute_dims(grad_x, (1, 0, 2)), grad_sh, grad_w, grad_factors
+
+
+def _path_weight_gradient(layer: Layer2022, grad_factors: Any) -> Any:
+    """∂L/∂w of the path weights ``tp.{k}`` from ∂L/∂θ' (``_path_factors``)."""
+    xp = namespace(grad_factors)
+    grad = grad_factors * as_constant(layer.path_scale, like=grad_factors)
+    return xp.sum(grad, axis=0) if layer.mode == "p" else grad
+
+
+class _ProductCache(NamedTuple):
+    tensors_in: Any  # V^k [U, E, d_in]
+    mixed: Any  # the block's input (V^k, or the uvvp mixture)
+    density_cache: tuple
+    tensor_product_cache: tuple
+    own_edge_cache: _OwnEdgeCache | None
+    alpha: float  # α_env
+
+
+def _product_forward(xp, params, config, layer: Layer2022, tracks: Tracks, sh, graph):
+    r"""Steps 1–2 of a layer: the density $A_i = \alpha \sum_{e: c_e = i} w_e Y_e$ (per atom),
+    the product with it (``EnvironmentTensorProduct``, folded per atom), minus the product with
+    each edge's own term (``_own_edge_forward``) unless ``self_edge_tensor_product``."""
+    alpha = config.env_normalization
+    density, density_cache = environment_density_forward(
+        tracks.env_weights, sh, config.sh_irreps, graph.groups, graph.n_atoms
+    )
+    mixed = tracks.tensors
+    if layer.mode == "uvvp":
+        mixed = _mix_inputs(xp, layer, params[f"tp.{layer.k}"], tracks.tensors)
+    product, tp_cache = layer.tensor_product.forward(
+        mixed, density * alpha, graph.groups, _theta(layer, params, sh)
+    )
+    own_cache = None
+    if not config.self_edge_tensor_product:
+        own, own_cache = _own_edge_forward(xp, layer, params, mixed, sh, tracks.env_weights, alpha)
+        product = product - own
+    cache = _ProductCache(tracks.tensors, mixed, density_cache, tp_cache, own_cache, alpha)
+    return product, cache
+
+
+def _product_backward(xp, params, layer: Layer2022, c: _ProductCache, grad_product, flag):
+    """VJP of ``_product_forward``: (∂L/∂V^k, ∂L/∂w ``[E, U, n_l]``, ∂L/∂Y, grads)."""
+    grads = {}
+    grad_mixed, grad_density, grad_theta = layer.tensor_product.backward(
+        c.tensor_product_cache, grad_product
+    )
+    grad_env_weights, grad_sh = environment_density_backward(
+        c.density_cache, grad_density * c.alpha
+    )
+    grad_factors = None
+    if c.own_edge_cache is not None:
+        grad_x, grad_sh_own, grad_w_own, grad_factors = _own_edge_backward(
+            xp, layer, c.own_edge_cache, -grad_product
+        )
+        grad_mixed = grad_mixed + grad_x
+        grad_sh = grad_sh + grad_sh_own
+        grad_env_weights = grad_env_weights + grad_w_own
+    if layer.mode == "uvvp":
+        grad_tensors, grad_w = _mix_inputs_backward(
+            xp, layer, params[f"tp.{layer.k}"], c.tensors_in, grad_mixed
+        )
+        if flag:
+            grads[f"tp.{layer.k}"] = grad_w
+        return grad_tensors, grad_env_weights, grad_sh, grads
+    if flag and layer.mode in ("uuup", "p"):
+        grad = grad_theta * as_constant(layer.inv_sqrt_paths, like=grad_theta)
+        if grad_factors is not None:
+            grad = grad + _path_weight_gradient(layer, grad_factors)
+        grads[f"tp.{layer.k}"] = grad
+    return grad_mixed, grad_env_weights, grad_sh, grads
+
+
 class Layer2022Cache(NamedTuple):
     layer: Layer2022
     config: Allegro2022Config
-    tensors_in: Any  # V^k [U, E, d_in]
-    mixed: Any  # the block's input (V^k, or the uvvp mixture)
-    env_cache: tuple
-    tensor_product_cache: tuple
-    product: Any  # the block's output T
+    product_cache: _ProductCache
+    product: Any  # the product's output T
     previous_latent: Any  # x^k (ResNet)
     update: Any  # MLP output (ResNet)
     coefficients: tuple | None  # (a, b) of this update (ResNet)
     latent_cache: tuple
     env_embed_cache: tuple | None
-
-
-def _environment_forward(xp, config, env_weights, sh, graph, alpha):
-    r"""The environment each edge meets, and the groups it is folded on: with the edge itself
-    $A_{c_e}$ (per atom, ``environment_density_forward``), without it
-    $\tilde A_e = A_{c_e} - a_e$ (per edge), $a_e[u, (l, m)] = \alpha\, w[e, u, l] Y_{lm}$."""
-    if config.self_edge_tensor_product:
-        density, cache = environment_density_forward(
-            env_weights, sh, config.sh_irreps, graph.groups, graph.n_atoms
-        )
-        return density * alpha, graph.groups, ("atoms", cache)
-    own, cache = irrep_weighted_forward(env_weights * alpha, sh[:, None, :], config.sh_irreps)
-    others = gather(scatter_sum(own, graph.centers, graph.n_atoms), graph.centers) - own
-    n_edges = sh.shape[0]
-    return others, EdgeGroups(n_edges, 1, None, None, None), ("edges", cache, graph)
-
-
-def _environment_backward(xp, grad_env, cache, alpha):
-    """VJP of ``_environment_forward``: (∂L/∂w ``[E, U, n_l]``, ∂L/∂Y ``[E, dim]``)."""
-    if cache[0] == "atoms":
-        return environment_density_backward(cache[1], grad_env * alpha)
-    _, weights_cache, graph = cache
-    grad_own = gather(scatter_sum(grad_env, graph.centers, graph.n_atoms), graph.centers) - grad_env
-    grad_w, grad_sh = irrep_weighted_backward(weights_cache, grad_own)
-    return grad_w * alpha, grad_sh[:, 0, :]
 
 
 def _latent_update(xp, params, config, k, tracks, scalars):
@@ -683,12 +828,7 @@ def layer_2022_forward(
     """
     xp = namespace(sh)
     k = layer.k
-    alpha = config.env_normalization
-    env, groups, env_cache = _environment_forward(xp, config, tracks.env_weights, sh, graph, alpha)
-    mixed = tracks.tensors
-    if layer.mode == "uvvp":
-        mixed = _mix_inputs(xp, layer, params[f"tp.{k}"], tracks.tensors)
-    product, tp_cache = layer.tensor_product.forward(mixed, env, groups, _theta(layer, params, sh))
+    product, product_cache = _product_forward(xp, params, config, layer, tracks, sh, graph)
     scalars = xp.permute_dims(product[:, :, : layer.n_scalars], (1, 0, 2))  # [E, U, n_s]
     scalars = _flat_channels(xp, scalars)
     tensors = product
@@ -704,8 +844,8 @@ def layer_2022_forward(
         )
         env_weights = _per_irrep(xp, w, config)
     cache = Layer2022Cache(
-        layer, config, tracks.tensors, mixed, env_cache, tp_cache, product, tracks.latents[-1],
-        update, coefficients, latent_cache, env_embed_cache,
+        layer, config, product_cache, product, tracks.latents[-1], update, coefficients,
+        latent_cache, env_embed_cache,
     )  # fmt: skip
     return Tracks(tensors, (*tracks.latents, latent), env_weights), cache
 
@@ -791,24 +931,11 @@ def layer_2022_backward(
     grad_product, grad_w = _product_gradient(xp, params, c, grad_tracks.tensors, grad_in[:, F:])
     if parameter_gradients and grad_w is not None:
         grads[f"linear.{k}"] = grad_w
-    # 2. tensor product
-    grad_mixed, grad_env, grad_theta = layer.tensor_product.backward(
-        c.tensor_product_cache, grad_product
+    # 2., 1. tensor product and environment
+    grad_tensors, grad_env_weights, grad_sh, g = _product_backward(
+        xp, params, layer, c.product_cache, grad_product, parameter_gradients
     )
-    if layer.mode == "uvvp":
-        grad_tensors, grad_w = _mix_inputs_backward(
-            xp, layer, params[f"tp.{k}"], c.tensors_in, grad_mixed
-        )
-        if parameter_gradients:
-            grads[f"tp.{k}"] = grad_w
-    else:
-        grad_tensors = grad_mixed
-        if parameter_gradients and layer.mode in ("uuup", "p"):
-            grads[f"tp.{k}"] = grad_theta * as_constant(layer.inv_sqrt_paths, like=grad_theta)
-    # 1. environment
-    grad_env_weights, grad_sh = _environment_backward(
-        xp, grad_env, c.env_cache, config.env_normalization
-    )
+    grads.update(g)
     return (Tracks(grad_tensors, tuple(grad_latents), grad_env_weights), grad_sh), grads
 
 
