@@ -572,39 +572,41 @@ def _mix_inputs_backward(xp, layer: Layer2022, w: Any, tensors: Any, grad_mixed:
     return xp.concat(grad_tensors, axis=-1), xp.stack(grad_w, axis=-1)
 
 
+def _slot_matrix(xp, product: Any, b: _LinearBlock) -> Any:
+    """The slots of one output irrep as a matrix ``[(u, m), (e, γ)]`` (row u·n_c + m)."""
+    U, n_edges = product.shape[0], product.shape[1]
+    t_c = xp.reshape(product[:, :, b.slots], (U, n_edges, b.n_slots, b.dim))
+    return xp.reshape(xp.permute_dims(t_c, (0, 2, 1, 3)), (U * b.n_slots, n_edges * b.dim))
+
+
 def _linear_forward(xp, layer: Layer2022, weights: Any, product: Any) -> Any:
     r"""uuulin's equivariant linear map: for each output irrep c with slots $q_1 … q_{n_c}$,
     $V^{k+1}[v, e, c] = \frac{1}{\sqrt{U n_c}} \sum_{u, m} w_c[v, u, m]\, T[u, e, q_m]$,
-    $w_c$ the block ``[U_out, U_in, n_c]`` of ``linear.{k}``. ``[U, E, d_slots]`` ->
+    $w_c$ the block ``[U_out, U_in, n_c]`` of ``linear.{k}``: one matrix product
+    ``[U, U·n_c] @ [U·n_c, E·(2l+1)]`` per output irrep. ``[U, E, d_slots]`` ->
     ``[U, E, dim_out]``."""
     U, n_edges = product.shape[0], product.shape[1]
     out = []
     for b in layer.linear_blocks:
-        w_c = xp.reshape(weights[b.weights], (U, U, b.n_slots)) * (1.0 / math.sqrt(U * b.n_slots))
-        t_c = xp.reshape(product[:, :, b.slots], (U, n_edges, b.n_slots, b.dim))
-        acc = None
-        for m in range(b.n_slots):
-            term = w_c[:, :, m] @ xp.reshape(t_c[:, :, m, :], (U, -1))
-            acc = term if acc is None else acc + term
-        out.append(xp.reshape(acc, (U, n_edges, b.dim)))
+        w_c = xp.reshape(weights[b.weights], (U, U * b.n_slots)) * (1.0 / math.sqrt(U * b.n_slots))
+        out.append(xp.reshape(w_c @ _slot_matrix(xp, product, b), (U, n_edges, b.dim)))
     return xp.concat(out, axis=-1)
 
 
 def _linear_backward(xp, layer: Layer2022, weights: Any, product: Any, grad_out: Any):
-    """VJP of ``_linear_forward``: (∂L/∂T ``[U, E, d_slots]``, ∂L/∂w flat)."""
+    """VJP of ``_linear_forward``: (∂L/∂T ``[U, E, d_slots]``, ∂L/∂w flat); per output irrep
+    ∂L/∂T_c = w_cᵀ g and ∂L/∂w_c = g T_cᵀ."""
     U, n_edges = product.shape[0], product.shape[1]
     grad_product, grad_w = [], []
     for b in layer.linear_blocks:
         scale = 1.0 / math.sqrt(U * b.n_slots)
-        w_c = xp.reshape(weights[b.weights], (U, U, b.n_slots)) * scale
-        t_c = xp.reshape(product[:, :, b.slots], (U, n_edges, b.n_slots, b.dim))
-        g = xp.reshape(grad_out[:, :, b.out], (U, -1))
-        grads_t, grads_w = [], []
-        for m in range(b.n_slots):
-            grads_t.append(xp.reshape(xp.matrix_transpose(w_c[:, :, m]) @ g, (U, n_edges, b.dim)))
-            grads_w.append(g @ xp.matrix_transpose(xp.reshape(t_c[:, :, m, :], (U, -1))))
-        grad_product.append(xp.concat(grads_t, axis=-1))
-        grad_w.append(xp.reshape(xp.stack(grads_w, axis=-1) * scale, (-1,)))
+        w_c = xp.reshape(weights[b.weights], (U, U * b.n_slots)) * scale
+        g = xp.reshape(grad_out[:, :, b.out], (U, n_edges * b.dim))
+        grad_t = xp.reshape(xp.matrix_transpose(w_c) @ g, (U, b.n_slots, n_edges, b.dim))
+        grad_t = xp.permute_dims(grad_t, (0, 2, 1, 3))
+        grad_product.append(xp.reshape(grad_t, (U, n_edges, b.n_slots * b.dim)))
+        grad_w.append(xp.reshape(g @ xp.matrix_transpose(_slot_matrix(xp, product, b)), (-1,)))
+        grad_w[-1] = grad_w[-1] * scale
     return xp.concat(grad_product, axis=-1), xp.concat(grad_w, axis=0)
 
 

@@ -147,3 +147,20 @@ def test_live_official_models(name, seed):
         if atoms.pbc.all():
             scale = 10 * rtol * max(1.0, 1e-3 / np.max(np.abs(reference["stress"])))
             assert relative(result["stress"], reference["stress"]) < scale
+
+
+def test_trained_model_runs_md_through_the_ase_calculator():
+    ase = pytest.importorskip("ase")
+    from ase.build import bulk
+    from ase.md.verlet import VelocityVerlet
+
+    from allegro_ref import AllegroCalculator
+    from allegro_ref.io import load_nequip
+
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True) * (2, 2, 2)
+    atoms.symbols[[0, 5, 9]] = "Ni"
+    atoms.rattle(0.05, seed=2)
+    atoms.calc = AllegroCalculator(Potential(load_nequip(TRAIN_DIR)))
+    start = atoms.get_total_energy()
+    VelocityVerlet(atoms, 1.0 * ase.units.fs).run(10)
+    assert abs(atoms.get_total_energy() - start) < 1e-3 * len(atoms)
