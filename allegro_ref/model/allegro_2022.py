@@ -149,7 +149,7 @@ def _basis_factors(params, config: Allegro2022Config, graph: EdgeGraph, dtype, x
     """
     omega = params["bessel_frequencies"]
     if config.normalized_basis:
-        inv_std = as_constant(config_constant(config, "basis_inv_std"), like=omega, dtype=dtype)
+        inv_std = as_constant(_config_constant(config, "basis_inv_std"), like=omega, dtype=dtype)
         return (2.0 / config.r_max) * inv_std[None, :], omega[None, :] / config.r_max, None
     inv_cutoff = xp.astype(graph.inv_cutoff, dtype)
     prefactor = (1.0 / math.pi) / inv_cutoff[:, None]
@@ -162,7 +162,7 @@ def _basis_factors(params, config: Allegro2022Config, graph: EdgeGraph, dtype, x
 _CONSTANTS: dict[tuple, np.ndarray] = {}
 
 
-def config_constant(config: Allegro2022Config, name: str) -> np.ndarray:
+def _config_constant(config: Allegro2022Config, name: str) -> np.ndarray:
     """A float64 NumPy constant computed from the config (``config.<name>()``), kept so that
     ``backend.as_constant`` converts it once."""
     key = (id(config), name)
@@ -547,8 +547,9 @@ def _mix_inputs(xp, layer: Layer2022, w: Any, tensors: Any) -> Any:
     slices = layer.irreps_in.slices()
     blocks = []
     for p, (a, _, _) in enumerate(layer.paths):
-        v = xp.reshape(tensors[:, :, slices[a]], (U, -1))
-        blocks.append(xp.reshape(xp.matrix_transpose(w[:, :, p]) @ v, (U, n_edges, -1)))
+        dim = slices[a].stop - slices[a].start
+        v = xp.reshape(tensors[:, :, slices[a]], (U, n_edges * dim))
+        blocks.append(xp.reshape(xp.matrix_transpose(w[:, :, p]) @ v, (U, n_edges, dim)))
     return xp.concat(blocks, axis=-1)
 
 
@@ -559,10 +560,11 @@ def _mix_inputs_backward(xp, layer: Layer2022, w: Any, tensors: Any, grad_mixed:
     grad_tensors = [None] * len(slices)
     grad_w = []
     for p, (a, _, _) in enumerate(layer.paths):
-        v = xp.reshape(tensors[:, :, slices[a]], (U, -1))
-        g = xp.reshape(grad_mixed[:, :, mixed[p]], (U, -1))
+        dim = slices[a].stop - slices[a].start
+        v = xp.reshape(tensors[:, :, slices[a]], (U, n_edges * dim))
+        g = xp.reshape(grad_mixed[:, :, mixed[p]], (U, n_edges * dim))
         grad_w.append(v @ xp.matrix_transpose(g))  # [u, v]
-        part = xp.reshape(w[:, :, p] @ g, (U, n_edges, -1))
+        part = xp.reshape(w[:, :, p] @ g, (U, n_edges, dim))
         grad_tensors[a] = part if grad_tensors[a] is None else grad_tensors[a] + part
     zeros = [
         xp.zeros((U, n_edges, s.stop - s.start), dtype=tensors.dtype, device=device(tensors))
@@ -605,7 +607,9 @@ def _linear_backward(xp, layer: Layer2022, weights: Any, product: Any, grad_out:
         grad_t = xp.reshape(xp.matrix_transpose(w_c) @ g, (U, b.n_slots, n_edges, b.dim))
         grad_t = xp.permute_dims(grad_t, (0, 2, 1, 3))
         grad_product.append(xp.reshape(grad_t, (U, n_edges, b.n_slots * b.dim)))
-        grad_w.append(xp.reshape(g @ xp.matrix_transpose(_slot_matrix(xp, product, b)), (-1,)))
+        grad_w.append(
+            xp.reshape(g @ xp.matrix_transpose(_slot_matrix(xp, product, b)), (U * U * b.n_slots,))
+        )
         grad_w[-1] = grad_w[-1] * scale
     return xp.concat(grad_product, axis=-1), xp.concat(grad_w, axis=0)
 
@@ -666,9 +670,9 @@ def _own_edge_forward(xp, layer: Layer2022, params, x, sh, env_weights, alpha):
     $Q[e, u, q] = \alpha\, \theta'[u, p_q]\, w[e, u, s_{p_q}]$ and (except uuulin) summed into
     the output irreps. Returns ``[U, E, d_out]`` and the cache."""
     n_edges = sh.shape[0]
-    coupling = xp.reshape(
-        sh @ as_constant(layer.own_coupling, like=sh), (n_edges, x.shape[2], -1)
-    )  # K_e
+    own_coupling = as_constant(layer.own_coupling, like=sh)  # [d_sh, d_in · d_slots]
+    d_slots = own_coupling.shape[1] // x.shape[2]
+    coupling = xp.reshape(sh @ own_coupling, (n_edges, x.shape[2], d_slots))  # K_e
     x_edges = xp.permute_dims(x, (1, 0, 2))  # [E, U, d_in]
     slots = x_edges @ coupling
     factors = _path_factors(layer, params, sh)
@@ -693,7 +697,8 @@ def _own_edge_backward(xp, layer: Layer2022, c: _OwnEdgeCache, grad_out):
     grad_per_path = (g * c.slots) @ xp.matrix_transpose(as_constant(layer.slot_paths, like=g))
     grad_x = grad_slots @ xp.matrix_transpose(c.coupling)
     grad_coupling = xp.matrix_transpose(c.x) @ grad_slots  # [E, d_in, d_slots]
-    grad_coupling = xp.reshape(grad_coupling, (grad_coupling.shape[0], -1))
+    n_edges, d_in, d_slots = grad_coupling.shape
+    grad_coupling = xp.reshape(grad_coupling, (n_edges, d_in * d_slots))
     grad_sh = grad_coupling @ xp.matrix_transpose(as_constant(layer.own_coupling, like=g))
     path_sh = as_constant(layer.path_sh, like=g)
     grad_w = (c.alpha * c.path_factors[None, :, :] * grad_per_path) @ path_sh

@@ -465,3 +465,14 @@ def test_official_path_counts():
     for options, counts in cases:
         config = Allegro2022Config(**{**BASE, **options})
         assert [len(p) for p in config.layer_paths()] == counts, options
+
+
+@pytest.mark.parametrize("mode", ["uuulin", "uuup", "p", "uvvp"])
+def test_isolated_atoms_get_their_shift(mode):
+    """No edges at all (every mode): each atom's energy is g · shift of its type, no forces."""
+    config = Allegro2022Config(**{**BASE, "tensors_mixing_mode": mode})
+    result = Potential(Allegro2022Model.init(config)).compute(
+        np.array([[0.0, 0.0, 0.0], [9.0, 0.0, 0.0], [0.0, 9.0, 0.0]]), ["H", "C", "H"]
+    )
+    np.testing.assert_allclose(result["energies"], [-2.0, 4.0, -2.0])  # g = 2
+    assert not np.any(result["forces"])
