@@ -139,13 +139,13 @@ class Geometry2022Cache(NamedTuple):
 
 
 def _basis_factors(params, config: Allegro2022Config, graph: EdgeGraph, dtype, xp):
-    """(a, k, pair) with $b_n = a_n \\sin(k_n r)/r$:
+    r"""(a, k, pair) with $b_n = a_n \sin(k_n r)/r$:
 
-    - Bessel (0.3.0's ``AllegroBesselBasis``): $k = \\omega_n$ (stored as nπ/r_c, per edge
-      type with per-edge-type cutoffs), $a = r_c/\\pi$, i.e. $b_n = \\sin(\\omega_n r)/(\\pi x)$,
+    - Bessel (0.3.0's ``AllegroBesselBasis``): $k = \omega_n$ (stored as nπ/r_c, per edge
+      type with per-edge-type cutoffs), $a = r_c/\pi$, i.e. $b_n = \sin(\omega_n r)/(\pi x)$,
       x = r/r_c;
-    - normalized (nequip's ``NormalizedBasis``): $k = \\omega_n / r_{max}$ (ω stored as nπ),
-      $a = (2/r_{max})\\, s_n$.
+    - normalized (nequip's ``NormalizedBasis``): $k = \omega_n / r_{max}$ (ω stored as nπ),
+      $a = (2/r_{max})\, s_n$.
     """
     omega = params["bessel_frequencies"]
     if config.normalized_basis:
@@ -466,7 +466,7 @@ class Layer2022:
         self._own_edge_constants(ir_out)
 
     def _own_edge_constants(self, ir_out: list[Irrep]) -> None:
-        """Constants of the own-edge term (``_own_edge_forward``): every path as its own slot,
+        r"""Constants of the own-edge term (``_own_edge_forward``): every path as its own slot,
         ``own_coupling`` $C[\beta, (\alpha, q)]$ ``[d_sh, d_in · d_slots]`` (each slot's own
         path, environment index first), ``slot_paths`` ``[P, d_slots]`` (slot q's components
         belong to path q), ``path_sh`` ``[P, n_l]`` (path p reads harmonic irrep s_p),
@@ -541,7 +541,7 @@ def _theta(layer: Layer2022, params: dict[str, Any], like: Any) -> Any:
 
 
 def _mix_inputs(xp, layer: Layer2022, w: Any, tensors: Any) -> Any:
-    """uvvp: $X_p[v, e] = \\sum_u w[u, v, p]\\, V[u, e, a_p]$, concatenated over the paths
+    r"""uvvp: $X_p[v, e] = \sum_u w[u, v, p]\, V[u, e, a_p]$, concatenated over the paths
     ``[U, E, Σ_p dim(a_p)]``."""
     U, n_edges = tensors.shape[0], tensors.shape[1]
     slices = layer.irreps_in.slices()
