@@ -246,7 +246,6 @@ def _type_names(config: Mapping[str, Any]) -> list[str]:
 
 _REFUSED = {
     "norm_basis_mean_shift": False,
-    "normalize_edge_energy_sum": True,
     "typeembed_radial_basis_mlp_latent_dimensions": [],
 }
 
@@ -353,6 +352,9 @@ def _config_from_nequip(config: Mapping[str, Any], weights: _Weights) -> Allegro
             _option(config, "self_edge_tensor_product", False, "allegro")
         ),
         avg_num_neighbors=_avg_num_neighbors(config),
+        normalize_edge_energy_sum=bool(
+            _option(config, "normalize_edge_energy_sum", True, "edge_eng_sum")
+        ),
         **_bessel_options(config, weights, type_names),
         **_latent_options(config, weights, num_layers),
         **_energy_options(config, weights, type_names),
