@@ -818,9 +818,11 @@ def layer_2022_forward(
     r"""Stage 4, layer k: ``Tracks`` k -> ``Tracks`` k+1.
 
     1. environment $\tilde A_e = \alpha \sum_{e' \ne e,\, c_{e'} = c_e} w_{e'} Y_{e'}$,
-       $\alpha = 1/\sqrt{\bar N - 1}$ (``_environment_forward``; with
-       ``self_edge_tensor_product`` the sum includes e and $\alpha = 1/\sqrt{\bar N}$);
-    2. tensor product $T_e = V^k_e \otimes \tilde A_e$ (``Layer2022``: per mixing mode);
+       $\alpha = 1/\sqrt{\bar N - 1}$; with ``self_edge_tensor_product`` the sum includes e
+       and $\alpha = 1/\sqrt{\bar N}$;
+    2. tensor product $T_e = V^k_e \otimes \tilde A_e$ (``Layer2022``: per mixing mode),
+       computed as the product with the per-atom density $A_{c_e}$ minus the product with
+       the edge's own term (``_product_forward``);
     3. scalars $s_e$: the U·n_s 0e path slots of T before the linear map (uuulin, index
        u·n_s + q), or the 0e output;
     4. uuulin: $V^{k+1} = \mathrm{Linear}(T)$ (``_linear_forward``; not computed for the last
