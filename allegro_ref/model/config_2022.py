@@ -261,6 +261,18 @@ class Allegro2022Config:
         n = self.num_sh_irreps if self.weight_individual_irreps else 1
         return self.num_tensor_features * n
 
+    @property
+    def tensor_track_dim(self) -> int:
+        """The widest tensor-track feature per channel: every layer's input, output and (uuulin)
+        product slots, one per path (Potential sizes its chunks with it)."""
+        widest = self.sh_irreps.dim
+        for (irreps_in, irreps_out), paths in zip(
+            self.layer_irreps(), self.layer_paths(), strict=True
+        ):
+            slots = sum(irreps_out[c].ir.dim for *_, c in paths)
+            widest = max(widest, irreps_in.dim, irreps_out.dim, slots)
+        return widest
+
     # Names Potential reads to size its chunks (shared with AllegroConfig)
     @property
     def num_scalar_features(self) -> int:
