@@ -620,7 +620,8 @@ def resnet_coefficients(phi: Any) -> tuple[Any, Any, Any]:
     in 0.3.0), $a_k = \sqrt{S_{k-1}/S_k}$ and $b_k = \sqrt{e_k / S_k}$ for k = 1 … L
     (``a[k-1]``, ``b[k-1]``). Returns ``(a [L], b [L], (e, S))``."""
     xp = namespace(phi)
-    e = xp.exp(phi - xp.max(phi))
+    real = xp.real(phi) if xp.isdtype(phi.dtype, "complex floating") else phi
+    e = xp.exp(phi - xp.max(real))
     s = xp.cumulative_sum(e) + 1e-12
     return xp.sqrt(s[:-1] / s[1:]), xp.sqrt(e[1:] / s[1:]), (e, s)
 
@@ -984,7 +985,9 @@ def readout_2022_forward(
         params, "edge_eng", features, config.edge_eng_nonlinearity
     )
     reduced = scatter_sum(edge_energies[:, 0], graph.centers, graph.n_atoms)
-    reduced = xp.astype(reduced * config.energy_normalization, xp.float64)
+    reduced = xp.astype(
+        reduced * config.energy_normalization, float_dtype(xp, "float64", like=features)
+    )
     g = config.global_energy_scale
     scales = g * gather(params["per_type_energy_scales"], graph.atom_types)
     atomic_energies = (
@@ -1007,7 +1010,7 @@ def readout_2022_backward(
     """VJP of ``readout_2022_forward``: ``(Tracks(None, (0, …, 0, ∂L/∂x^L), None), grads)``."""
     c = cache
     xp = namespace(grad_atomic_energies)
-    grad_atomic_energies = xp.astype(grad_atomic_energies, xp.float64)
+    grad_atomic_energies = xp.astype(grad_atomic_energies, c.reduced.dtype)
     grads = {}
     if parameter_gradients:
         g = c.config.global_energy_scale
@@ -1121,6 +1124,14 @@ class Allegro2022Model:
             self.config, {k: to_backend(v, backend) for k, v in self.params.items()}, self.dtype
         )
 
+    def _params_like(self, x) -> dict[str, Any]:
+        """The parameters, cast to the complex dtype of their precision when ``x`` is complex
+        (complex-step differentiation, ``allegro_ref.train.loss``)."""
+        xp = namespace(x)
+        if not xp.isdtype(x.dtype, "complex floating"):
+            return self.params
+        return {k: xp.astype(v, float_dtype(xp, v.dtype, like=x)) for k, v in self.params.items()}
+
     def edge_graph(self, edge_vectors, centers, neighbors, atom_types) -> EdgeGraph:
         """The ``EdgeGraph`` of these edges (``allegro_ref.model.allegro.edge_graph``)."""
         dtype = float_dtype(namespace(edge_vectors), self.dtype, like=edge_vectors)
@@ -1134,8 +1145,9 @@ class Allegro2022Model:
     ) -> tuple[Any, Allegro2022ModelCache]:
         """Per-atom energies: ``(atomic_energies [N] float64 eV, cache)`` from edge vectors
         ``[E, 3]`` Å (r_e = x_j − x_i + shift·cell), ``centers``, ``neighbors`` ``[E]`` and
-        ``atom_types`` ``[N]`` (indices into ``config.type_names``)."""
-        cfg, params = self.config, self.params
+        ``atom_types`` ``[N]`` (indices into ``config.type_names``). Every operation is
+        complex-analytic: complex edge vectors run too (complex-step derivatives)."""
+        cfg, params = self.config, self._params_like(edge_vectors)
         dtype = float_dtype(namespace(edge_vectors), self.dtype, like=edge_vectors)
         graph = self.edge_graph(edge_vectors, centers, neighbors, atom_types)
         geometry, geometry_cache = geometry_2022_forward(params, cfg, edge_vectors, graph, dtype)
