@@ -16,8 +16,9 @@ sets for its child process.) It writes, in tests/fixtures/:
   different options (``MODELS`` below), each evaluated in eval mode on a periodic sheared CuNi
   cell whose short axis is below r_max and on a cluster without a cell: the YAML config (as
   JSON), every state_dict array by its torch key, the neighbor lists, the per-atom and total
-  energies, forces, stress and virial (autograd), and intermediate features of the official
-  modules (forward hooks).
+  energies, forces, stress and virial (autograd), intermediate features of the official
+  modules (forward hooks), and the autograd gradient of Σ_i c_i E_i on the periodic cell with
+  respect to every parameter.
 - ``nequip2022_train/``: a real 3-epoch ``nequip-train`` run on 8 CuNi frames with EMT labels
   (``config.yaml`` and ``best_model.pth``), ``deployed.pth`` from ``nequip-deploy build``, and
   ``reference.npz``: the trained model's energies and forces on one structure.
@@ -114,6 +115,8 @@ MODELS = {
         "use_original_normalized_basis": True,
         "num_bessels_per_basis": None,
         "num_basis": 6,
+        "two_body_latent_mlp_latent_dimensions": [16, 24],
+        "latent_mlp_latent_dimensions": [24, 24],
         "per_species_rescale_scales": None,
         "per_species_rescale_shifts": [0.5, -0.25],
     },
@@ -163,6 +166,7 @@ def build(options: dict):
     config = Config.from_dict(config)
     _set_global_options(config)
     torch.set_default_dtype(torch.float64)
+    torch.manual_seed(int(config["seed"]))  # (nequip-train seeds; model_from_config does not)
     model = model_from_config(config, initialize=True)
     model.eval()
     return model, dict(config)
@@ -253,8 +257,38 @@ def model_fixture(name: str, options: dict) -> dict[str, np.ndarray]:
         result = evaluate(model, atoms, float(config["r_max"]), list(config["chemical_symbols"]))
         out.update({f"{label}/{k}": v for k, v in result.items()})
         meta[f"{label}/symbols"] = atoms.get_chemical_symbols()
+    if config["model_dtype"] == "float64":
+        out.update(parameter_gradients(model, structures()["periodic"], config))
     out["meta/json"] = np.asarray(json.dumps(meta))
     return {f"{name}/{k}": v for k, v in out.items()}
+
+
+def parameter_gradients(model, atoms, config) -> dict[str, np.ndarray]:
+    """∂L/∂θ by autograd for L = Σ_i c_i E_i (eval mode, c_i seeded normal numbers stored as
+    ``grad/cotangent``), by torch key, for every parameter that gets a gradient (float64
+    models: the network is called directly, without GraphModel's cast to the model dtype)."""
+    import torch
+    from nequip.data import AtomicData
+    from nequip.data.transforms import TypeMapper
+
+    data = TypeMapper(chemical_symbols=list(config["chemical_symbols"]))(
+        AtomicData.from_ase(atoms, r_max=float(config["r_max"]))
+    )
+    # the energy network itself (the force output would free the graph), times RescaleOutput's
+    # global scale g as in eval mode
+    rescale = model.model
+    network = rescale.model.func
+    scale = rescale.scale_by if rescale.has_scale else 1.0
+    energies = network(AtomicData.to_AtomicDataDict(data))["atomic_energy"][:, 0] * scale
+    cotangent = np.random.default_rng(11).standard_normal(energies.shape[0])
+    loss = (energies * torch.as_tensor(cotangent, dtype=energies.dtype)).sum()
+    names, params = zip(*model.named_parameters(), strict=True)
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    result = {"grad/cotangent": cotangent}
+    for name, grad in zip(names, grads, strict=True):
+        if grad is not None:
+            result[f"grad/{name}"] = grad.detach().numpy().copy()
+    return result
 
 
 def _jsonable(value):
