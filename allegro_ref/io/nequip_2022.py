@@ -226,9 +226,8 @@ def _option(config: Mapping[str, Any], name: str, default: Any, *prefixes: str) 
 
 
 def _nonlinearity(config: Mapping[str, Any], mlp: str) -> str | None:
-    value = _option(config, "mlp_nonlinearity", "silu", f"{mlp}", f"allegro_{mlp}")
-    if mlp == "edge_eng":
-        value = _option(config, "mlp_nonlinearity", "silu", "edge_eng")
+    """``<mlp>_mlp_nonlinearity`` (``allegro_<mlp>_...`` first for Allegro's own MLPs)."""
+    value = _option(config, "mlp_nonlinearity", "silu", f"allegro_{mlp}", mlp)
     if value not in _NONLINEARITIES:
         raise ValueError(f"{mlp}_mlp_nonlinearity {value!r} is not supported (silu or null)")
     return _NONLINEARITIES[value]
@@ -302,7 +301,7 @@ def _latent_options(config: Mapping[str, Any], weights: _Weights, num_layers: in
     latent = weights.mlp("allegro.final_latent")
     env = weights.mlp("allegro.env_embed_mlps.0")
     edge = weights.mlp(_edge_eng_prefix(weights))
-    coefficients = config.get("latent_resnet_coefficients")
+    coefficients = _option(config, "latent_resnet_coefficients", None, "allegro")
     return {
         "initial_scalar_embedding_dim": int(two_body[0].shape[0]),
         "two_body_latent_dims": tuple(int(w.shape[1]) for w in two_body),
