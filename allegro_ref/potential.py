@@ -194,8 +194,10 @@ class Potential:
     def chunk_edges(self) -> int:
         """Edges per chunk: ``chunk_bytes`` over the estimated working memory per edge,
         (12·U·D + 16·W) numbers of the model's dtype with U tensor channels, D = (l_max + 1)²
-        components and W the widest scalar feature (S, the MLP widths, U·(l_max + 1))."""
+        components (or the config's ``tensor_track_dim`` where it has one: the 2022 family's
+        one slot per path) and W the widest scalar feature (S, the MLP widths, U·(l_max + 1))."""
         c = self.config
+        tensor_dim = getattr(c, "tensor_track_dim", c.sh_irreps.dim)
         widest = max(
             c.num_scalar_features * (c.num_layers + 1),
             c.allegro_mlp_hidden_layers_width,
@@ -204,7 +206,7 @@ class Potential:
             c.num_tensor_features * c.num_sh_irreps,
         )
         numbers = (
-            _EDGE_NUMBERS_TENSOR * c.num_tensor_features * c.sh_irreps.dim
+            _EDGE_NUMBERS_TENSOR * c.num_tensor_features * tensor_dim
             + _EDGE_NUMBERS_SCALAR * widest
         )
         itemsize = 4 if self.dtype == "float32" else 8

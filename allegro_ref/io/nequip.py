@@ -134,6 +134,10 @@ def load_nequip(path: str | os.PathLike, model_key: str = "sole_model") -> Alleg
             official Allegro model, or options allegro_ref does not implement.
     """
     name = os.fspath(path)
+    from .nequip_2022 import is_nequip_2022_path, load_nequip_2022
+
+    if is_nequip_2022_path(name):  # nequip 0.6 training dir or nequip-deploy file (allegro 0.3)
+        return load_nequip_2022(name)
     if name.endswith((".pt2", ".pth")):
         raise ValueError(
             f"{name!r} is a compiled nequip model (AOTInductor .nequip.pt2 or TorchScript "
