@@ -12,6 +12,8 @@ Requires the ``ase`` extra (``pip install allegro_ref[ase]``).
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
@@ -30,7 +32,13 @@ class AllegroCalculator(Calculator):
         atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
     """
 
-    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+    implemented_properties: ClassVar[list[str]] = [
+        "energy",
+        "free_energy",
+        "energies",
+        "forces",
+        "stress",
+    ]
 
     def __init__(self, potential: Potential, **kwargs):
         super().__init__(**kwargs)
