@@ -11,7 +11,7 @@ disagreement: the first stage that differs holds the bug (or the differing conve
   :class:`StageDifference` (max absolute and relative difference) per stage both have;
 - :func:`official_features` and :func:`compare_with_official`: the same for the official
   nequip-allegro model (needs torch and nequip; imported only there), read from its output dict
-  and from forward hooks on its modules, with allegro_ref run on the official neighbour list.
+  and from forward hooks on its modules, with allegro_ref run on the official neighbor list.
 
 The relative difference of a stage is max|ours − theirs| / max|theirs| over all its entries
 (normwise, so entries near zero do not blow it up). Stage names (allegro_ref's, in forward
@@ -207,7 +207,7 @@ def official_features(official_model: Any, atoms: Any, model: AllegroModel) -> d
     """The official model's features of ``atoms`` under allegro_ref's stage names.
 
     Runs the official ``GraphModel`` (nequip 0.19 / nequip-allegro 0.8, eager) on ``atoms``
-    (``ase.Atoms``; chemical symbols = type names) with the official neighbour list for
+    (``ase.Atoms``; chemical symbols = type names) with the official neighbor list for
     ``model``'s cutoffs, capturing the intermediate stages with forward hooks. Needs torch and
     nequip (``pip install 'allegro_ref[nequip]'``).
 
@@ -287,7 +287,7 @@ def official_features(official_model: Any, atoms: Any, model: AllegroModel) -> d
 def compare_with_official(model: AllegroModel, official_model: Any, atoms: Any) -> Comparison:
     """Stage-by-stage comparison of ``model`` with the official model on ``atoms``.
 
-    Both run on the official neighbour list (so edges correspond row by row); see
+    Both run on the official neighbor list (so edges correspond row by row); see
     :func:`official_features`. Needs torch and nequip. Example::
 
         model = load_nequip("run/best.ckpt")

@@ -69,7 +69,7 @@ def cu_small(**overrides: Any) -> AllegroConfig:
 def cu_benchmark(l_max: int = 2, **overrides: Any) -> AllegroConfig:
     """The fcc copper model of docs/benchmarks.md (benchmarks/bench_potential.py): Cu, r_max
     5.0 Å, l_max 1, 2 or 3, two layers, S = 64, U = 32, MLP widths 64 / 64 / 32, N̄ = 42 (the
-    neighbours of an fcc Cu atom within 5 Å)."""
+    neighbors of an fcc Cu atom within 5 Å)."""
     fields: dict[str, Any] = dict(
         type_names=("Cu",),
         r_max=5.0,

@@ -2,8 +2,8 @@
 
 Allegro moves data between the two index spaces of a graph in two directions:
 
-- gather (atoms -> edges): ``out[e] = x[index[e]]``, e.g. the centre atom's type or the
-  environment density of the centre, read by each of its edges;
+- gather (atoms -> edges): ``out[e] = x[index[e]]``, e.g. the center atom's type or the
+  environment density of the center, read by each of its edges;
 - scatter-sum (edges -> atoms): ``out[i] = Σ_{e : index[e] = i} values[e]``, e.g. the
   environment density env_i = Σ_{j ∈ N(i)} w_ij Y(r̂_ij) or the sum of edge energies onto atoms.
 
@@ -27,7 +27,7 @@ def scatter_sum(values: Any, index: Any, num_segments: int) -> Any:
 
     Args:
         values: ``[E, ...]`` per-edge values.
-        index: ``[E]`` integer target rows in ``[0, num_segments)`` (e.g. centre atoms).
+        index: ``[E]`` integer target rows in ``[0, num_segments)`` (e.g. center atoms).
         num_segments: number of output rows N (e.g. number of atoms).
 
     Returns:
