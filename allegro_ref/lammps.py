@@ -169,7 +169,7 @@ def evaluate_domain(
     config = model.config
 
     # Host: neighbor list over every row (no periodicity: ghosts are explicit images).
-    centers, neighbors, _ = neighbor_list(host_positions, None, False, config.r_max)
+    centers, neighbors, _ = neighbor_list(host_positions, cell=None, pbc=False, cutoff=config.r_max)
     # Centers: the owned rows, and the rows owned elsewhere that are within r_max of an owned
     # row (the list is full: j in N(i) <=> i in N(j)). Images of owned atoms are not evaluated:
     # their edges are the owned originals' edges, shifted.

@@ -65,7 +65,7 @@ def slab_domain(positions, cell, owned, cutoff):
     owned_index = np.flatnonzero(owned)
     local = np.full(n_atoms, -1)
     local[owned_index] = np.arange(owned_index.size)
-    centers, neighbors, shifts = neighbor_list(positions, cell, True, cutoff)
+    centers, neighbors, shifts = neighbor_list(positions, cell, pbc=True, cutoff=cutoff)
     from_owned = owned[centers]
     images = np.unique(np.column_stack([neighbors[from_owned], shifts[from_owned]]), axis=0)
     images = images[~(owned[images[:, 0]] & np.all(images[:, 1:] == 0, axis=1))]
@@ -132,7 +132,9 @@ def test_domains_add_up_to_potential(potential, n_domains):
     assert_relative(stress, ref["stress"], 1e-12, "stress")
     assert_relative(out["virials"], ref["virials"], 1e-12, "per-atom virials")
     # each global edge is centered on exactly one owner
-    n_edges = neighbor_list(positions, TRICLINIC, True, potential.config.r_max)[0].shape[0]
+    n_edges = neighbor_list(positions, TRICLINIC, pbc=True, cutoff=potential.config.r_max)[0].shape[
+        0
+    ]
     assert out["owned_edges"] <= n_edges
     assert (out["ghost_edges"] == 0) == (n_domains == 1)
 

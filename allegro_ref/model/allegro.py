@@ -758,7 +758,7 @@ class AllegroModel:
                 config.sh_irreps,
                 irreps_out,
                 config.num_tensor_features,
-                config.tp_path_channel_coupling,
+                path_channel_coupling=config.tp_path_channel_coupling,
             )
             for irreps_in, irreps_out in config.layer_irreps()
         ]

@@ -361,7 +361,9 @@ def spherical_harmonics(
         [..., D] array of the input's namespace, dtype and device, the blocks in the order of
             ``ls``, each ordered m = -l..l (a transposed view of component-major [D, n] memory).
     """
-    return spherical_harmonics_forward(ls, vectors, normalize, normalization)[0]
+    return spherical_harmonics_forward(
+        ls, vectors, normalize=normalize, normalization=normalization
+    )[0]
 
 
 def spherical_harmonics_backward(cache: SphericalHarmonicsCache, grad_Y: Any) -> Any:
@@ -428,7 +430,9 @@ def spherical_harmonics_with_grad(
     (1 - u u^T)/|v| when ``normalize=True``. Prefer the forward/backward pair when only a
     vector-Jacobian product is needed (it never forms this [..., D, 3] array).
     """
-    values, cache = spherical_harmonics_forward(ls, vectors, normalize, normalization)
+    values, cache = spherical_harmonics_forward(
+        ls, vectors, normalize=normalize, normalization=normalization
+    )
     full_t, flat, inv_norm, degrees, normalization, batch_shape = cache
     xp = namespace(full_t)
     n, dim = full_t.shape[1], values.shape[-1]
