@@ -42,7 +42,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .backend import namespace, segment_sum
+from .backend import namespace, scatter_sum
 
 __all__ = ["forces_from_edge_gradients", "virials_from_edge_gradients", "stress_from_virial"]
 
@@ -63,7 +63,7 @@ def forces_from_edge_gradients(
         terms, as the LAMMPS coupling does for edges seen by another domain, sends them to an
         extra row ``n`` and slices it off.)
     """
-    return segment_sum(edge_gradients, centers, num_atoms) - segment_sum(
+    return scatter_sum(edge_gradients, centers, num_atoms) - scatter_sum(
         edge_gradients, neighbors, num_atoms
     )
 
@@ -84,7 +84,7 @@ def virials_from_edge_gradients(
         ``[num_segments, 3, 3]``, ``W[s, a, b] = -Σ_{e in s} r_e[a] g_e[b]`` (not symmetrized).
     """
     edge_terms = edge_vectors[:, :, None] * edge_gradients[:, None, :]  # r_e ⊗ g_e, [n_e, 3, 3]
-    return -segment_sum(edge_terms, segments, num_segments)
+    return -scatter_sum(edge_terms, segments, num_segments)
 
 
 def stress_from_virial(virial: Any, volume: Any) -> Any:

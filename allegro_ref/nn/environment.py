@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from ..backend import device, namespace, segment_sum
+from ..backend import device, namespace, scatter_sum
 from ..o3 import Irreps
 
 __all__ = [
@@ -69,7 +69,7 @@ def group_edges(centers: Any) -> EdgeGroups:
     n_centers = int(xp.max(centers)) + 1
     where = device(centers)
     ones = xp.ones((n_edges,), dtype=xp.float64, device=where)
-    counts = xp.astype(segment_sum(ones, centers, n_centers), centers.dtype)
+    counts = xp.astype(scatter_sum(ones, centers, n_centers), centers.dtype)
     k_max = int(xp.max(counts))
     in_order = n_edges < 2 or bool(xp.all(centers[1:] >= centers[:-1]))
     if in_order and n_edges == n_centers * k_max:

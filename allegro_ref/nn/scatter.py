@@ -17,23 +17,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..backend import namespace, segment_sum
+from ..backend import Array, namespace, scatter_sum
 
 __all__ = ["gather", "gather_backward", "scatter_sum", "scatter_sum_backward"]
-
-
-def scatter_sum(values: Any, index: Any, num_segments: int) -> Any:
-    """out[i, ...] = Σ over e with index[e] = i of values[e, ...]; rows no edge points to are 0.
-
-    Args:
-        values: ``[E, ...]`` per-edge values.
-        index: ``[E]`` integer target rows in ``[0, num_segments)`` (e.g. center atoms).
-        num_segments: number of output rows N (e.g. number of atoms).
-
-    Returns:
-        ``[N, ...]``, same dtype and device as ``values``.
-    """
-    return segment_sum(values, index, num_segments)
 
 
 def scatter_sum_backward(grad_out: Any, index: Any) -> Any:

@@ -1,49 +1,56 @@
 # ruff: noqa: E741  (l is the degree of a representation, as in every textbook)
-"""Real spherical harmonics in e3nn's basis, with analytic gradients.
+r"""Real spherical harmonics in e3nn's basis, with analytic gradients.
 
-Conventions (docs/conventions.md, "Real spherical harmonics"): the polar axis is **y**, the
-degree-l block has 2l+1 components ordered m = -l..l, and for l = 1 the block is
-sqrt(3) (x, y, z) in the default "component" normalization. In formulas, with the
-Wikipedia-frame coordinates (X, Y, Z) = (z, x, y) of a vector v = (x, y, z),
+Conventions ([Conventions](../conventions.md), "Real spherical harmonics"): the polar axis is
+**y**, the degree-$l$ block has $2l+1$ components ordered $m = -l, \dots, l$, and for $l = 1$ the
+block is $\sqrt 3\,(x, y, z)$ in the default `"component"` normalization. In formulas, with the
+Wikipedia-frame coordinates $(X, Y, Z) = (z, x, y)$ of a vector $v = (x, y, z)$,
 
-    Y_l^{+m} = c_lm Q_l^m(Z, r^2) Re (X + iY)^m,     Y_l^{-m} = c_lm Q_l^m(Z, r^2) Im (X + iY)^m,
+$$Y_l^{+m} = c_{lm}\, Q_l^m(Z, r^2)\, \operatorname{Re} (X + iY)^m, \qquad
+  Y_l^{-m} = c_{lm}\, Q_l^m(Z, r^2)\, \operatorname{Im} (X + iY)^m,$$
 
-where Q_l^m(Z, r^2) = r^{l-m} (d/dt)^m P_l(t) at t = Z / r (P_l the Legendre polynomial), so that
-r^l Y_l(v / r) is a homogeneous harmonic polynomial of degree l (a solid harmonic), and
+where $Q_l^m(Z, r^2) = r^{l-m} \frac{d^m}{dt^m} P_l(t)$ at $t = Z / r$ ($P_l$ the Legendre
+polynomial), so that $r^l\, Y_l(v / r)$ is a homogeneous harmonic polynomial of degree $l$ (a
+solid harmonic), and
 
-    c_lm = N_l sqrt((2 - delta_m0) (2l+1)/(4 pi) (l-m)!/(l+m)!),
-    N_l = sqrt(4 pi) ("component"), sqrt(4 pi / (2l+1)) ("norm"), 1 ("integral").
+$$c_{lm} = N_l \sqrt{(2 - \delta_{m0}) \frac{2l+1}{4\pi} \frac{(l-m)!}{(l+m)!}}, \qquad
+  N_l = \begin{cases} \sqrt{4\pi} & \text{"component"} \\ \sqrt{4\pi/(2l+1)} & \text{"norm"} \\
+  1 & \text{"integral"}. \end{cases}$$
 
-Algorithm (values). Every Q_l^m is a polynomial whose leading coefficient in Z is
-(2l-1)!!/(l-m)!; its monic version q_l^m obeys the three-term recurrence of the associated
+**Algorithm (values).** Every $Q_l^m$ is a polynomial whose leading coefficient in $Z$ is
+$(2l-1)!!/(l-m)!$; its monic version $q_l^m$ obeys the three-term recurrence of the associated
 Legendre functions,
 
-    q_m^m = 1,   q_{m+1}^m = Z,   q_l^m = Z q_{l-1}^m - beta_lm r^2 q_{l-2}^m,
-    beta_lm = (l+m-1)(l-m-1) / ((2l-1)(2l-3)),
+$$q_m^m = 1, \quad q_{m+1}^m = Z, \quad q_l^m = Z\, q_{l-1}^m - \beta_{lm}\, r^2\, q_{l-2}^m,
+  \qquad \beta_{lm} = \frac{(l+m-1)(l-m-1)}{(2l-1)(2l-3)},$$
 
-and (X + iY)^m = C_m + i S_m by C_{m+1} = X C_m - Y S_m, S_{m+1} = X S_m + Y C_m. Then
-Y_l^{+-m} = w_lm q_l^m {C_m, S_m} with w_lm = c_lm (2l-1)!!/(l-m)!. Every q_l^m, C_m, S_m is a
-contiguous length-n vector, so that each step is one vectorized operation over the vectors.
+and $(X + iY)^m = C_m + i S_m$ by $C_{m+1} = X C_m - Y S_m$, $S_{m+1} = X S_m + Y C_m$. Then
+$Y_l^{\pm m} = w_{lm}\, q_l^m\, \{C_m, S_m\}$ with $w_{lm} = c_{lm} (2l-1)!!/(l-m)!$. Every
+$q_l^m$, $C_m$, $S_m$ is a contiguous length-$n$ vector, so that each step is one vectorized
+operation over the vectors.
 
-Layout. Results are stored component-major ([D, n]: one contiguous row per component, which is
-what makes the recurrence fast in NumPy) and returned as the transposed view [n, D] (no copy on
-NumPy or CuPy). Copy the result (e.g. ``numpy.ascontiguousarray``) if a row-major buffer is
-needed. On NumPy the vectors are processed in cache-sized blocks.
+**Layout.** Results are stored component-major (`[D, n]`: one contiguous row per component,
+which is what makes the recurrence fast in NumPy) and returned as the transposed view `[n, D]`
+(no copy on NumPy or CuPy). Copy the result (e.g. `numpy.ascontiguousarray`) if a row-major
+buffer is needed. On NumPy the vectors are processed in cache-sized blocks.
 
-Algorithm (gradients). The gradient of a solid harmonic of degree l is a solid harmonic of degree
-l-1 (ladder relations; F_l^m = Q_l^m (X + iY)^m, d_+- = d_X +- i d_Y):
+**Algorithm (gradients).** The gradient of a solid harmonic of degree $l$ is a solid harmonic of
+degree $l-1$ (ladder relations; $F_l^m = Q_l^m (X + iY)^m$, $\partial_\pm = \partial_X \pm i
+\partial_Y$):
 
-    d_Z F_l^m = (l+m) F_{l-1}^m,     d_+ F_l^m = -F_{l-1}^{m+1},
-    d_- F_l^m = (l+m)(l+m-1) F_{l-1}^{m-1},
+$$\partial_Z F_l^m = (l+m)\, F_{l-1}^m, \qquad \partial_+ F_l^m = -F_{l-1}^{m+1}, \qquad
+  \partial_- F_l^m = (l+m)(l+m-1)\, F_{l-1}^{m-1},$$
 
-so dY_l/dv = J_l . Y_{l-1} with a constant sparse tensor J_l [2l+1, 3, 2l-1] built once per
-(l, normalization). With ``normalize=True`` the harmonics are evaluated at u = v/|v| and the
-chain rule through u gives the tangential projection dY/dv = (1 - u u^T) grad Y(u) / |v|.
+so $\partial Y_l / \partial v = J_l \cdot Y_{l-1}$ with a constant sparse tensor $J_l$
+`[2l+1, 3, 2l-1]` built once per $(l, \text{normalization})$. With `normalize=True` the
+harmonics are evaluated at $u = v/|v|$ and the chain rule through $u$ gives the tangential
+projection $\partial Y / \partial v = (1 - u u^T)\, \nabla Y(u) / |v|$.
 
-Edge cases (``normalize=True``): the zero vector gives Y_0 = c_00 and Y_{l>=1} = 0 with a zero
-gradient (like e3nn); a vector with a NaN or infinite entry gives NaN in every l >= 1 component
-and in its gradient (Y_0 is the constant). Norms from ~1e-154 to ~1e154 (float64; ~1e-19 to
-~1e19 in float32) are exact to rounding: the vector is normalized before any polynomial is formed.
+**Edge cases** (`normalize=True`): the zero vector gives $Y_0 = c_{00}$ and $Y_{l \ge 1} = 0$ with
+a zero gradient (like e3nn); a vector with a NaN or infinite entry gives NaN in every $l \ge 1$
+component and in its gradient ($Y_0$ is the constant). Norms from ~1e-154 to ~1e154 (float64;
+~1e-19 to ~1e19 in float32) are exact to rounding: the vector is normalized before any
+polynomial is formed.
 """
 
 from __future__ import annotations
