@@ -10,8 +10,9 @@ they live here with one implementation per backend and a generic, standard-only 
 - [`as_constant`][allegro_ref.backend.as_constant]: a float64 NumPy constant (3j blocks, coupling
   matrices) moved once to the namespace, dtype and device of the data and cached there.
 - [`is_numpy`][allegro_ref.backend.is_numpy] /
-  [`is_numpy_namespace`][allegro_ref.backend.is_numpy_namespace] and [`block_rows`][allegro_ref.backend.block_rows]: is this array (namespace) on the host, and
-  how many rows a blockwise loop should take at once there or on a device.
+  [`is_numpy_namespace`][allegro_ref.backend.is_numpy_namespace] and
+  [`block_rows`][allegro_ref.backend.block_rows]: is this array (namespace) on the host, and how
+  many rows a blockwise loop should take at once there or on a device.
 
 Dtype policy: float64 is the default; float32 is supported. Constants are always *built* in
 float64 and cast last, so a float32 model never carries float32 rounding into its couplings.
