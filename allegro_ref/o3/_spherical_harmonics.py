@@ -63,7 +63,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..backend import as_constant, block_rows, device, float_dtype, namespace
+from ..backend import Array, as_constant, block_rows, device, float_dtype, namespace
 from ._irreps import Irrep, Irreps
 
 __all__ = [
@@ -311,15 +311,24 @@ def _batch_view(xp, array_t, batch_shape: tuple[int, ...]):
 
 
 def spherical_harmonics_forward(
-    ls: Any, vectors: Any, normalize: bool = True, normalization: str = "component"
-) -> tuple[Any, SphericalHarmonicsCache]:
-    """Spherical harmonics and the cache for :func:`spherical_harmonics_backward`.
+    ls: Any, vectors: Array, normalize: bool = True, normalization: str = "component"
+) -> tuple[Array, SphericalHarmonicsCache]:
+    r"""Spherical harmonics and the cache for
+    [`spherical_harmonics_backward`][allegro_ref.o3.spherical_harmonics_backward].
 
-    Args and result as :func:`spherical_harmonics`; the cache holds the harmonics of every
-    degree up to max(ls) [(l_max+1)^2, n], the vectors and, for ``normalize=True``, 1/|v| [n].
+    Args:
+        ls: as [`spherical_harmonics`][allegro_ref.o3.spherical_harmonics].
+        vectors: `[..., 3]` float32 or float64.
+        normalize: as `spherical_harmonics`.
+        normalization: as `spherical_harmonics`.
 
-    With ``normalize=True``: u = v/|v| with 1/|v| := 0 for the zero vector (so u = 0 and every
-    Y_{l>=1} = 0 there) and := NaN for a vector with a NaN or infinite entry.
+    Returns:
+        `(Y, cache)`: `Y` as `spherical_harmonics` returns it; the cache holds the harmonics of
+            every degree up to $\max(ls)$ `[(l_max+1)^2, n]`, the vectors and, for
+            `normalize=True`, $1/|v|$ `[n]`.
+
+    With `normalize=True`: $u = v/|v|$ with $1/|v| := 0$ for the zero vector (so $u = 0$ and every
+    $Y_{l \ge 1} = 0$ there) and $:= \mathrm{NaN}$ for a vector with a NaN or infinite entry.
     """
     xp = _check_vectors(vectors, normalization)
     degrees = _degrees(ls)
@@ -348,44 +357,68 @@ def spherical_harmonics_forward(
 
 
 def spherical_harmonics(
-    ls: Any, vectors: Any, normalize: bool = True, normalization: str = "component"
-) -> Any:
-    """Real spherical harmonics Y(v) of the vectors, in e3nn's basis (module docstring).
+    ls: Any, vectors: Array, normalize: bool = True, normalization: str = "component"
+) -> Array:
+    r"""Real spherical harmonics $Y(v)$ of the vectors, in e3nn's basis.
+
+    The formulas, the recurrences that evaluate them and their gradients are in
+    [Spherical harmonics: the algorithm](#spherical-harmonics-the-algorithm).
 
     Args:
-        ls: an int l_max (all degrees 0..l_max, D = (l_max+1)^2; note that e3nn's function
-            reads an int as the single degree l), a sequence of degrees, or an ``Irreps`` /
-            irreps string of harmonics such as ``"0e+2e"`` or ``"1o+3o"`` (each block l has
-            parity (-1)^l, or all are even for the harmonics of a pseudovector; a multiplicity
-            repeats the block).
-        vectors: [..., 3] float32 or float64 (any length unit, e.g. Å).
-        normalize: evaluate at v/|v| (harmonics on the unit sphere, scale invariant); with
-            ``False``, the solid harmonics |v|^l Y_l(v/|v|), homogeneous polynomials of degree l.
-        normalization: "component" (sum_m Y_lm^2 = 2l+1 on the sphere), "norm" (= 1) or
-            "integral" (int Y_lm^2 dOmega = 1).
+        ls: an int `l_max` (all degrees $0, \dots, l_{max}$, $D = (l_{max}+1)^2$; note that
+            e3nn's function reads an int as the single degree $l$), a sequence of degrees, or an
+            `Irreps` / irreps string of harmonics such as `"0e+2e"` or `"1o+3o"` (each block $l$
+            has parity $(-1)^l$, or all are even for the harmonics of a pseudovector; a
+            multiplicity repeats the block).
+        vectors: `[..., 3]` float32 or float64 (any length unit, e.g. Å).
+        normalize: evaluate at $v/|v|$ (harmonics on the unit sphere, scale invariant); with
+            `False`, the solid harmonics $|v|^l\, Y_l(v/|v|)$, homogeneous polynomials of
+            degree $l$.
+        normalization: `"component"` ($\sum_m Y_{lm}^2 = 2l+1$ on the sphere), `"norm"`
+            ($= 1$) or `"integral"` ($\int Y_{lm}^2\, d\Omega = 1$).
 
     Returns:
-        [..., D] array of the input's namespace, dtype and device, the blocks in the order of
-            ``ls``, each ordered m = -l..l (a transposed view of component-major [D, n] memory).
+        `[..., D]` array of the input's namespace, dtype and device, the blocks in the order of
+            `ls`, each ordered $m = -l, \dots, l$ (a transposed view of component-major
+            `[D, n]` memory).
+
+    Examples:
+        ```python
+        import numpy as np
+        from allegro_ref.o3 import spherical_harmonics
+
+        vectors = np.array([[0.0, 0.0, 2.0], [1.0, 1.0, 0.0]])
+        Y = spherical_harmonics(2, vectors, normalize=True, normalization="component")
+        print(Y.shape)  # (2, 9): l = 0 (1), l = 1 (3), l = 2 (5)
+        # "component": the l = 1 block is sqrt(3) (x, y, z) / |v|
+        assert np.allclose(Y[0, 1:4], np.sqrt(3) * np.array([0.0, 0.0, 1.0]))
+        # and every degree has sum_m Y_lm^2 = 2l + 1
+        assert np.allclose((Y[:, 4:9] ** 2).sum(axis=1), 5.0)
+        ```
     """
     return spherical_harmonics_forward(
         ls, vectors, normalize=normalize, normalization=normalization
     )[0]
 
 
-def spherical_harmonics_backward(cache: SphericalHarmonicsCache, grad_Y: Any) -> Any:
-    """Vector-Jacobian product: grad_vectors[..., k] = sum_i grad_Y[..., i] dY_i/dv_k.
+def spherical_harmonics_backward(cache: SphericalHarmonicsCache, grad_Y: Array) -> Array:
+    r"""Vector-Jacobian product: $\partial L / \partial v_k = \sum_i \partial L / \partial Y_i\;
+    \partial Y_i / \partial v_k$.
 
     Args:
-        cache: from :func:`spherical_harmonics_forward`.
-        grad_Y: [..., D] cotangent of the harmonics (e.g. dE/dY).
+        cache: from [`spherical_harmonics_forward`][allegro_ref.o3.spherical_harmonics_forward].
+        grad_Y: `[..., D]` cotangent of the harmonics (e.g. $\partial E / \partial Y$).
 
     Returns:
-        [..., 3] gradient with respect to the vectors.
+        `[..., 3]` gradient with respect to the vectors.
 
-    Per degree l >= 1, G_k = sum_ij grad_Y_l[i] J_l[i, k, j] Y_{l-1}[j] (the ladder relation,
-    never forming the [n, D, 3] Jacobian); with ``normalize=True`` the chain rule through
-    u = v/|v| gives (G - u (u . G)) / |v|. Computed component-major ([3, n] blocks).
+    Raises:
+        ValueError: `grad_Y` does not have the shape of the harmonics.
+
+    Per degree $l \ge 1$, $G_k = \sum_{ij} \bar Y_{l,i}\, J_{l,ikj}\, Y_{l-1,j}$ (the ladder
+    relation, never forming the `[n, D, 3]` Jacobian; $\bar Y$ the cotangent); with
+    `normalize=True` the chain rule through $u = v/|v|$ gives $(G - u (u \cdot G)) / |v|$.
+    Computed component-major (`[3, n]` blocks).
     """
     full_t, flat, inv_norm, degrees, normalization, batch_shape = cache
     xp = namespace(grad_Y)
@@ -428,14 +461,23 @@ def spherical_harmonics_backward(cache: SphericalHarmonicsCache, grad_Y: Any) ->
 
 
 def spherical_harmonics_with_grad(
-    ls: Any, vectors: Any, normalize: bool = True, normalization: str = "component"
-) -> tuple[Any, Any]:
-    """Spherical harmonics and their full Jacobian.
+    ls: Any, vectors: Array, normalize: bool = True, normalization: str = "component"
+) -> tuple[Array, Array]:
+    r"""Spherical harmonics and their full Jacobian.
 
-    Args as :func:`spherical_harmonics`. Returns (Y [..., D], dY/dv [..., D, 3]) with
-    dY/dv[..., i, k] = dY_i/dv_k: per degree J_l . Y_{l-1} (ladder relation), projected
-    (1 - u u^T)/|v| when ``normalize=True``. Prefer the forward/backward pair when only a
-    vector-Jacobian product is needed (it never forms this [..., D, 3] array).
+    Args:
+        ls: as [`spherical_harmonics`][allegro_ref.o3.spherical_harmonics].
+        vectors: `[..., 3]` float32 or float64.
+        normalize: as `spherical_harmonics`.
+        normalization: as `spherical_harmonics`.
+
+    Returns:
+        `(Y [..., D], dY/dv [..., D, 3])` with `dY/dv[..., i, k]` $= \partial Y_i / \partial
+            v_k$: per degree $J_l \cdot Y_{l-1}$ (ladder relation), projected by
+            $(1 - u u^T)/|v|$ when `normalize=True`.
+
+    Prefer the forward/backward pair when only a vector-Jacobian product is needed (it never
+    forms this `[..., D, 3]` array).
     """
     values, cache = spherical_harmonics_forward(
         ls, vectors, normalize=normalize, normalization=normalization
