@@ -38,7 +38,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..backend import as_constant, device, namespace
+from ..backend import Array, as_constant, device, namespace
 from ..o3 import Irreps, wigner_3j
 from .tensor_product import allowed_paths
 
@@ -55,9 +55,9 @@ _PATH_NORMALIZATIONS = ("element", "path", "none")
 
 
 class _TensorProductCache(NamedTuple):
-    x1: Any  # [n, irreps_in1.dim], the batch flattened
-    x2: Any  # [n, irreps_in2.dim]
-    weights: Any  # [weight_numel] or [n, weight_numel] (empty when none were given)
+    x1: Array  # [n, irreps_in1.dim], the batch flattened
+    x2: Array  # [n, irreps_in2.dim]
+    weights: Array  # [weight_numel] or [n, weight_numel] (empty when none were given)
     batch: tuple[int, ...]
     weights_given: bool
 
@@ -250,7 +250,7 @@ class TensorProduct:
 
     # ---- forward / backward ------------------------------------------------------------------
 
-    def forward(self, x1: Any, x2: Any, weights: Any = None) -> tuple[Any, tuple]:
+    def forward(self, x1: Array, x2: Array, weights: Array | None = None) -> tuple[Array, tuple]:
         """The product (class docstring).
 
         Args:
@@ -281,7 +281,7 @@ class TensorProduct:
         cache = _TensorProductCache(x1, x2, weights, batch, weights_given)
         return xp.reshape(out, (*batch, self.irreps_out.dim)), cache
 
-    def backward(self, cache: _TensorProductCache, grad_out: Any) -> tuple[Any, Any, Any]:
+    def backward(self, cache: _TensorProductCache, grad_out: Array) -> tuple[Array, Array, Array]:
         """Vector-Jacobian product (class docstring).
 
         Args:
@@ -519,7 +519,7 @@ class EquivariantLinear:
         """Float64 NumPy weights ``[weight_numel]`` ~ N(0, 1), as e3nn's."""
         return rng.standard_normal(self.weight_numel)
 
-    def forward(self, x: Any, weights: Any) -> tuple[Any, tuple]:
+    def forward(self, x: Array, weights: Array) -> tuple[Array, tuple]:
         """Apply the map to ``x`` ``[..., irreps_in.dim]`` with ``weights`` ``[weight_numel]``.
 
         Returns ``out`` ``[..., irreps_out.dim]`` and the cache for ``backward``.
@@ -537,7 +537,7 @@ class EquivariantLinear:
         out = _concat_entries(xp, outputs, self.irreps_out, x)
         return xp.reshape(out, (*batch, self.irreps_out.dim)), (x, weights, batch)
 
-    def backward(self, cache: tuple, grad_out: Any) -> tuple[Any, Any]:
+    def backward(self, cache: tuple, grad_out: Array) -> tuple[Array, Array]:
         """Vector-Jacobian product (module docstring): ``(grad_x, grad_weights)`` from
         ``grad_out`` ``[..., irreps_out.dim]``."""
         x, weights, batch = cache
