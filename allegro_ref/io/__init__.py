@@ -1,7 +1,7 @@
 """Reading models made elsewhere: the official nequip-allegro implementation.
 
-:func:`load_nequip` reads official checkpoint and package files (no torch needed);
-:mod:`allegro_ref.io.compare` compares allegro_ref's intermediate features with another
+`load_nequip` reads official checkpoint and package files (no torch needed);
+`allegro_ref.io.compare` compares allegro_ref's intermediate features with another
 implementation's, stage by stage.
 """
 

@@ -4,12 +4,12 @@ Two codes that compute the same function, given the same weights and the same ed
 every stage to rounding. Comparing the features stage by stage, in forward order, locates a
 disagreement: the first stage that differs holds the bug (or the differing convention).
 
-- :func:`allegro_ref_features`: allegro_ref's features of one structure on given edges — the
+- `allegro_ref_features`: allegro_ref's features of one structure on given edges — the
   model's named intermediates (``AllegroModel.intermediates`` of its forward cache), plus
   forces and stress from the backward pass;
-- :func:`compare_features`: two such dicts -> a :class:`Comparison`, one
-  :class:`StageDifference` (max absolute and relative difference) per stage both have;
-- :func:`official_features` and :func:`compare_with_official`: the same for the official
+- `compare_features`: two such dicts -> a `Comparison`, one
+  `StageDifference` (max absolute and relative difference) per stage both have;
+- `official_features` and `compare_with_official`: the same for the official
   nequip-allegro model (needs torch and nequip; imported only there), read from its output dict
   and from forward hooks on its modules, with allegro_ref run on the official neighbor list.
 
@@ -64,7 +64,7 @@ class StageDifference(NamedTuple):
 
 
 class Comparison(Sequence):
-    """The :class:`StageDifference` of every compared stage, in forward order; ``str()`` gives
+    """The `StageDifference` of every compared stage, in forward order; ``str()`` gives
     a table."""
 
     def __init__(self, rows: Sequence[StageDifference]):
@@ -214,7 +214,7 @@ def official_features(official_model: Any, atoms: Any, model: AllegroModel) -> d
     Returns:
         stage name -> float64 NumPy array, plus the official edges as ``"edge_vectors"`` ``[E,
             3]``, ``"centers"``, ``"neighbors"`` ``[E]`` and ``"atom_types"`` ``[N]``, for
-            :func:`allegro_ref_features`.
+            `allegro_ref_features`.
     """
     try:
         import torch
@@ -288,11 +288,13 @@ def compare_with_official(model: AllegroModel, official_model: Any, atoms: Any) 
     """Stage-by-stage comparison of ``model`` with the official model on ``atoms``.
 
     Both run on the official neighbor list (so edges correspond row by row); see
-    :func:`official_features`. Needs torch and nequip. Example::
+    `official_features`. Needs torch and nequip, for example:
 
-        model = load_nequip("run/best.ckpt")
-        official = nequip.model.saved_models.load_utils.load_saved_model("run/best.ckpt")
-        print(compare_with_official(model, official, atoms))
+    ```python
+    model = load_nequip("run/best.ckpt")
+    official = nequip.model.saved_models.load_utils.load_saved_model("run/best.ckpt")
+    print(compare_with_official(model, official, atoms))
+    ```
     """
     theirs = official_features(official_model, atoms, model)
     cell = atoms.cell.array if bool(np.all(atoms.pbc)) else None

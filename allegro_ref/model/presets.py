@@ -1,7 +1,7 @@
 """Named Allegro configurations: the models that the tests, benchmarks, scripts, examples and the
 command line share, defined once.
 
-Each preset is a function returning an :class:`AllegroConfig`; keyword ``overrides`` replace any
+Each preset is a function returning an `AllegroConfig`; keyword ``overrides`` replace any
 field, e.g. ``presets.cu_benchmark(l_max=3)`` or ``presets.tiny(["H"], r_max=2.0)``.
 
 | preset | species | r_max (Å) | l_max | layers | S | U | MLP widths (embed/latent/readout) |
