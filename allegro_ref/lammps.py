@@ -44,10 +44,11 @@ never a silently wrong force.
 
 **Energy and virial.** The energy is $\sum_{\text{owned } i} E_i$ and the virial
 $W = -\sum_e r_e \otimes g_e$ over the edges centered on owned atoms (each global edge once);
-per-atom virials assign each edge to its center, as ``Potential`` does. ``fix external`` takes the *global* energy and virial and adds
-them after LAMMPS's own reduction over ranks (passing each rank's share would give 1/K of the
-pressure on K ranks), so both are summed over ranks here (``MPI_Allreduce``). Per-atom
-energies and virials (``compute pe/atom``, ``compute stress/atom``) are per owned atom.
+per-atom virials assign each edge to its center, as ``Potential`` does. ``fix external`` takes the
+*global* energy and virial and adds them after LAMMPS's own reduction over ranks (passing each
+rank's share would give 1/K of the pressure on K ranks), so both are summed over ranks here
+(``MPI_Allreduce``). Per-atom energies and virials (``compute pe/atom``, ``compute
+stress/atom``) are per owned atom.
 
 **Cost of the duplicated ghost work.** Part 2 evaluates, on every rank, the ghost centers within
 r_max of its sub-domain that other ranks own: a shell of thickness r_max around each
@@ -83,6 +84,7 @@ import numpy as np
 
 from ._derivatives import forces_from_edge_gradients, virials_from_edge_gradients
 from ._validation import atom_types_from_species, check_min_distance, check_positions, to_host
+from .backend import Array
 from .model import AllegroModel
 from .neighbors import neighbor_list, within_pair_cutoffs
 from .potential import Potential
@@ -127,9 +129,9 @@ class DomainResult:
 
 def evaluate_domain(
     model: AllegroModel,
-    positions: Any,
-    atom_types: Any,
-    owners: Any,
+    positions: Array,
+    atom_types: Array,
+    owners: Array,
     min_distance: float = 0.1,
 ) -> DomainResult:
     """Energies, forces and virials of the owned atoms of one domain, from owned + ghost atoms.

@@ -33,7 +33,7 @@ from .._derivatives import (
     stress_from_virial,
     virials_from_edge_gradients,
 )
-from ..backend import to_numpy
+from ..backend import Array, to_numpy
 from ..model import AllegroModel
 
 __all__ = [
@@ -96,7 +96,7 @@ class Comparison(Sequence):
         return f"Comparison(\n{self}\n)"
 
 
-def compare_features(ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> Comparison:
+def compare_features(ours: Mapping[str, Array], theirs: Mapping[str, Array]) -> Comparison:
     """Stage-by-stage differences of the stages present in both dicts, in ``ours``' order.
 
     Args:
@@ -129,11 +129,11 @@ def compare_features(ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> Comp
 
 def allegro_ref_features(
     model: AllegroModel,
-    edge_vectors: Any,
-    centers: Any,
-    neighbors: Any,
-    atom_types: Any,
-    cell: Any = None,
+    edge_vectors: Array,
+    centers: Array,
+    neighbors: Array,
+    atom_types: Array,
+    cell: Array | None = None,
 ) -> dict[str, np.ndarray]:
     """allegro_ref's features of one structure on given edges, as host float64 arrays.
 
