@@ -7,9 +7,10 @@ in order, backward in reverse, as ``AllegroModel.forward``/``backward`` compose 
 forces and stress of ``allegro_ref._derivatives``. The tensor product of every layer is timed
 apart from the rest of its layer by handing ``layer_forward`` a ``Timed`` wrapper (the stage
 functions accept any object with the tensor product's ``forward``/``backward``). Nothing is
-patched. The whole structure is evaluated as one chunk of edges (``Potential`` splits systems
-larger than its ``chunk_bytes`` into several chunks of the same computation), and the edge
-gradients are checked to equal ``AllegroModel.backward``'s bit for bit.
+patched. The model runs chunk by chunk, on the chunks of center atoms that ``Potential.compute``
+makes (its ``chunk_edges``; the two private helpers of ``allegro_ref.potential`` that split
+a structure are called, not copied), and every chunk's edge gradients are checked to equal
+``AllegroModel.backward``'s bit for bit.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from allegro_ref.model.allegro import (
     two_body_forward,
 )
 from allegro_ref.neighbors import edge_vectors, neighbor_list
+from allegro_ref.potential import _chunk_inputs, _chunks_of_centers
 
 STAGES = (
     "neighbor list",
@@ -79,8 +81,8 @@ class Timed:
 
 
 def _model_stages(model, vectors, centers, neighbors, types, clock: Clock):
-    """Forward and backward of ``model`` stage by stage, each call timed: ∂E/∂r_e ``[E, 3]``
-    and the per-atom energies."""
+    """Forward and backward of ``model`` on one chunk, stage by stage, each call timed:
+    ∂E/∂r_e ``[E, 3]`` and the per-atom energies."""
     p, cfg = model.params, model.config
     dtype = model.params["readout.0"].dtype
     xp = model.namespace
@@ -114,6 +116,7 @@ def stage_profile(potential, positions, species, cell, pbc) -> dict:
     model, config = potential.model, potential.config
     positions, cell, pbc = np.asarray(positions), np.asarray(cell), np.asarray(pbc)
     types = np.array([config.type_names.index(s) for s in species])
+    n_atoms = len(types)
     clock = Clock()
     with threadpool_limits(1, user_api="blas"):
         watch = time.perf_counter()
@@ -123,22 +126,26 @@ def stage_profile(potential, positions, species, cell, pbc) -> dict:
         vectors = clock.time(
             "neighbor list", edge_vectors, positions, cell, centers, neighbors, shifts
         )
-        grads, atomic_energies = _model_stages(model, vectors, centers, neighbors, types, clock)
+        grads, checks = [], []
+        for chunk in _chunks_of_centers(centers, n_atoms, potential.chunk_edges):
+            inputs = _chunk_inputs(chunk, vectors, centers, neighbors, types, config.num_types)
+            grads.append(_model_stages(model, *inputs[:4], clock)[0])
+            checks.append(inputs[:4])
+        grads = np.concatenate(grads)
         forces = clock.time(
-            "forces, stress", forces_from_edge_gradients, grads, centers, neighbors, len(types)
+            "forces, stress", forces_from_edge_gradients, grads, centers, neighbors, n_atoms
         )
         virials = clock.time(
-            "forces, stress", virials_from_edge_gradients, vectors, grads, centers, len(types)
+            "forces, stress", virials_from_edge_gradients, vectors, grads, centers, n_atoms
         )
         volume = abs(float(np.linalg.det(cell)))
         stress = clock.time("forces, stress", stress_from_virial, virials.sum(axis=0), volume)
         total = time.perf_counter() - watch
-    expected = model.backward(
-        model.forward(vectors, centers, neighbors, types)[1], np.ones(len(types))
-    )
-    assert np.array_equal(grads, expected), "the stages disagree with AllegroModel.backward"
-    assert forces.shape == (len(types), 3) and stress.shape == (3, 3)
-    assert np.isfinite(float(np.sum(atomic_energies)))
+    expected = [
+        model.backward(model.forward(*inputs)[1], np.ones(len(inputs[3]))) for inputs in checks
+    ]
+    assert np.array_equal(grads, np.concatenate(expected)), "the stages differ from the model's"
+    assert forces.shape == (n_atoms, 3) and stress.shape == (3, 3)
     seconds = clock.seconds
     seconds["density, latent MLPs"] = seconds.pop("layers") - seconds["tensor products"]
     seconds["other"] = total - sum(seconds.values())
