@@ -1,7 +1,8 @@
 # ruff: noqa: E741  (l is the degree of a representation, as in every textbook)
 r"""An e3nn compatibility layer: e3nn's `o3.TensorProduct` and `o3.Linear` on e3nn's feature
-layout, with hand-written backward passes, for checking other codes and for teaching. The
-Allegro model does not use them (its product is `allegro_ref.nn.EnvironmentTensorProduct`).
+layout (e3nn 0.6.0), with hand-written backward passes, for checking other codes and for
+teaching. The Allegro model does not use them (its product is
+[`EnvironmentTensorProduct`][allegro_ref.nn.tensor_product.EnvironmentTensorProduct]).
 
 Features use e3nn's "mul_ir" layout `[..., irreps.dim]`: entry `(mul, ir)` of an Irreps holds
 `mul` contiguous copies of `ir` (`[mul, 2l+1]` flattened). As in e3nn, the edges work:
@@ -14,19 +15,22 @@ instructions, with e3nn's connection modes and normalizations (class docstring).
 
 **Equivariant linear map** (`EquivariantLinear`, e3nn's `o3.Linear` without biases): channel
 mixing within each irrep type. For every pair of an input entry `i` and an output entry `o`
-carrying the same irrep (an *instruction*), with weights `W_io` `[mul_i, mul_o]`:
+carrying the same irrep (an *instruction*), with weights $W_{io}$ `[mul_i, mul_o]`:
 
-    out_o[w, m] = Σ_{i -> o} α_o Σ_u W_io[u, w] x_i[u, m]
+$$\mathrm{out}_{o,wm} = \sum_{i \to o} \alpha_o \sum_u W_{io,uw}\, x_{i,um}.$$
 
 Mixing copies of the same irrep with scalars commutes with every rotation (Schur), so the map
-is equivariant; different irreps never mix. Normalization, as e3nn: `α_o = 1/√fan_in` with
-`fan_in = Σ_{i -> o} mul_i` ("element", default) or `mul_i · #(instructions into o)`
-("path"), so unit-variance inputs and N(0, 1) weights give unit-variance outputs. No biases.
-Weights: one flat vector `[weight_numel]`, the `W_io` flattened row-major and concatenated
-in instruction order (input entry outer, output entry inner), as e3nn stores them.
+is equivariant; different irreps never mix. Normalization, as e3nn:
+$\alpha_o = 1/\sqrt{\mathrm{fan\_in}}$ with $\mathrm{fan\_in} = \sum_{i \to o} \mathrm{mul}_i$
+("element", default) or
+$\mathrm{mul}_i$ times the number of instructions into $o$ ("path"), so unit-variance inputs and
+$N(0, 1)$ weights give unit-variance outputs. No biases. Weights: one flat vector
+`[weight_numel]`, the $W_{io}$ flattened row-major and concatenated in instruction order (input
+entry outer, output entry inner), as e3nn stores them.
 
-Backward: `∂L/∂x_i[u, m] = Σ_o α_o Σ_w W_io[u, w] g_o[w, m]` and
-`∂L/∂W_io[u, w] = α_o Σ_{batch, m} x_i[u, m] g_o[w, m]`.
+Backward, with $g = \partial L/\partial \mathrm{out}$:
+$\partial L/\partial x_{i,um} = \sum_o \alpha_o \sum_w W_{io,uw}\, g_{o,wm}$ and
+$\partial L/\partial W_{io,uw} = \alpha_o \sum_{\text{batch}, m} x_{i,um}\, g_{o,wm}$.
 """
 
 from __future__ import annotations
