@@ -282,14 +282,16 @@ def _segment_sum_cupy(flat, segment_ids, num_segments: int):
     return out
 
 
-def _segment_sum_generic(xp, flat, segment_ids, num_segments: int):
+def _segment_sum_generic(
+    xp, flat, segment_ids, num_segments: int, chunk_elements: int = _GENERIC_CHUNK_ELEMENTS
+):
     """Standard-only fallback: a one-hot ``[n_segments, n_items]`` matrix times the values,
     built in chunks of items so memory stays bounded. O(n_segments * n_items) work: meant for
     testing the library on strict Array-API backends, not for production runs."""
     device = array_api_compat.device(flat)
     out = xp.zeros((num_segments, flat.shape[1]), dtype=flat.dtype, device=device)
     segments = xp.arange(num_segments, dtype=segment_ids.dtype, device=device)
-    chunk = max(1, _GENERIC_CHUNK_ELEMENTS // max(1, num_segments))
+    chunk = max(1, chunk_elements // max(1, num_segments))
     n_items = flat.shape[0]
     for start in range(0, n_items, chunk):
         stop = min(start + chunk, n_items)

@@ -126,15 +126,16 @@ def test_scatter_sum_backends_agree(backend, dtype):
     np.testing.assert_array_equal(B.to_numpy(out)[3:5], 0)
 
 
-def test_scatter_sum_generic_path_in_chunks(backend, monkeypatch):
+def test_scatter_sum_generic_path_in_chunks(backend):
     """The standard-only fallback (used on array-api-strict) with chunks smaller than the input."""
     rng = np.random.default_rng(10)
     ids = rng.integers(0, 4, 21)
     values = rng.standard_normal((21, 3))
     # 5 items per chunk with 4 segments: chunks of 5, 5, 5, 5 and a last one of a single item.
-    monkeypatch.setattr(B, "_GENERIC_CHUNK_ELEMENTS", 4 * 5)
     xp = backend.xp
-    out = B._segment_sum_generic(xp, backend.asarray(values), backend.asarray(ids), 4)
+    out = B._segment_sum_generic(
+        xp, backend.asarray(values), backend.asarray(ids), 4, chunk_elements=4 * 5
+    )
     np.testing.assert_allclose(B.to_numpy(out), loop_scatter_sum(values, ids, 4), rtol=1e-14)
 
 
