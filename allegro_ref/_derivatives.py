@@ -4,7 +4,8 @@ Allegro's energy depends on the positions only through the edge vectors
 $r_e = x_j - x_i + S_e \cdot \text{cell}$ of the edges $e = (i \to j)$ (center $i$, neighbor $j$,
 lattice shift $S_e$). One backward pass of the model gives $g_e = \partial E / \partial r_e$ for
 every edge; everything else is the chain rule through $r_e$, written here once and used by
-``Potential``, the LAMMPS coupling, the training loss and ``io.compare``.
+[`Potential`][allegro_ref.potential.Potential], the LAMMPS coupling, the training loss and
+[`allegro_ref.io.compare`][allegro_ref.io.compare].
 
 **Forces.** Since $\partial r_e / \partial x_j = -\partial r_e / \partial x_i = 1$ (times the
 identity) for $e = (i \to j)$,
@@ -40,16 +41,14 @@ edges, ``n`` atoms (or segments).
 
 from __future__ import annotations
 
-from typing import Any
-
-from .backend import namespace, segment_sum
+from .backend import Array, namespace, scatter_sum
 
 __all__ = ["forces_from_edge_gradients", "virials_from_edge_gradients", "stress_from_virial"]
 
 
 def forces_from_edge_gradients(
-    edge_gradients: Any, centers: Any, neighbors: Any, num_atoms: int
-) -> Any:
+    edge_gradients: Array, centers: Array, neighbors: Array, num_atoms: int
+) -> Array:
     r"""$F_k = \sum_{e:\ \text{center}\ k} g_e - \sum_{e:\ \text{neighbor}\ k} g_e$, eV/Å.
 
     Args:
@@ -63,14 +62,14 @@ def forces_from_edge_gradients(
         terms, as the LAMMPS coupling does for edges seen by another domain, sends them to an
         extra row ``n`` and slices it off.)
     """
-    return segment_sum(edge_gradients, centers, num_atoms) - segment_sum(
+    return scatter_sum(edge_gradients, centers, num_atoms) - scatter_sum(
         edge_gradients, neighbors, num_atoms
     )
 
 
 def virials_from_edge_gradients(
-    edge_vectors: Any, edge_gradients: Any, segments: Any, num_segments: int
-) -> Any:
+    edge_vectors: Array, edge_gradients: Array, segments: Array, num_segments: int
+) -> Array:
     r"""$W_s = -\sum_{e \in s} r_e \otimes g_e$, eV: per-atom virials (``segments`` = the edges'
     centers) or per-structure virials of a batch (``segments`` = the edges' structures).
 
@@ -84,10 +83,10 @@ def virials_from_edge_gradients(
         ``[num_segments, 3, 3]``, ``W[s, a, b] = -Σ_{e in s} r_e[a] g_e[b]`` (not symmetrized).
     """
     edge_terms = edge_vectors[:, :, None] * edge_gradients[:, None, :]  # r_e ⊗ g_e, [n_e, 3, 3]
-    return -segment_sum(edge_terms, segments, num_segments)
+    return -scatter_sum(edge_terms, segments, num_segments)
 
 
-def stress_from_virial(virial: Any, volume: Any) -> Any:
+def stress_from_virial(virial: Array, volume: Array | float) -> Array:
     r"""$\sigma = \operatorname{sym}(-W / V)$, eV/Å³ (ASE sign): the stress of one structure
     (``virial`` ``[3, 3]``, ``volume`` a number) or of each structure of a batch (``[B, 3, 3]``
     and ``[B]``).

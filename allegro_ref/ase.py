@@ -12,6 +12,8 @@ Requires the ``ase`` extra (``pip install allegro_ref[ase]``).
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
@@ -24,13 +26,27 @@ class AllegroCalculator(Calculator):
     """ASE calculator evaluating an Allegro ``Potential`` (network on the potential's backend;
     results returned to ASE as NumPy arrays).
 
-    Example::
+    Examples:
+        ```python
+        from ase.build import bulk
+        from allegro_ref import AllegroCalculator, Potential
 
-        atoms.calc = AllegroCalculator(Potential.load("model.npz"))
-        atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+        atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
+        atoms.calc = AllegroCalculator(Potential.pretrained("cu-emt"))
+        energy = atoms.get_potential_energy()  # eV
+        forces = atoms.get_forces()  # [N, 3] eV/Å
+        stress = atoms.get_stress()  # Voigt, eV/Å³ (ASE's sign)
+        print(f"{energy / len(atoms):.4f} eV/atom", forces.shape, stress.shape)
+        ```
     """
 
-    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+    implemented_properties: ClassVar[list[str]] = [
+        "energy",
+        "free_energy",
+        "energies",
+        "forces",
+        "stress",
+    ]
 
     def __init__(self, potential: Potential, **kwargs):
         super().__init__(**kwargs)

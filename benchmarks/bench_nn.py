@@ -154,6 +154,46 @@ def fmt(t: tuple[float, float] | None) -> str:
     return "—" if t is None else f"{t[0]:.0f} ({t[1]:.0f})"
 
 
+def case_row(rng, tp, irreps, n_edges: int, dtype: str) -> list[str]:
+    """One row of the table: our tensor product against e3nn's (and the Contracter) on
+    ``n_edges`` edges of ``dtype``."""
+    n_channels = tp.num_channels
+    repeats = 3 if ARGS.quick or n_edges > 10_000 else 5
+    n_atoms = -(-n_edges // ARGS.edges_per_center)
+    centers = np.minimum(np.arange(n_edges) // ARGS.edges_per_center, n_atoms - 1)
+    groups = group_edges(centers)
+    x, g = (rng.standard_normal((n_channels, n_edges, irreps.dim)).astype(dtype) for _ in range(2))
+    env = rng.standard_normal((n_atoms, n_channels, irreps.dim)).astype(dtype)
+    theta = tp.init_weights(rng).astype(dtype)
+    ours_out = tp.forward(x, env, groups, theta)[0]
+    ours_fwd = timed(lambda: tp.forward(x, env, groups, theta), repeats)
+    ours_fb = timed(lambda: tp.backward(tp.forward(x, env, groups, theta)[1], g), repeats)
+    row = [str(irreps.lmax), str(n_channels), f"{n_edges:.0e}", dtype]
+    row += [fmt(ours_fwd), fmt(ours_fb)]
+    # the per-edge operands of e3nn and the Contracter, edge-major [E, U, dim]
+    x1, x2, g_edges = (
+        np.ascontiguousarray(a) for a in (x.transpose(1, 0, 2), env[centers], g.transpose(1, 0, 2))
+    )
+    if torch is None:
+        row += ["—"] * 4
+    else:
+        fwd, fb, out = e3nn_case(irreps, tp, x1, x2, theta, g_edges)
+        expected = ours_out.transpose(1, 0, 2)
+        error = np.abs(out - expected).max() / np.abs(out).max()
+        tolerance = 1e-4 if dtype == "float32" else 1e-12
+        assert error < tolerance, f"e3nn and allegro_ref differ by {error:.1e}"
+        e3nn_fwd, e3nn_fb = timed(fwd, repeats), timed(fb, repeats)
+        row += [fmt(e3nn_fwd), fmt(e3nn_fb)]
+        row += [f"{ours_fwd[0] / e3nn_fwd[0]:.2f}", f"{ours_fb[0] / e3nn_fb[0]:.2f}"]
+    if ARGS.contracter:
+        if Contracter is None or n_edges > 10_000 or irreps.lmax > 2:
+            row += ["—", "—"]
+        else:
+            fwd, fb = contracter_case(irreps, tp, x1, x2, theta, g_edges)
+            row += [fmt(timed(fwd, 2)), fmt(timed(fb, 2))]
+    return row
+
+
 def main() -> None:
     rng = np.random.default_rng(0)
     header = "| l_max | U | E | dtype | ours fwd | ours fwd+bwd | e3nn fwd | e3nn fwd+bwd |"
@@ -169,50 +209,8 @@ def main() -> None:
         for n_channels in CHANNELS:
             tp = EnvironmentTensorProduct(irreps, irreps, irreps, n_channels)
             for n_edges in EDGES:
-                repeats = 3 if ARGS.quick or n_edges > 10_000 else 5
-                n_atoms = -(-n_edges // ARGS.edges_per_center)
-                centers = np.minimum(np.arange(n_edges) // ARGS.edges_per_center, n_atoms - 1)
-                groups = group_edges(centers)
                 for dtype in DTYPES:
-                    x, g = (
-                        rng.standard_normal((n_channels, n_edges, irreps.dim)).astype(dtype)
-                        for _ in range(2)
-                    )
-                    env = rng.standard_normal((n_atoms, n_channels, irreps.dim)).astype(dtype)
-                    theta = tp.init_weights(rng).astype(dtype)
-                    ours_out = tp.forward(x, env, groups, theta)[0]
-                    ours_fwd = timed(lambda: tp.forward(x, env, groups, theta), repeats)  # noqa: B023
-                    ours_fb = timed(
-                        lambda: tp.backward(tp.forward(x, env, groups, theta)[1], g),  # noqa: B023
-                        repeats,
-                    )
-                    row = [str(l_max), str(n_channels), f"{n_edges:.0e}", dtype]
-                    row += [fmt(ours_fwd), fmt(ours_fb)]
-                    # the per-edge operands of e3nn and the Contracter, edge-major [E, U, dim]
-                    x1, x2, g_edges = (
-                        np.ascontiguousarray(a)
-                        for a in (x.transpose(1, 0, 2), env[centers], g.transpose(1, 0, 2))
-                    )
-                    if torch is None:
-                        row += ["—"] * 4
-                    else:
-                        fwd, fb, out = e3nn_case(irreps, tp, x1, x2, theta, g_edges)
-                        expected = ours_out.transpose(1, 0, 2)
-                        error = np.abs(out - expected).max() / np.abs(out).max()
-                        tolerance = 1e-4 if dtype == "float32" else 1e-12
-                        assert error < tolerance, f"e3nn and allegro_ref differ by {error:.1e}"
-                        e3nn_fwd, e3nn_fb = timed(fwd, repeats), timed(fb, repeats)
-                        row += [fmt(e3nn_fwd), fmt(e3nn_fb)]
-                        row += [
-                            f"{ours_fwd[0] / e3nn_fwd[0]:.2f}",
-                            f"{ours_fb[0] / e3nn_fb[0]:.2f}",
-                        ]
-                    if ARGS.contracter:
-                        if Contracter is None or n_edges > 10_000 or l_max > 2:
-                            row += ["—", "—"]
-                        else:
-                            fwd, fb = contracter_case(irreps, tp, x1, x2, theta, g_edges)
-                            row += [fmt(timed(fwd, 2)), fmt(timed(fb, 2))]
+                    row = case_row(rng, tp, irreps, n_edges, dtype)
                     print("| " + " | ".join(row) + " |", flush=True)
 
 

@@ -13,7 +13,7 @@ the training data; Adam lr 2e-3, EMA 0.999, per-atom energy MSE + force MSE 1 : 
 30 epochs; the model with the best validation score is tested. Each code runs as its own
 process (``python -m allegro_ref.train.cli`` / ``nequip-train``) with the thread settings of
 this process's environment (``--official-threads`` overrides the official run's
-OMP_NUM_THREADS); wall times include start-up, data loading and neighbour lists, and CPU
+OMP_NUM_THREADS); wall times include start-up, data loading and neighbor lists, and CPU
 times are the child process's user + system time over all its threads. With several
 ``--seeds`` (initialization and batch order) the two codes alternate, so both see the same
 machine load. ``--same-init`` adds runs of allegro_ref started from the official builder's

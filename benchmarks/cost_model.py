@@ -42,26 +42,25 @@ def cost_per_edge(config, n_edges: int, n_atoms: int, itemsize: int) -> dict:
 
     cost = {stage: [0.0, 0.0] for stage in STAGES}
     for prefix, stage in (
-        ("basis_linear", "two-body MLP"),
-        ("scalar_embed_mlp", "two-body MLP"),
-        ("tensor_embed", "embedding linears"),
-        ("first_projection", "embedding linears"),
-        ("readout", "readout MLP"),
-        *((f"latent.{i}", "latent MLPs") for i in range(config.num_layers)),
+        ("basis_linear", "two-body embedding"),
+        ("scalar_embed_mlp", "two-body embedding"),
+        ("tensor_embed", "initial tracks"),
+        ("first_projection", "initial tracks"),
+        ("readout", "readout"),
+        *((f"latent.{i}", "density, latent MLPs") for i in range(config.num_layers)),
     ):
         f, b = mlp(prefix)
         cost[stage][0] += f
         cost[stage][1] += b
     # geometry: Bessel (B sines), envelope, harmonics and their derivatives, in float64
     cost["geometry"] = [30.0 * B + 20.0 * D, 8 * (3 + 2 * B + 2 * D) * 2]
-    # irrep weights: V⁰ = w ⊙ Y and its two-way backward
-    cost["irrep weights"] = [3.0 * U * D, itemsize * 6 * U * D]
+    # initial tracks: also the irrep weights V⁰ = w ⊙ Y and their two-way backward
+    cost["initial tracks"][0] += 3.0 * U * D
+    cost["initial tracks"][1] += itemsize * 6 * U * D
     # environment density per layer: Σ_e w ⊙ Y onto the center, and ∂/∂w, ∂/∂Y
     n_l, layers = config.num_sh_irreps, config.num_layers
-    cost["environment density"] = [
-        layers * 3 * 2.0 * U * D,
-        layers * itemsize * (3 * U * n_l + 3 * D),
-    ]
+    cost["density, latent MLPs"][0] += layers * 3 * 2.0 * U * D
+    cost["density, latent MLPs"][1] += layers * itemsize * (3 * U * n_l + 3 * D)
     flops_tp = bytes_tp = 0.0
     for irreps_in, irreps_out in config.layer_irreps():
         d1, d2, d_out = irreps_in.dim, config.sh_irreps.dim, irreps_out.dim

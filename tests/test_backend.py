@@ -1,4 +1,4 @@
-"""allegro_ref.backend: namespaces, dtypes, host moves, cached constants and segment_sum on NumPy
+"""allegro_ref.backend: namespaces, dtypes, host moves, cached constants and scatter_sum on NumPy
 and on array-api-strict's simulated device."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from allegro_ref import backend as B
 from tests.strategies import seeds
 
 
-def loop_segment_sum(values, segment_ids, num_segments):
+def loop_scatter_sum(values, segment_ids, num_segments):
     out = np.zeros((num_segments, *values.shape[1:]), dtype=values.dtype)
     for e, s in enumerate(segment_ids):
         out[s] += values[e]
@@ -89,7 +89,7 @@ def test_as_constant_is_cached_per_dtype(backend):
 
 
 # --------------------------------------------------------------------------------------------
-# segment_sum
+# scatter_sum
 # --------------------------------------------------------------------------------------------
 
 
@@ -103,51 +103,52 @@ def segment_problems(draw):
 
 
 @given(problem=segment_problems())
-def test_segment_sum_matches_loop(problem):
+def test_scatter_sum_matches_loop(problem):
     ids, num_segments, trailing, seed = problem
     values = np.random.default_rng(seed).standard_normal((ids.size, *trailing))
-    out = B.segment_sum(values, ids, num_segments)
+    out = B.scatter_sum(values, ids, num_segments)
     assert out.shape == (num_segments, *trailing) and out.dtype == values.dtype
     np.testing.assert_allclose(
-        out, loop_segment_sum(values, ids, num_segments), rtol=1e-14, atol=1e-15
+        out, loop_scatter_sum(values, ids, num_segments), rtol=1e-14, atol=1e-15
     )
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_segment_sum_backends_agree(backend, dtype):
+def test_scatter_sum_backends_agree(backend, dtype):
     rng = np.random.default_rng(9)
     ids = np.array([2, 0, 2, 5, 0, 2, 5, 5, 1], dtype=np.int64)  # segments 3 and 4 are empty
     values = rng.standard_normal((ids.size, 2, 3)).astype(dtype)
-    out = B.segment_sum(backend.asarray(values), backend.asarray(ids), 6)
+    out = B.scatter_sum(backend.asarray(values), backend.asarray(ids), 6)
     assert out.dtype == backend.asarray(values).dtype
-    expected = loop_segment_sum(values.astype(np.float64), ids, 6)
+    expected = loop_scatter_sum(values.astype(np.float64), ids, 6)
     rtol = 1e-6 if dtype == "float32" else 1e-14
     np.testing.assert_allclose(B.to_numpy(out), expected, rtol=rtol, atol=rtol)
     np.testing.assert_array_equal(B.to_numpy(out)[3:5], 0)
 
 
-def test_segment_sum_generic_path_in_chunks(backend, monkeypatch):
+def test_scatter_sum_generic_path_in_chunks(backend):
     """The standard-only fallback (used on array-api-strict) with chunks smaller than the input."""
     rng = np.random.default_rng(10)
     ids = rng.integers(0, 4, 21)
     values = rng.standard_normal((21, 3))
     # 5 items per chunk with 4 segments: chunks of 5, 5, 5, 5 and a last one of a single item.
-    monkeypatch.setattr(B, "_GENERIC_CHUNK_ELEMENTS", 4 * 5)
     xp = backend.xp
-    out = B._segment_sum_generic(xp, backend.asarray(values), backend.asarray(ids), 4)
-    np.testing.assert_allclose(B.to_numpy(out), loop_segment_sum(values, ids, 4), rtol=1e-14)
+    out = B._segment_sum_generic(
+        xp, backend.asarray(values), backend.asarray(ids), 4, chunk_elements=4 * 5
+    )
+    np.testing.assert_allclose(B.to_numpy(out), loop_scatter_sum(values, ids, 4), rtol=1e-14)
 
 
-def test_segment_sum_empty_input(backend):
-    out = B.segment_sum(
+def test_scatter_sum_empty_input(backend):
+    out = B.scatter_sum(
         backend.asarray(np.zeros((0, 2))), backend.asarray(np.zeros(0, np.int64)), 3
     )
     np.testing.assert_array_equal(B.to_numpy(out), np.zeros((3, 2)))
 
 
-def test_segment_sum_rejects_mismatched_lengths():
-    with pytest.raises(ValueError, match="values has 3 rows but segment_ids has 2 entries"):
-        B.segment_sum(np.zeros((3, 2)), np.zeros(2, dtype=np.int64), 4)
+def test_scatter_sum_rejects_mismatched_lengths():
+    with pytest.raises(ValueError, match="values has 3 rows but index has 2 entries"):
+        B.scatter_sum(np.zeros((3, 2)), np.zeros(2, dtype=np.int64), 4)
 
 
 # --------------------------------------------------------------------------------------------
@@ -200,3 +201,10 @@ def test_models_say_where_they_live(backend):
     like = moved.params["readout.0"]
     assert moved.namespace is B.namespace(like)
     assert moved.device == B.device(like)
+
+
+def test_segment_sum_is_the_deprecated_name_of_scatter_sum():
+    values, ids = np.arange(6.0).reshape(3, 2), np.array([1, 0, 1])
+    with pytest.warns(DeprecationWarning, match="use allegro_ref.backend.scatter_sum"):
+        out = B.segment_sum(values, ids, 2)
+    np.testing.assert_array_equal(out, B.scatter_sum(values, ids, 2))

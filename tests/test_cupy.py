@@ -37,10 +37,10 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(cp is None, reason="no usable 
 
 
 def sh_results(v, g, ls, normalize):
-    y, cache = spherical_harmonics_forward(ls, v, normalize)
-    _, jacobian = spherical_harmonics_with_grad(ls, v, normalize)
+    y, cache = spherical_harmonics_forward(ls, v, normalize=normalize)
+    _, jacobian = spherical_harmonics_with_grad(ls, v, normalize=normalize)
     return [
-        spherical_harmonics(ls, v, normalize),
+        spherical_harmonics(ls, v, normalize=normalize),
         y,
         spherical_harmonics_backward(cache, g),
         jacobian,

@@ -18,6 +18,7 @@ import sys
 from html.parser import HTMLParser
 from importlib import metadata
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -158,8 +159,19 @@ def test_index_quickstart_runs() -> None:
 class _Prose(HTMLParser):
     """The text of an HTML fragment outside code, scripts, styles and typeset formulas."""
 
-    SKIPPED = {"code", "pre", "script", "style"}
-    VOID = {"area", "br", "col", "hr", "img", "input", "link", "meta", "source", "wbr"}
+    SKIPPED: ClassVar[set[str]] = {"code", "pre", "script", "style"}
+    VOID: ClassVar[set[str]] = {
+        "area",
+        "br",
+        "col",
+        "hr",
+        "img",
+        "input",
+        "link",
+        "meta",
+        "source",
+        "wbr",
+    }
 
     def __init__(self) -> None:
         super().__init__()

@@ -43,7 +43,7 @@ def crystal(seed: int = 0, n_atoms: int = 3):
         cell[1, 0], cell[2, 0], cell[2, 1] = rng.uniform(-0.3, 0.3, 3) * lengths[[1, 2, 2]]
         cell = cell @ np.linalg.qr(rng.standard_normal((3, 3)))[0]
         positions = rng.uniform(0.0, 1.0, (n_atoms, 3)) @ cell
-        c, n, s = neighbor_list(positions, cell, True, 0.9)
+        c, _, _ = neighbor_list(positions, cell, pbc=True, cutoff=0.9)
         if c.size == 0:
             return positions, list(rng.choice(TYPE_NAMES, n_atoms)), cell, True
 

@@ -1,9 +1,8 @@
 """Reading models made elsewhere: the official nequip-allegro implementation.
 
-:func:`load_nequip` reads official checkpoint and package files (no torch needed), and
-(through ``load_nequip_2022``) nequip 0.6 training directories and deployed nequip-allegro
-0.3.0 models;
-:mod:`allegro_ref.io.compare` compares allegro_ref's intermediate features with another
+`load_nequip` reads official checkpoint and package files (no torch needed), and (through
+`load_nequip_2022`) nequip 0.6 training directories and deployed nequip-allegro 0.3.0 models;
+`allegro_ref.io.compare` compares allegro_ref's intermediate features with another
 implementation's, stage by stage.
 """
 

@@ -4,14 +4,14 @@ Two codes that compute the same function, given the same weights and the same ed
 every stage to rounding. Comparing the features stage by stage, in forward order, locates a
 disagreement: the first stage that differs holds the bug (or the differing convention).
 
-- :func:`allegro_ref_features`: allegro_ref's features of one structure on given edges — the
+- `allegro_ref_features`: allegro_ref's features of one structure on given edges — the
   model's named intermediates (``AllegroModel.intermediates`` of its forward cache), plus
   forces and stress from the backward pass;
-- :func:`compare_features`: two such dicts -> a :class:`Comparison`, one
-  :class:`StageDifference` (max absolute and relative difference) per stage both have;
-- :func:`official_features` and :func:`compare_with_official`: the same for the official
+- `compare_features`: two such dicts -> a `Comparison`, one
+  `StageDifference` (max absolute and relative difference) per stage both have;
+- `official_features` and `compare_with_official`: the same for the official
   nequip-allegro model (needs torch and nequip; imported only there), read from its output dict
-  and from forward hooks on its modules, with allegro_ref run on the official neighbour list.
+  and from forward hooks on its modules, with allegro_ref run on the official neighbor list.
 
 The relative difference of a stage is max|ours − theirs| / max|theirs| over all its entries
 (normwise, so entries near zero do not blow it up). Stage names (allegro_ref's, in forward
@@ -33,7 +33,7 @@ from .._derivatives import (
     stress_from_virial,
     virials_from_edge_gradients,
 )
-from ..backend import to_numpy
+from ..backend import Array, to_numpy
 from ..model import AllegroModel
 
 __all__ = [
@@ -64,7 +64,7 @@ class StageDifference(NamedTuple):
 
 
 class Comparison(Sequence):
-    """The :class:`StageDifference` of every compared stage, in forward order; ``str()`` gives
+    """The `StageDifference` of every compared stage, in forward order; ``str()`` gives
     a table."""
 
     def __init__(self, rows: Sequence[StageDifference]):
@@ -96,7 +96,7 @@ class Comparison(Sequence):
         return f"Comparison(\n{self}\n)"
 
 
-def compare_features(ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> Comparison:
+def compare_features(ours: Mapping[str, Array], theirs: Mapping[str, Array]) -> Comparison:
     """Stage-by-stage differences of the stages present in both dicts, in ``ours``' order.
 
     Args:
@@ -129,11 +129,11 @@ def compare_features(ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> Comp
 
 def allegro_ref_features(
     model: AllegroModel,
-    edge_vectors: Any,
-    centers: Any,
-    neighbors: Any,
-    atom_types: Any,
-    cell: Any = None,
+    edge_vectors: Array,
+    centers: Array,
+    neighbors: Array,
+    atom_types: Array,
+    cell: Array | None = None,
 ) -> dict[str, np.ndarray]:
     """allegro_ref's features of one structure on given edges, as host float64 arrays.
 
@@ -207,14 +207,14 @@ def official_features(official_model: Any, atoms: Any, model: AllegroModel) -> d
     """The official model's features of ``atoms`` under allegro_ref's stage names.
 
     Runs the official ``GraphModel`` (nequip 0.19 / nequip-allegro 0.8, eager) on ``atoms``
-    (``ase.Atoms``; chemical symbols = type names) with the official neighbour list for
+    (``ase.Atoms``; chemical symbols = type names) with the official neighbor list for
     ``model``'s cutoffs, capturing the intermediate stages with forward hooks. Needs torch and
     nequip (``pip install 'allegro_ref[nequip]'``).
 
     Returns:
         stage name -> float64 NumPy array, plus the official edges as ``"edge_vectors"`` ``[E,
             3]``, ``"centers"``, ``"neighbors"`` ``[E]`` and ``"atom_types"`` ``[N]``, for
-            :func:`allegro_ref_features`.
+            `allegro_ref_features`.
     """
     try:
         import torch
@@ -287,12 +287,14 @@ def official_features(official_model: Any, atoms: Any, model: AllegroModel) -> d
 def compare_with_official(model: AllegroModel, official_model: Any, atoms: Any) -> Comparison:
     """Stage-by-stage comparison of ``model`` with the official model on ``atoms``.
 
-    Both run on the official neighbour list (so edges correspond row by row); see
-    :func:`official_features`. Needs torch and nequip. Example::
+    Both run on the official neighbor list (so edges correspond row by row); see
+    `official_features`. Needs torch and nequip, for example:
 
-        model = load_nequip("run/best.ckpt")
-        official = nequip.model.saved_models.load_utils.load_saved_model("run/best.ckpt")
-        print(compare_with_official(model, official, atoms))
+    ```python
+    model = load_nequip("run/best.ckpt")
+    official = nequip.model.saved_models.load_utils.load_saved_model("run/best.ckpt")
+    print(compare_with_official(model, official, atoms))
+    ```
     """
     theirs = official_features(official_model, atoms, model)
     cell = atoms.cell.array if bool(np.all(atoms.pbc)) else None

@@ -1,47 +1,51 @@
 r"""The Allegro model: edge vectors -> per-atom energies, and the hand-written backward.
 
-Allegro (Musaelian, Batzner et al., 2022) is *strictly local*: every quantity lives on a directed
-edge e = (i -> j) between a center atom i and a neighbor j within the cutoff, and the energy of
-atom i depends only on the edges centered on i. Two tracks run side by side on every edge:
+Allegro (Musaelian, Batzner et al., *Learning local equivariant representations for large-scale
+atomistic dynamics*, arXiv:2204.05249) is *strictly local*: every quantity lives on a directed
+edge $e = (i \to j)$ between a center atom $i$ and a neighbor $j$ within the cutoff, and the
+energy of atom $i$ depends only on the edges centered on $i$. Two tracks run side by side on
+every edge:
 
-- the **scalar track** x (invariant latent features, width S), grown by an MLP per layer;
-- the **tensor track** V (U channels of equivariant features, irreps up to l_max), grown by a
-  tensor product per layer.
+- the **scalar track** $x$ (invariant latent features, width $S$), grown by an MLP per layer;
+- the **tensor track** $V$ ($U$ channels of equivariant features, irreps up to $l_{max}$), grown
+  by a tensor product per layer.
 
-They meet through the **density trick**: the environment of atom i,
+They meet through the **density trick**: the environment of atom $i$,
 $A_i = \frac{1}{\sqrt{\bar N}} \sum_{k \in N(i)} w_{ik} \otimes Y(\hat r_{ik})$, is one sum over
-i's edges (weights w from the scalar track), and the tensor product $V_{ij} \otimes A_i$ couples
-edge ij with every edge around i at the cost of one product per edge.
+$i$'s edges (weights $w$ from the scalar track), and the tensor product $V_{ij} \otimes A_i$
+couples edge $ij$ with every edge around $i$ at the cost of one product per edge.
 
-The model is a chain of **stages**, in the order of the paper and of the page "The Allegro
-model" (docs/model.md). Each is a module-level forward with its backward right below it and a
-typed cache:
+The model is a chain of **stages**, in the order of the paper and of the page
+[The Allegro model](../model.md). Each is a module-level forward with its backward right below it
+and a typed cache:
 
 | stage | forward / backward | maps |
 |---|---|---|
-| 1. geometry | `geometry_forward` / `geometry_backward` | r_e -> \|r_e\|, b(x)·u(x), Y(r̂_e) |
-| 2. two-body embedding | `two_body_forward` / `two_body_backward` | b·u, types -> h |
-| 3. initial tracks | `initial_tracks_forward` / `initial_tracks_backward` | h, Y -> V⁰, x⁰, w⁰ |
-| 4. layer k | `layer_forward` / `layer_backward` | V^k, x^{≤k}, w^k -> V^{k+1}, x^{k+1}, … |
-| 5. readout | `readout_forward` / `readout_backward` | x⁰ … x^L -> ε_e -> E_i |
+| 1. geometry | `geometry_*` | $r_e \to \|r_e\|,\ b(x)\, u(x),\ Y(\hat r_e)$ |
+| 2. two-body embedding | `two_body_*` | $b\, u$, types $\to h$ |
+| 3. initial tracks | `initial_tracks_*` | $h, Y \to V^0, x^0, w^0$ |
+| 4. layer $k$ | `layer_*` | $V^k, x^{\le k}, w^k \to V^{k+1}, x^{k+1}, w^{k+1}$ |
+| 5. readout | `readout_*` | $x^0 \dots x^L \to \varepsilon_e \to E_i$ |
 
-One convention for all of them (docs/design.md):
+One convention for all of them ([Design](../design.md#the-forwardbackward-pattern)):
 
-    outputs, cache = stage_forward(params, config, inputs...)
-    grad_inputs, grad_params = stage_backward(params, cache, grad_outputs,
-                                              parameter_gradients=False)
+```python
+outputs, cache = stage_forward(params, config, inputs...)
+grad_inputs, grad_params = stage_backward(params, cache, grad_outputs,
+                                          parameter_gradients=False)
+```
 
-``params`` is the model's parameter dict (the stage reads the entries it owns), ``grad_params``
-the dict of ∂L/∂θ for exactly those entries (empty without ``parameter_gradients``). Between
-stages 3 to 5 the features travel as ``Tracks``, and their gradients as a ``Tracks`` of
-gradients. ``AllegroModel`` composes the stages, and ``AllegroModel.intermediates`` names the
-features of every stage (for layer-by-layer comparisons with another implementation). The
-result is exactly what nequip-allegro 0.8.3 computes.
+`params` is the model's parameter dict (the stage reads the entries it owns), `grad_params` the
+dict of $\partial L/\partial \theta$ for exactly those entries (empty without
+`parameter_gradients`). Between stages 3 to 5 the features travel as `Tracks`, and their
+gradients as a `Tracks` of gradients. `AllegroModel` composes the stages, and
+`AllegroModel.intermediates` names the features of every stage (for layer-by-layer comparisons
+with another implementation). The result is exactly what nequip-allegro 0.8.3 computes.
 
 Complex inputs: every operation of every stage is complex-analytic, so both directions also run
 on complex edge vectors (complex128 geometry, the complex dtype of the model's precision for
 the network). Training uses this for exact mixed second derivatives by complex-step
-differentiation (``allegro_ref.train.loss``).
+differentiation (`allegro_ref.train.loss`).
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..backend import as_constant, device, float_dtype, namespace, to_backend
+from ..backend import Array, as_constant, device, float_dtype, namespace, to_backend
 from ..nn import (
     EdgeGroups,
     EnvironmentTensorProduct,
@@ -97,7 +101,7 @@ __all__ = [
 ]
 
 
-def _mlp_weights(params: dict[str, Any], prefix: str) -> list[Any]:
+def _mlp_weights(params: dict[str, Array], prefix: str) -> list[Array]:
     """The weight list ``[prefix.0, prefix.1, ...]`` of one MLP of the parameter dict."""
     weights = []
     while f"{prefix}.{len(weights)}" in params:
@@ -105,12 +109,12 @@ def _mlp_weights(params: dict[str, Any], prefix: str) -> list[Any]:
     return weights
 
 
-def _flat_channels(xp, a: Any) -> Any:
+def _flat_channels(xp, a: Array) -> Array:
     """``[E, U, n_l]`` -> ``[E, U·n_l]`` (explicit sizes: also for E = 0)."""
     return xp.reshape(a, (a.shape[0], a.shape[1] * a.shape[2]))
 
 
-def _named(prefix: str, weight_grads: list[Any] | None) -> dict[str, Any]:
+def _named(prefix: str, weight_grads: list[Array] | None) -> dict[str, Array]:
     """``{prefix.i: ∂L/∂W_i}`` from ``mlp_backward``'s list (empty when it is None)."""
     return {f"{prefix}.{i}": g for i, g in enumerate(weight_grads or [])}
 
@@ -129,21 +133,21 @@ class EdgeGraph(NamedTuple):
     """
 
     n_atoms: int
-    atom_types: Any
-    centers: Any
-    neighbors: Any
-    center_types: Any
-    neighbor_types: Any
+    atom_types: Array
+    centers: Array
+    neighbors: Array
+    center_types: Array
+    neighbor_types: Array
     groups: EdgeGroups
-    inv_cutoff: Any
-    inv_sqrt_nbar: Any
+    inv_cutoff: Array
+    inv_sqrt_nbar: Array
 
 
 def edge_graph(
-    edge_vectors: Any,
-    centers: Any,
-    neighbors: Any,
-    atom_types: Any,
+    edge_vectors: Array,
+    centers: Array,
+    neighbors: Array,
+    atom_types: Array,
     *,
     inv_cutoffs: np.ndarray,
     inv_sqrt_nbar: np.ndarray,
@@ -194,26 +198,30 @@ class Geometry(NamedTuple):
     """Outputs of the geometry stage: ``lengths`` [E] float64 Å, ``radial`` [E, B] b(x)·u(x)
     and ``sh`` [E, (l_max+1)²] Y(r̂), both in the model dtype."""
 
-    lengths: Any
-    radial: Any
-    sh: Any
+    lengths: Array
+    radial: Array
+    sh: Array
 
 
 class GeometryCache(NamedTuple):
     """What ``geometry_backward`` needs: the float64 geometry and the blocks' caches."""
 
-    edge_vectors: Any  # [E, 3] float64
-    lengths: Any  # [E]
-    inv_cutoff: Any  # [E]
-    bessel: Any  # [E, B]
-    envelope: Any  # [E]
+    edge_vectors: Array  # [E, 3] float64
+    lengths: Array  # [E]
+    inv_cutoff: Array  # [E]
+    bessel: Array  # [E, B]
+    envelope: Array  # [E]
     bessel_cache: tuple
     envelope_cache: tuple
-    sh_cache: Any
+    sh_cache: Array
 
 
 def geometry_forward(
-    params: dict[str, Any], config: AllegroConfig, edge_vectors: Any, graph: EdgeGraph, dtype: Any
+    params: dict[str, Array],
+    config: AllegroConfig,
+    edge_vectors: Array,
+    graph: EdgeGraph,
+    dtype: Any,
 ) -> tuple[Geometry, GeometryCache]:
     r"""Stage 1, edge geometry, in float64 (complex128 for complex edge vectors).
 
@@ -252,19 +260,24 @@ def geometry_forward(
 
 
 def geometry_backward(
-    params: dict[str, Any],
+    params: dict[str, Array],
     cache: GeometryCache,
-    grad_radial: Any,
-    grad_sh: Any,
+    grad_radial: Array,
+    grad_sh: Array,
     *,
     parameter_gradients: bool = False,
-) -> tuple[Any, dict[str, Any]]:
-    r"""VJP of ``geometry_forward``: ``(grad_edge_vectors [E, 3], {"bessel_frequencies": …})``
-    from ∂L/∂radial ``[E, B]`` and ∂L/∂Y ``[E, dim]`` (``params`` unused: the cache holds ω).
+) -> tuple[Array, dict[str, Array]]:
+    r"""VJP of `geometry_forward`: `(grad_edge_vectors [E, 3], {"bessel_frequencies": …})`
+    from $\partial L/\partial R$ `[E, B]` (the radial basis $R = b\, u$) and
+    $\partial L/\partial Y$ `[E, dim]` (`params` unused: the cache holds $\omega$).
 
-    Chain rule: ∂L/∂b = ∂L/∂R · u, ∂L/∂u = Σ_n ∂L/∂R_n b_n, then
-    ∂L/∂r_e = (∂L/∂x_e / r_cut) r̂_e + ∂L/∂r_e|_Y (edges have |r| > 0: the Potential refuses
-    overlapping atoms).
+    Chain rule: $\partial L/\partial b = \partial L/\partial R \cdot u$,
+    $\partial L/\partial u = \sum_n \partial L/\partial R_n\, b_n$, then
+
+    $$\frac{\partial L}{\partial r_e} = \frac{1}{r_{cut}} \frac{\partial L}{\partial x_e}\,
+      \hat r_e + \frac{\partial L}{\partial r_e}\Big|_Y$$
+
+    (edges have $|r| > 0$: the Potential refuses overlapping atoms).
     """
     c = cache
     xp = namespace(grad_radial, grad_sh)
@@ -288,17 +301,17 @@ def geometry_backward(
 class TwoBodyCache(NamedTuple):
     """What ``two_body_backward`` needs: both factors of the product and the MLP caches."""
 
-    center_types: Any  # [E]
-    neighbor_types: Any  # [E]
-    type_embedding: Any  # [E, D]
-    radial_embedding: Any  # [E, D]
+    center_types: Array  # [E]
+    neighbor_types: Array  # [E]
+    type_embedding: Array  # [E, D]
+    radial_embedding: Array  # [E, D]
     basis_cache: tuple
     embed_cache: tuple
 
 
 def two_body_forward(
-    params: dict[str, Any], config: AllegroConfig, radial: Any, graph: EdgeGraph
-) -> tuple[Any, TwoBodyCache]:
+    params: dict[str, Array], config: AllegroConfig, radial: Array, graph: EdgeGraph
+) -> tuple[Array, TwoBodyCache]:
     r"""Stage 2, the two-body scalar embedding $h = \mathrm{MLP}([C_{t_i} \| N_{t_j}] \odot
     (b\,u)\, W_{basis})$.
 
@@ -334,16 +347,19 @@ def two_body_forward(
 
 
 def two_body_backward(
-    params: dict[str, Any],
+    params: dict[str, Array],
     cache: TwoBodyCache,
-    grad_h: Any,
+    grad_h: Array,
     *,
     parameter_gradients: bool = False,
-) -> tuple[Any, dict[str, Any]]:
-    """VJP of ``two_body_forward``: ``(grad_radial [E, B], grads)`` from ∂L/∂h ``[E, S]``.
+) -> tuple[Array, dict[str, Array]]:
+    r"""VJP of `two_body_forward`: `(grad_radial [E, B], grads)` from $\partial L/\partial h$
+    `[E, S]`.
 
-    With z = type_embedding ⊙ radial_embedding: ∂L/∂radial_embedding = ∂L/∂z ⊙ type_embedding,
-    ∂L/∂type_embedding = ∂L/∂z ⊙ radial_embedding, scattered onto the types of each edge.
+    With $z = t \odot \rho$ (type embedding $t$, radial embedding $\rho$):
+    $\partial L/\partial \rho = \partial L/\partial z \odot t$ and
+    $\partial L/\partial t = \partial L/\partial z \odot \rho$, scattered onto the types of each
+    edge.
     """
     c = cache
     grad_z, grad_w = mlp_backward(
@@ -385,9 +401,9 @@ class Tracks(NamedTuple):
     In a gradient, ``tensors`` and ``env_weights`` are None where nothing depends on them.
     """
 
-    tensors: Any
-    latents: tuple[Any, ...]
-    env_weights: Any
+    tensors: Array
+    latents: tuple[Array, ...]
+    env_weights: Array
 
 
 class InitialTracksCache(NamedTuple):
@@ -399,7 +415,7 @@ class InitialTracksCache(NamedTuple):
 
 
 def initial_tracks_forward(
-    params: dict[str, Any], config: AllegroConfig, h: Any, sh: Any
+    params: dict[str, Array], config: AllegroConfig, h: Array, sh: Array
 ) -> tuple[Tracks, InitialTracksCache]:
     r"""Stage 3, the start of both tracks from the edge embedding h.
 
@@ -437,17 +453,18 @@ def initial_tracks_forward(
 
 
 def initial_tracks_backward(
-    params: dict[str, Any],
+    params: dict[str, Array],
     cache: InitialTracksCache,
     grad_tracks: Tracks,
     *,
     parameter_gradients: bool = False,
-) -> tuple[tuple[Any, Any], dict[str, Any]]:
-    """VJP of ``initial_tracks_forward``: ``((grad_h [E, S], grad_sh [E, dim]), grads)`` from
-    the gradient ``Tracks`` (∂L/∂V⁰, (∂L/∂x⁰,), ∂L/∂w⁰).
+) -> tuple[tuple[Array, Array], dict[str, Array]]:
+    r"""VJP of `initial_tracks_forward`: `((grad_h [E, S], grad_sh [E, dim]), grads)` from
+    the gradient `Tracks` $(\partial L/\partial V^0, (\partial L/\partial x^0,), \partial
+    L/\partial w^0)$.
 
-    h feeds two linear maps, so ∂L/∂h is the sum of their backwards; V⁰ = w ⊙ Y is bilinear
-    (``irrep_weighted_backward``).
+    $h$ feeds two linear maps, so $\partial L/\partial h$ is the sum of their backwards;
+    $V^0 = w \odot Y$ is bilinear (`irrep_weighted_backward`).
     """
     c = cache
     xp = namespace(grad_tracks.tensors)
@@ -481,19 +498,19 @@ class LayerCache(NamedTuple):
 
     k: int  # the layer index (parameters tp.{k}, latent.{k}.*)
     tensor_product: EnvironmentTensorProduct
-    inv_sqrt_nbar: Any  # [N]
+    inv_sqrt_nbar: Array  # [N]
     density_cache: tuple
     tensor_product_cache: tuple
     latent_cache: tuple
 
 
 def layer_forward(
-    params: dict[str, Any],
+    params: dict[str, Array],
     config: AllegroConfig,
     k: int,
     tensor_product: EnvironmentTensorProduct,
     tracks: Tracks,
-    sh: Any,
+    sh: Array,
     graph: EdgeGraph,
 ) -> tuple[Tracks, LayerCache]:
     r"""Stage 4, Allegro layer k: ``Tracks`` k -> ``Tracks`` k+1, in four steps.
@@ -550,19 +567,21 @@ def layer_forward(
 
 
 def layer_backward(
-    params: dict[str, Any],
+    params: dict[str, Array],
     cache: LayerCache,
     grad_tracks: Tracks,
     *,
     parameter_gradients: bool = False,
-) -> tuple[tuple[Tracks, Any], dict[str, Any]]:
-    """VJP of ``layer_forward``: ``((grad Tracks of layer k's input, grad_sh [E, dim]),
-    grads)`` from the gradient ``Tracks`` of its output.
+) -> tuple[tuple[Tracks, Array], dict[str, Array]]:
+    r"""VJP of `layer_forward`: `((grad Tracks of layer k's input, grad_sh [E, dim]), grads)`
+    from the gradient `Tracks` of its output.
 
-    The four steps in reverse: the latent MLP gives ∂L/∂[x⁰ … x^k ‖ s], added to the incoming
-    ∂L/∂x^j; ∂L/∂s joins the 0e column of ∂L/∂V^{k+1} (in place: ``grad_tracks.tensors``, the
-    next layer's fresh ∂L/∂V^{k+1}, is consumed); the tensor product and the density backward
-    give ∂L/∂V^k, ∂L/∂w^k and this layer's part of ∂L/∂Y.
+    The four steps in reverse: the latent MLP gives $\partial L/\partial [x^0 \dots x^k \| s]$,
+    added to the incoming $\partial L/\partial x^j$; $\partial L/\partial s$ joins the 0e column
+    of $\partial L/\partial V^{k+1}$ (in place: `grad_tracks.tensors`, the next layer's fresh
+    $\partial L/\partial V^{k+1}$, is consumed); the tensor product and the density backward give
+    $\partial L/\partial V^k$, $\partial L/\partial w^k$ and this layer's part of
+    $\partial L/\partial Y$.
     """
     c = cache
     *grad_latents_in, grad_latent = grad_tracks.latents
@@ -606,25 +625,25 @@ class Energies(NamedTuple):
     """Outputs of the readout: ``edge_features`` [E, S(L+1)] (the readout input),
     ``edge_energies`` ε [E], ``atomic_energies`` E_i [N] float64 eV."""
 
-    edge_features: Any
-    edge_energies: Any
-    atomic_energies: Any
+    edge_features: Array
+    edge_energies: Array
+    atomic_energies: Array
 
 
 class ReadoutCache(NamedTuple):
     """What ``readout_backward`` needs: the indices, the MLP cache and the energy factors."""
 
-    atom_types: Any  # [N]
-    centers: Any  # [E]
+    atom_types: Array  # [N]
+    centers: Array  # [E]
     readout_cache: tuple
-    energy_norm: Any  # [N] 1/√(2 N̄)
-    reduced: Any  # [N] Ẽ_i, float64
-    scales: Any  # [N]
+    energy_norm: Array  # [N] 1/√(2 N̄)
+    reduced: Array  # [N] Ẽ_i, float64
+    scales: Array  # [N]
     num_latents: int
 
 
 def readout_forward(
-    params: dict[str, Any], config: AllegroConfig, tracks: Tracks, graph: EdgeGraph
+    params: dict[str, Array], config: AllegroConfig, tracks: Tracks, graph: EdgeGraph
 ) -> tuple[Energies, ReadoutCache]:
     r"""Stage 5, edge energies and their sum onto the center atoms.
 
@@ -658,18 +677,19 @@ def readout_forward(
 
 
 def readout_backward(
-    params: dict[str, Any],
+    params: dict[str, Array],
     cache: ReadoutCache,
-    grad_atomic_energies: Any,
+    grad_atomic_energies: Array,
     *,
     parameter_gradients: bool = False,
-) -> tuple[Tracks, dict[str, Any]]:
-    """VJP of ``readout_forward``: ``(Tracks(None, (∂L/∂x⁰, …, ∂L/∂x^L), None), grads)`` from
-    ∂L/∂E_i ``[N]``.
+) -> tuple[Tracks, dict[str, Array]]:
+    r"""VJP of `readout_forward`: `(Tracks(None, (grad x⁰, …, grad x^L), None), grads)` from
+    $\partial L/\partial E_i$ `[N]`.
 
-    ∂L/∂ε_e = scale(t_{c_e}) ∂L/∂E_{c_e} / √(2 N̄) (a gather, the transpose of the sum onto
-    atoms), then the readout MLP's backward; ∂L/∂shift_t and ∂L/∂scale_t sum over the atoms of
-    type t.
+    $\partial L/\partial \varepsilon_e = \mathrm{scale}(t_{c_e})\, \partial L/\partial E_{c_e}
+    / \sqrt{2 \bar N}$ (a gather, the transpose of the sum onto atoms), then the readout MLP's
+    backward; $\partial L/\partial \mathrm{shift}_t$ and $\partial L/\partial \mathrm{scale}_t$
+    sum over the atoms of type $t$.
     """
     c = cache
     xp = namespace(grad_atomic_energies)
@@ -726,7 +746,7 @@ class AllegroModel:
 
     _FLOAT64_PARAMS = ("bessel_frequencies", "per_type_energy_scales", "per_type_energy_shifts")
 
-    def __init__(self, config: AllegroConfig, params: dict[str, Any], dtype: str = "float64"):
+    def __init__(self, config: AllegroConfig, params: dict[str, Array], dtype: str = "float64"):
         self.config = config
         self.dtype = str(dtype)
         float_dtype(np, self.dtype)  # validates the name
@@ -758,7 +778,7 @@ class AllegroModel:
                 config.sh_irreps,
                 irreps_out,
                 config.num_tensor_features,
-                config.tp_path_channel_coupling,
+                path_channel_coupling=config.tp_path_channel_coupling,
             )
             for irreps_in, irreps_out in config.layer_irreps()
         ]
@@ -811,7 +831,7 @@ class AllegroModel:
             self.config, {k: to_backend(v, backend) for k, v in self.params.items()}, self.dtype
         )
 
-    def _params_like(self, x) -> dict[str, Any]:
+    def _params_like(self, x) -> dict[str, Array]:
         """The parameters, cast to their complex dtype of the same precision when ``x`` is
         complex (complex-step differentiation, see ``allegro_ref.train.loss``)."""
         xp = namespace(x)
@@ -820,7 +840,7 @@ class AllegroModel:
         return {k: xp.astype(v, float_dtype(xp, v.dtype, like=x)) for k, v in self.params.items()}
 
     def edge_graph(
-        self, edge_vectors: Any, centers: Any, neighbors: Any, atom_types: Any
+        self, edge_vectors: Array, centers: Array, neighbors: Array, atom_types: Array
     ) -> EdgeGraph:
         """The ``EdgeGraph`` of these edges with this model's cutoffs and N̄ (``edge_graph``)."""
         dtype = float_dtype(namespace(edge_vectors), self.dtype, like=edge_vectors)
@@ -833,8 +853,8 @@ class AllegroModel:
     # Forward and backward: the stages in order, and in reverse
     # ---------------------------------------------------------------------------------------
     def forward(
-        self, edge_vectors: Any, centers: Any, neighbors: Any, atom_types: Any
-    ) -> tuple[Any, ModelCache]:
+        self, edge_vectors: Array, centers: Array, neighbors: Array, atom_types: Array
+    ) -> tuple[Array, ModelCache]:
         """Per-atom energies of one structure (or a batch of disjoint structures).
 
         Args:
@@ -870,8 +890,8 @@ class AllegroModel:
         return energies.atomic_energies, cache
 
     def backward(
-        self, cache: ModelCache, grad_atomic_energies: Any, parameter_gradients: bool = False
-    ) -> Any:
+        self, cache: ModelCache, grad_atomic_energies: Array, parameter_gradients: bool = False
+    ) -> Array:
         """Vector-Jacobian product of ``forward``: the stages' backwards in reverse order.
 
         Args:
@@ -881,7 +901,7 @@ class AllegroModel:
             parameter_gradients: also return ∂L/∂θ for every parameter.
 
         Returns:
-            Any: ``grad_edge_vectors [E, 3]`` float64 (∂L/∂r_e), or ``(grad_edge_vectors,
+            Array: ``grad_edge_vectors [E, 3]`` float64 (∂L/∂r_e), or ``(grad_edge_vectors,
                 grad_params)`` when ``parameter_gradients`` is True.
         """
         params, grads, flag = cache.params, {}, {"parameter_gradients": parameter_gradients}
@@ -904,7 +924,7 @@ class AllegroModel:
         grads.update(g)
         return (grad_vectors, grads) if parameter_gradients else grad_vectors
 
-    def intermediates(self, cache: ModelCache) -> dict[str, Any]:
+    def intermediates(self, cache: ModelCache) -> dict[str, Array]:
         """The features of every stage of the forward that made ``cache``, by name, in forward
         order (views, no copies): for layer-by-layer comparisons with another implementation
         (``allegro_ref.io.compare``).
@@ -940,9 +960,9 @@ class ModelCache(NamedTuple):
     (``geometry``, ``edge_embedding`` h, the ``tracks`` after stage 3 and after every layer,
     ``energies``) and every stage's cache."""
 
-    params: dict[str, Any]
+    params: dict[str, Array]
     geometry: Geometry
-    edge_embedding: Any
+    edge_embedding: Array
     tracks: tuple[Tracks, ...]
     energies: Energies
     geometry_cache: GeometryCache

@@ -1,7 +1,7 @@
 """Named Allegro configurations: the models that the tests, benchmarks, scripts, examples and the
 command line share, defined once.
 
-Each preset is a function returning an :class:`AllegroConfig`; keyword ``overrides`` replace any
+Each preset is a function returning an `AllegroConfig`; keyword ``overrides`` replace any
 field, e.g. ``presets.cu_benchmark(l_max=3)`` or ``presets.tiny(["H"], r_max=2.0)``.
 
 | preset | species | r_max (Å) | l_max | layers | S | U | MLP widths (embed/latent/readout) |
@@ -69,7 +69,7 @@ def cu_small(**overrides: Any) -> AllegroConfig:
 def cu_benchmark(l_max: int = 2, **overrides: Any) -> AllegroConfig:
     """The fcc copper model of docs/benchmarks.md (benchmarks/bench_potential.py): Cu, r_max
     5.0 Å, l_max 1, 2 or 3, two layers, S = 64, U = 32, MLP widths 64 / 64 / 32, N̄ = 42 (the
-    neighbours of an fcc Cu atom within 5 Å)."""
+    neighbors of an fcc Cu atom within 5 Å)."""
     fields: dict[str, Any] = dict(
         type_names=("Cu",),
         r_max=5.0,

@@ -1,7 +1,8 @@
 # ruff: noqa: E741  (l is the degree of a representation, as in every textbook)
 r"""An e3nn compatibility layer: e3nn's `o3.TensorProduct` and `o3.Linear` on e3nn's feature
-layout, with hand-written backward passes, for checking other codes and for teaching. The
-Allegro model does not use them (its product is `allegro_ref.nn.EnvironmentTensorProduct`).
+layout (e3nn 0.6.0), with hand-written backward passes, for checking other codes and for
+teaching. The Allegro model does not use them (its product is
+[`EnvironmentTensorProduct`][allegro_ref.nn.tensor_product.EnvironmentTensorProduct]).
 
 Features use e3nn's "mul_ir" layout `[..., irreps.dim]`: entry `(mul, ir)` of an Irreps holds
 `mul` contiguous copies of `ir` (`[mul, 2l+1]` flattened). As in e3nn, the edges work:
@@ -14,19 +15,22 @@ instructions, with e3nn's connection modes and normalizations (class docstring).
 
 **Equivariant linear map** (`EquivariantLinear`, e3nn's `o3.Linear` without biases): channel
 mixing within each irrep type. For every pair of an input entry `i` and an output entry `o`
-carrying the same irrep (an *instruction*), with weights `W_io` `[mul_i, mul_o]`:
+carrying the same irrep (an *instruction*), with weights $W_{io}$ `[mul_i, mul_o]`:
 
-    out_o[w, m] = Σ_{i -> o} α_o Σ_u W_io[u, w] x_i[u, m]
+$$\mathrm{out}_{o,wm} = \sum_{i \to o} \alpha_o \sum_u W_{io,uw}\, x_{i,um}.$$
 
 Mixing copies of the same irrep with scalars commutes with every rotation (Schur), so the map
-is equivariant; different irreps never mix. Normalization, as e3nn: `α_o = 1/√fan_in` with
-`fan_in = Σ_{i -> o} mul_i` ("element", default) or `mul_i · #(instructions into o)`
-("path"), so unit-variance inputs and N(0, 1) weights give unit-variance outputs. No biases.
-Weights: one flat vector `[weight_numel]`, the `W_io` flattened row-major and concatenated
-in instruction order (input entry outer, output entry inner), as e3nn stores them.
+is equivariant; different irreps never mix. Normalization, as e3nn:
+$\alpha_o = 1/\sqrt{\mathrm{fan\_in}}$ with $\mathrm{fan\_in} = \sum_{i \to o} \mathrm{mul}_i$
+("element", default) or
+$\mathrm{mul}_i$ times the number of instructions into $o$ ("path"), so unit-variance inputs and
+$N(0, 1)$ weights give unit-variance outputs. No biases. Weights: one flat vector
+`[weight_numel]`, the $W_{io}$ flattened row-major and concatenated in instruction order (input
+entry outer, output entry inner), as e3nn stores them.
 
-Backward: `∂L/∂x_i[u, m] = Σ_o α_o Σ_w W_io[u, w] g_o[w, m]` and
-`∂L/∂W_io[u, w] = α_o Σ_{batch, m} x_i[u, m] g_o[w, m]`.
+Backward, with $g = \partial L/\partial \mathrm{out}$:
+$\partial L/\partial x_{i,um} = \sum_o \alpha_o \sum_w W_{io,uw}\, g_{o,wm}$ and
+$\partial L/\partial W_{io,uw} = \alpha_o \sum_{\text{batch}, m} x_{i,um}\, g_{o,wm}$.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..backend import as_constant, device, namespace
+from ..backend import Array, as_constant, device, namespace
 from ..o3 import Irreps, wigner_3j
 from .tensor_product import allowed_paths
 
@@ -55,9 +59,9 @@ _PATH_NORMALIZATIONS = ("element", "path", "none")
 
 
 class _TensorProductCache(NamedTuple):
-    x1: Any  # [n, irreps_in1.dim], the batch flattened
-    x2: Any  # [n, irreps_in2.dim]
-    weights: Any  # [weight_numel] or [n, weight_numel] (empty when none were given)
+    x1: Array  # [n, irreps_in1.dim], the batch flattened
+    x2: Array  # [n, irreps_in2.dim]
+    weights: Array  # [weight_numel] or [n, weight_numel] (empty when none were given)
     batch: tuple[int, ...]
     weights_given: bool
 
@@ -250,7 +254,7 @@ class TensorProduct:
 
     # ---- forward / backward ------------------------------------------------------------------
 
-    def forward(self, x1: Any, x2: Any, weights: Any = None) -> tuple[Any, tuple]:
+    def forward(self, x1: Array, x2: Array, weights: Array | None = None) -> tuple[Array, tuple]:
         """The product (class docstring).
 
         Args:
@@ -281,7 +285,7 @@ class TensorProduct:
         cache = _TensorProductCache(x1, x2, weights, batch, weights_given)
         return xp.reshape(out, (*batch, self.irreps_out.dim)), cache
 
-    def backward(self, cache: _TensorProductCache, grad_out: Any) -> tuple[Any, Any, Any]:
+    def backward(self, cache: _TensorProductCache, grad_out: Array) -> tuple[Array, Array, Array]:
         """Vector-Jacobian product (class docstring).
 
         Args:
@@ -519,7 +523,7 @@ class EquivariantLinear:
         """Float64 NumPy weights ``[weight_numel]`` ~ N(0, 1), as e3nn's."""
         return rng.standard_normal(self.weight_numel)
 
-    def forward(self, x: Any, weights: Any) -> tuple[Any, tuple]:
+    def forward(self, x: Array, weights: Array) -> tuple[Array, tuple]:
         """Apply the map to ``x`` ``[..., irreps_in.dim]`` with ``weights`` ``[weight_numel]``.
 
         Returns ``out`` ``[..., irreps_out.dim]`` and the cache for ``backward``.
@@ -537,7 +541,7 @@ class EquivariantLinear:
         out = _concat_entries(xp, outputs, self.irreps_out, x)
         return xp.reshape(out, (*batch, self.irreps_out.dim)), (x, weights, batch)
 
-    def backward(self, cache: tuple, grad_out: Any) -> tuple[Any, Any]:
+    def backward(self, cache: tuple, grad_out: Array) -> tuple[Array, Array]:
         """Vector-Jacobian product (module docstring): ``(grad_x, grad_weights)`` from
         ``grad_out`` ``[..., irreps_out.dim]``."""
         x, weights, batch = cache

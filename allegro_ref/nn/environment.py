@@ -1,30 +1,33 @@
 # ruff: noqa: E741  (l is the degree of a representation, as in every textbook)
-"""The environment of a center atom, built from its edges: Allegro's density trick, computed
+r"""The environment of a center atom, built from its edges: Allegro's density trick, computed
 on the edges grouped by center atom (`group_edges`) so that every per-atom sum over edges is a
 batched matrix product.
 
-**Density** (`environment_density_forward`): the environment of atom i, one weight per
-(edge, channel, irrep) times the spherical harmonics, summed over i's edges,
+**Density** (`environment_density_forward`): the environment of atom $i$, one weight per
+(edge, channel, irrep) times the spherical harmonics, summed over $i$'s edges,
 
-    A[i, u, (l, m)] = Σ_{e: c_e = i} w[e, u, l] Y[e, (l, m)]       (per l: A_l[i] = W_l[i]ᵀ Y_l[i])
+$$A_{iu,(lm)} = \sum_{e:\ c_e = i} w_{eul}\, Y_{e,(lm)} \qquad (\text{per } l:\
+  A_l[i] = W_l[i]^T\, Y_l[i]),$$
 
-— the same numbers as `scatter_sum(irrep_weighted_forward(w, Y), centers)` without the
-per-edge `[E, U, dim]` products. Backward, with G = ∂L/∂A: ∂L/∂w[e, u, l] =
-Σ_m Y[e, (l, m)] G[c_e, u, (l, m)] and ∂L/∂Y[e, (l, m)] = Σ_u w[e, u, l] G[c_e, u, (l, m)]
-(per l: Y_l G_lᵀ and W_l G_l).
+the same numbers as `scatter_sum(irrep_weighted_forward(w, Y), centers)` without the per-edge
+`[E, U, dim]` products. Backward, with $G = \partial L/\partial A$:
+$\partial L/\partial w_{eul} = \sum_m Y_{e,(lm)}\, G_{c_e u,(lm)}$ and
+$\partial L/\partial Y_{e,(lm)} = \sum_u w_{eul}\, G_{c_e u,(lm)}$ (per $l$: $Y_l G_l^T$ and
+$W_l G_l$).
 
 **Grouping** (`group_edges`): the edges of each center atom fill `k_max` consecutive slots of
 a `[n_centers, k_max]` block, shorter groups padded with copies of edge 0 (masked wherever they
-could reach a result). When the edges are sorted by center with k_max each (a crystal, or a
-chunk of one) the grouping is a reshape. `EnvironmentTensorProduct` (allegro_ref.nn.tensor_product)
-couples each edge with the environment of its center on the same groups.
+could reach a result). When the edges are sorted by center with `k_max` each (a crystal, or a
+chunk of one) the grouping is a reshape.
+[`EnvironmentTensorProduct`][allegro_ref.nn.tensor_product.EnvironmentTensorProduct] couples
+each edge with the environment of its center on the same groups.
 """
 
 from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from ..backend import device, namespace, segment_sum
+from ..backend import Array, device, namespace, scatter_sum
 from ..o3 import Irreps
 
 __all__ = [
@@ -47,12 +50,12 @@ class EdgeGroups(NamedTuple):
 
     n_centers: int
     k_max: int
-    slot_edges: Any | None
-    edge_slots: Any | None
-    slot_mask: Any | None
+    slot_edges: Array | None
+    edge_slots: Array | None
+    slot_mask: Array | None
 
 
-def group_edges(centers: Any) -> EdgeGroups:
+def group_edges(centers: Array) -> EdgeGroups:
     """Group edges by their center atom.
 
     Args:
@@ -69,7 +72,7 @@ def group_edges(centers: Any) -> EdgeGroups:
     n_centers = int(xp.max(centers)) + 1
     where = device(centers)
     ones = xp.ones((n_edges,), dtype=xp.float64, device=where)
-    counts = xp.astype(segment_sum(ones, centers, n_centers), centers.dtype)
+    counts = xp.astype(scatter_sum(ones, centers, n_centers), centers.dtype)
     k_max = int(xp.max(counts))
     in_order = n_edges < 2 or bool(xp.all(centers[1:] >= centers[:-1]))
     if in_order and n_edges == n_centers * k_max:
@@ -135,9 +138,9 @@ class EnvironmentDensityCache(NamedTuple):
 
 
 def environment_density_forward(
-    weights: Any, sh: Any, irreps: Any, groups: EdgeGroups, n_atoms: int
-) -> tuple[Any, EnvironmentDensityCache]:
-    """Environments A[i, u, (l, m)] = Σ_{e: c_e = i} w[e, u, l] Y[e, (l, m)] (module docstring).
+    weights: Array, sh: Array, irreps: Any, groups: EdgeGroups, n_atoms: int
+) -> tuple[Array, EnvironmentDensityCache]:
+    r"""Environments $A_{iu,(lm)} = \sum_{e:\ c_e = i} w_{eul}\, Y_{e,(lm)}$ (module docstring).
 
     Args:
         weights: ``[E, U, n_irreps]``, one weight per edge, channel and entry of ``irreps``.
@@ -170,13 +173,13 @@ def environment_density_forward(
 
 
 def environment_density_backward(
-    cache: EnvironmentDensityCache, grad_density: Any
-) -> tuple[Any, Any]:
-    """VJP of `environment_density_forward` (module docstring).
+    cache: EnvironmentDensityCache, grad_density: Array
+) -> tuple[Array, Array]:
+    r"""VJP of `environment_density_forward` (module docstring).
 
     Args:
         cache: from `environment_density_forward`.
-        grad_density: `[N, U, dim]`, ∂L/∂A.
+        grad_density: `[N, U, dim]`, $\partial L/\partial A$.
 
     Returns:
         `(grad_weights [E, U, n_irreps], grad_sh [E, dim])`.

@@ -1,22 +1,25 @@
-"""One weight per (channel, irrep): the "weighted spherical harmonics" of Allegro.
+r"""One weight per (channel, irrep): the "weighted spherical harmonics" of Allegro.
 
 Allegro turns a per-edge scalar vector into an equivariant tensor by multiplying each spherical
-harmonic component by a learned weight that depends only on the channel u and on the irrep
-(degree l) the component belongs to, shared over m (official option ``weight_individual_irreps``):
+harmonic component by a learned weight that depends only on the channel $u$ and on the irrep
+(degree $l$) the component belongs to, shared over $m$ (official option
+`weight_individual_irreps`):
 
-    out[u, e, (l, m)] = w[u, e, l] * Y[e, (l, m)]
+$$\mathrm{out}_{ue,(lm)} = w_{uel}\, Y_{e,(lm)}.$$
 
-Scaling a whole irrep block by a scalar commutes with rotations, so ``out`` transforms like ``Y``
-in every channel. With the 0/1 matrix P[l, (l', m)] = δ_{l l'} that copies each irrep's weight to
-its components, ``out = (w P) ⊙ Y``: the expansion is a matrix product and the product a plain
-broadcast. Backward (a bilinear form):
+Scaling a whole irrep block by a scalar commutes with rotations, so `out` transforms like $Y$
+in every channel. With the 0/1 matrix $P_{l,(l'm)} = \delta_{ll'}$ that copies each irrep's
+weight to its components, $\mathrm{out} = (w P) \odot Y$: the expansion is a matrix product and
+the product a plain broadcast. Backward (a bilinear form), with $g = \partial L/\partial
+\mathrm{out}$:
 
-    grad_w[u, e, l]   = sum_m grad_out[u, e, (l, m)] * Y[e, (l, m)]      = ((grad_out ⊙ Y) Pᵀ)
-    grad_Y[e, (l, m)] = sum_u grad_out[u, e, (l, m)] * w[u, e, l]        = Σ_u grad_out ⊙ (w P)
+$$\frac{\partial L}{\partial w_{uel}} = \sum_m g_{ue,(lm)}\, Y_{e,(lm)} = \big((g \odot Y)
+  P^T\big)_{uel}, \qquad \frac{\partial L}{\partial Y_{e,(lm)}} = \sum_u g_{ue,(lm)}\, w_{uel}
+  = \Big(\sum_u g \odot (w P)\Big)_{e,(lm)}.$$
 
-The axes in front of the last one are free: ``features`` broadcasts against ``weights``. The
-Allegro model keeps its tensor track channel-major, weights ``[U, E, n_irreps]`` and features
-``[E, dim]``, so that the broadcast repeats whole ``[E, dim]`` planes and the sum over channels
+The axes in front of the last one are free: `features` broadcasts against `weights`. The
+Allegro model keeps its tensor track channel-major, weights `[U, E, n_irreps]` and features
+`[E, dim]`, so that the broadcast repeats whole `[E, dim]` planes and the sum over channels
 adds planes (both stream through memory; broadcasting a short middle axis does not).
 """
 
@@ -27,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import as_constant, namespace
+from ..backend import Array, as_constant, namespace
 from ..o3 import Irreps
 
 __all__ = ["irrep_weighted_forward", "irrep_weighted_backward"]
@@ -44,7 +47,7 @@ def _irrep_to_components(irreps: str) -> np.ndarray:
     return expand
 
 
-def irrep_weighted_forward(weights: Any, features: Any, irreps: Any) -> tuple[Any, tuple]:
+def irrep_weighted_forward(weights: Array, features: Array, irreps: Any) -> tuple[Array, tuple]:
     """Scale every irrep block of ``features`` by a weight per irrep (module docstring).
 
     Args:
@@ -75,8 +78,8 @@ def irrep_weighted_forward(weights: Any, features: Any, irreps: Any) -> tuple[An
     return out, (expanded, features, expand)
 
 
-def irrep_weighted_backward(cache: tuple, grad_out: Any) -> tuple[Any, Any]:
-    """VJP of :func:`irrep_weighted_forward`: ``(grad_weights`` (the shape of ``weights``),
+def irrep_weighted_backward(cache: tuple, grad_out: Array) -> tuple[Array, Array]:
+    """VJP of `irrep_weighted_forward`: ``(grad_weights`` (the shape of ``weights``),
     ``grad_features`` (the shape of ``features``)), the latter summed over the axes that
     ``features`` was broadcast along."""
     xp = namespace(grad_out)

@@ -1,18 +1,22 @@
-"""Bias-free multilayer perceptron with run-time weight normalisation, as in the official code.
+r"""Bias-free multilayer perceptron with run-time weight normalization, as in the official code.
 
-Given raw weights W_k of shape ``[d_k, d_{k+1}]`` (k = 0..L−1, stored (in, out) and initialised
-U(−√3, √3), unit variance) the MLP computes, on the last axis of x = h_0 ``[..., d_0]``::
+Given raw weights $W_k$ of shape `[d_k, d_{k+1}]` ($k = 0, \dots, L-1$, stored (in, out) and
+initialized $U(-\sqrt 3, \sqrt 3)$, unit variance) the MLP computes, on the last axis of
+$x = h_0$ `[..., d_0]`,
 
-    z_k     = h_k @ (α_k W_k)
-    h_{k+1} = silu(z_k)    for k < L−1,      y = z_{L−1}  (no activation after the last layer)
+$$z_k = h_k\, (\alpha_k W_k), \qquad h_{k+1} = \mathrm{silu}(z_k) \quad (k < L-1), \qquad
+  y = z_{L-1}$$
 
-with α_0 = 1/√d_0 and α_k = √2/√d_k for k >= 1 (a "forward-normalised" init: unit-variance
-inputs give unit-variance outputs, the √2 standing in for the activation's gain). Without a
-nonlinearity every α_k = 1/√d_k. A one-layer MLP ``[W]`` is the official single linear layer
-y = x @ W / √d_in. There is no bias anywhere: silu(0) = 0, so an edge whose inputs vanish at the
-cutoff keeps vanishing (shared/reference/allegro_official.md §2.0, §7.2-7.3).
+(no activation after the last layer), with $\alpha_0 = 1/\sqrt{d_0}$ and
+$\alpha_k = \sqrt 2/\sqrt{d_k}$ for $k \ge 1$ (a "forward-normalized" init: unit-variance inputs
+give unit-variance outputs, the $\sqrt 2$ standing in for the activation's gain). Without a
+nonlinearity every $\alpha_k = 1/\sqrt{d_k}$. A one-layer MLP `[W]` is the official single linear
+layer $y = x W / \sqrt{d_{in}}$. There is no bias anywhere: $\mathrm{silu}(0) = 0$, so an edge
+whose inputs vanish at the cutoff keeps vanishing (nequip-allegro 0.8.3's `ScalarMLPFunction`
+with `bias=False` and its forward-normalized initialization).
 
-silu(z) = z · σ(z) with σ the logistic sigmoid (torch's plain SiLU, not normalised).
+$\mathrm{silu}(z) = z\, \sigma(z)$ with $\sigma$ the logistic sigmoid (torch's plain SiLU, not
+normalized).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import namespace
+from ..backend import Array, namespace
 
 __all__ = ["mlp_init", "mlp_forward", "mlp_backward", "silu"]
 
@@ -31,8 +35,12 @@ _NONLINEARITIES = ("silu", None)
 
 
 def mlp_init(dims: Sequence[int], rng: np.random.Generator) -> list[np.ndarray]:
-    """Random raw weights for an MLP of layer widths ``dims = [d_0, ..., d_L]``: a list of L
-    float64 NumPy arrays ``[d_k, d_{k+1}]`` drawn from U(−√3, √3) (mean 0, variance 1)."""
+    r"""Random raw weights for an MLP of layer widths `dims = [d_0, ..., d_L]`: a list of $L$
+    float64 NumPy arrays `[d_k, d_{k+1}]` drawn from $U(-\sqrt 3, \sqrt 3)$ (mean 0, variance 1).
+
+    Raises:
+        ValueError: fewer than two widths, or a width below 1.
+    """
     dims = [int(d) for d in dims]
     if len(dims) < 2 or min(dims) < 1:
         raise ValueError(
@@ -77,8 +85,9 @@ def _sigmoids(xp, z, complement: bool):
     return sigma, xp.exp(-xp.maximum(z, 0.0)) * denominator
 
 
-def silu(z: Any) -> Any:
-    """silu(z) = z · σ(z), elementwise, finite and warning-free for any finite z."""
+def silu(z: Array) -> Array:
+    r"""$\mathrm{silu}(z) = z\, \sigma(z)$, elementwise, finite and warning-free for any finite
+    $z$."""
     sigma, _ = _sigmoids(namespace(z), z, complement=False)
     return z * sigma
 
@@ -120,18 +129,36 @@ def _check(weights: Sequence[Any], x: Any, nonlinearity: str | None) -> None:
 
 
 def mlp_forward(
-    weights: Sequence[Any], x: Any, nonlinearity: str | None = "silu"
-) -> tuple[Any, tuple]:
-    """Apply the MLP (module docstring) to the last axis of ``x``.
+    weights: Sequence[Array], x: Array, nonlinearity: str | None = "silu"
+) -> tuple[Array, tuple]:
+    r"""Apply the MLP (module docstring) to the last axis of `x`.
 
     Args:
-        weights: L raw weights ``[d_k, d_{k+1}]`` of the dtype of ``x``.
-        x: ``[..., d_0]`` inputs (e.g. ``[n_edges, d_0]``).
-        nonlinearity: ``"silu"`` or ``None`` (purely linear; all gains 1).
+        weights: $L$ raw weights `[d_k, d_{k+1}]` of the dtype of `x`.
+        x: `[..., d_0]` inputs (e.g. `[n_edges, d_0]`).
+        nonlinearity: `"silu"` or `None` (purely linear; all gains 1).
 
     Returns:
-        ``y``: ``[..., d_L]``; ``cache``: (x, [(h_{k+1}, silu'(z_k)) for the hidden layers],
-            nonlinearity): activations and slopes, so the backward evaluates no exponential.
+        `(y, cache)`: `y` `[..., d_L]`; `cache` = `(x, [(h_{k+1}, silu'(z_k)) for the hidden
+            layers], nonlinearity)`: activations and slopes, so the backward evaluates no
+            exponential.
+
+    Raises:
+        ValueError: an unknown nonlinearity, no weights, or widths and dtypes that do not chain.
+
+    Examples:
+        ```python
+        import numpy as np
+        from allegro_ref.nn import mlp_backward, mlp_forward, mlp_init
+
+        rng = np.random.default_rng(0)
+        weights = mlp_init([8, 16, 1], rng)  # 8 -> 16 (SiLU) -> 1
+        x = rng.standard_normal((5, 8))
+        y, cache = mlp_forward(weights, x, nonlinearity="silu")
+        grad_x, grad_weights = mlp_backward(weights, cache, np.ones_like(y))
+        print(y.shape, grad_x.shape, [g.shape for g in grad_weights])
+        # (5, 1) (5, 8) [(8, 16), (16, 1)]
+        ```
     """
     _check(weights, x, nonlinearity)
     alphas = _alphas(weights, nonlinearity)
@@ -150,22 +177,25 @@ def mlp_forward(
 
 
 def mlp_backward(
-    weights: Sequence[Any], cache: tuple, grad_y: Any, weight_gradients: bool = True
-) -> tuple[Any, list[Any] | None]:
-    """Vector-Jacobian product of :func:`mlp_forward`.
+    weights: Sequence[Array], cache: tuple, grad_y: Array, weight_gradients: bool = True
+) -> tuple[Array, list[Array] | None]:
+    r"""Vector-Jacobian product of [`mlp_forward`][allegro_ref.nn.mlp.mlp_forward].
 
-    Per layer, from the top: for z = h @ (α W),  ∂L/∂W = α hᵀ ∂L/∂z  (summed over all leading
-    axes) and ∂L/∂h = ∂L/∂z @ (α W)ᵀ; through the activation ∂L/∂z = ∂L/∂h ⊙ silu'(z).
+    Per layer, from the top: for $z = h\, (\alpha W)$,
+    $\partial L/\partial W = \alpha\, h^T\, \partial L/\partial z$ (summed over all leading
+    axes) and $\partial L/\partial h = \partial L/\partial z\, (\alpha W)^T$; through the
+    activation $\partial L/\partial z = \partial L/\partial h \odot \mathrm{silu}'(z)$.
 
     Args:
         weights: the weights given to the forward.
         cache: from the forward.
-        grad_y: ``[..., d_L]`` gradient of a scalar with respect to ``y``.
-        weight_gradients: also compute ∂L/∂W (a third of the work; forces need only ∂L/∂x).
+        grad_y: `[..., d_L]` gradient of a scalar with respect to `y`.
+        weight_gradients: also compute $\partial L/\partial W$ (a third of the work; forces need
+            only $\partial L/\partial x$).
 
     Returns:
-        ``grad_x`` ``[..., d_0]`` and the list of weight gradients ``[d_k, d_{k+1}]`` (None
-            without ``weight_gradients``).
+        `(grad_x, grad_weights)`: `grad_x` `[..., d_0]` and the list of weight gradients
+            `[d_k, d_{k+1}]` (`None` without `weight_gradients`).
     """
     x, hidden, nonlinearity = cache
     xp = namespace(x, grad_y)

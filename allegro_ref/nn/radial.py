@@ -1,31 +1,34 @@
-"""Radial features of an edge: the Bessel basis and the polynomial cutoff envelope.
+r"""Radial features of an edge: the Bessel basis and the polynomial cutoff envelope.
 
-Both act on the normalised edge length x = r / r_cut (unitless, x >= 0; r in Å). Allegro's radial
-input to the network is R(x) = b(x) · u(x): Bessel functions b [E, B] times a smooth envelope u [E]
-that takes the edge smoothly to zero at the cutoff (shared/reference/allegro_official.md §2.4).
+Both act on the normalized edge length $x = r / r_{cut}$ (unitless, $x \ge 0$; $r$ in Å).
+Allegro's radial input to the network is $R(x) = b(x)\, u(x)$: Bessel functions $b$ `[E, B]`
+times a smooth envelope $u$ `[E]` that takes the edge smoothly to zero at the cutoff (nequip
+0.19.1's `BesselEdgeLengthEncoding` and `PolynomialCutoff`; paper: arXiv:2204.05249, Methods).
 
-Bessel basis (official normalisation: no 2/r_max prefactor, no 1/r in Å)::
+**Bessel basis** (official normalization: no $2/r_{max}$ prefactor, no $1/r$ in Å):
 
-    b_n(x) = sin(π ω_n x) / (π x) = ω_n · j0(π ω_n x),    j0(t) = sin(t) / t,
+$$b_n(x) = \frac{\sin(\pi \omega_n x)}{\pi x} = \omega_n\, j_0(\pi \omega_n x), \qquad
+  j_0(t) = \frac{\sin t}{t},$$
 
-with frequencies ω = [1, 2, ..., B] by default (trainable in the official code when
-``bessel_trainable``). b_n(0) = ω_n is finite.
+with frequencies $\omega = (1, 2, \dots, B)$ by default (trainable in the official code when
+`bessel_trainable`). $b_n(0) = \omega_n$ is finite.
 
-Polynomial envelope of degree p (DimeNet's, any real p > 0; the official default is p = 6)::
+**Polynomial envelope** of degree $p$ (DimeNet's, any real $p > 0$; the official default is
+$p = 6$):
 
-    u(x) = 1 − (p+1)(p+2)/2 · x^p + p(p+2) · x^(p+1) − p(p+1)/2 · x^(p+2)    for x < 1,
-    u(x) = 0                                                                 for x >= 1.
+$$u(x) = \begin{cases} 1 - \frac{(p+1)(p+2)}{2} x^p + p(p+2)\, x^{p+1} - \frac{p(p+1)}{2}
+  x^{p+2} & x < 1, \\ 0 & x \ge 1. \end{cases}$$
 
-Its derivative factors as u'(x) = −p(p+1)(p+2)/2 · x^(p−1) · (1 − x)², a double root at x = 1:
-u, u' and u'' all vanish at the cutoff, so energies are C² (forces C¹) as atoms cross it.
+Its derivative factors as $u'(x) = -\frac{p(p+1)(p+2)}{2}\, x^{p-1} (1 - x)^2$, a double root
+at $x = 1$: $u$, $u'$ and $u''$ all vanish at the cutoff, so energies are $C^2$ (forces $C^1$)
+as atoms cross it.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
 
-from ..backend import namespace
+from ..backend import Array, namespace
 
 __all__ = [
     "bessel_basis_forward",
@@ -61,17 +64,21 @@ def _j1(xp, t):
     return xp.where(small, t * series, closed_form)
 
 
-def bessel_basis_forward(x: Any, frequencies: Any) -> tuple[Any, tuple]:
-    """Bessel radial basis b_n(x) = sin(π ω_n x) / (π x), finite (= ω_n) at x = 0.
+def bessel_basis_forward(x: Array, frequencies: Array) -> tuple[Array, tuple]:
+    r"""Bessel radial basis $b_n(x) = \sin(\pi \omega_n x) / (\pi x)$, finite ($= \omega_n$) at
+    $x = 0$.
 
     Args:
-        x: ``[E]`` normalised edge lengths r / r_cut (unitless).
-        frequencies: ``[B]`` frequencies ω_n (official default ``[1., 2., ..., B]``); cast to the
-            dtype of ``x`` for the computation.
+        x: `[E]` normalized edge lengths $r / r_{cut}$ (unitless).
+        frequencies: `[B]` frequencies $\omega_n$ (official default `[1., 2., ..., B]`); cast to
+            the dtype of `x` for the computation.
 
     Returns:
-        ``b``: ``[E, B]`` basis values in the dtype of ``x``; ``cache`` for
-            :func:`bessel_basis_backward`.
+        `(b, cache)`: `b` `[E, B]` basis values in the dtype of `x`; `cache` for
+            `bessel_basis_backward`.
+
+    Raises:
+        ValueError: `x` or `frequencies` is not one-dimensional.
     """
     xp = namespace(x, frequencies)
     if x.ndim != 1 or frequencies.ndim != 1:
@@ -85,18 +92,20 @@ def bessel_basis_forward(x: Any, frequencies: Any) -> tuple[Any, tuple]:
     return b, (x, frequencies)
 
 
-def bessel_basis_backward(cache: tuple, grad_b: Any) -> tuple[Any, Any]:
-    """Vector-Jacobian product of :func:`bessel_basis_forward`.
+def bessel_basis_backward(cache: tuple, grad_b: Array) -> tuple[Array, Array]:
+    r"""Vector-Jacobian product of `bessel_basis_forward`.
 
-    With t = π ω x and b = ω j0(t):  ∂b/∂x = π ω² j0'(t) = −π ω² j1(t);  and from
-    b = sin(π ω x) / (π x):  ∂b/∂ω = π x cos(t) / (π x) = cos(t)  (also 1 at x = 0).
+    With $t = \pi \omega x$ and $b = \omega\, j_0(t)$:
+    $\partial b/\partial x = \pi \omega^2 j_0'(t) = -\pi \omega^2 j_1(t)$; and from
+    $b = \sin(\pi \omega x) / (\pi x)$: $\partial b/\partial \omega = \pi x \cos(t) / (\pi x) =
+    \cos t$ (also 1 at $x = 0$).
 
     Args:
         cache: from the forward.
-        grad_b: ``[E, B]`` gradient of a scalar with respect to ``b``.
+        grad_b: `[E, B]` gradient of a scalar with respect to `b`.
 
     Returns:
-        ``grad_x`` ``[E]`` (dtype of x) and ``grad_frequencies`` ``[B]`` (dtype of frequencies).
+        `(grad_x, grad_frequencies)`: `[E]` (dtype of `x`) and `[B]` (dtype of `frequencies`).
     """
     x, frequencies = cache
     xp = namespace(x, grad_b)
@@ -112,16 +121,19 @@ def _cutoff_coefficients(p: float) -> tuple[float, float, float, float]:
     return (p + 1) * (p + 2) / 2, p * (p + 2), p * (p + 1) / 2, p * (p + 1) * (p + 2) / 2
 
 
-def polynomial_cutoff_forward(x: Any, p: float = 6.0) -> tuple[Any, tuple]:
-    """Polynomial envelope u(x) (module docstring), 1 at x = 0 and exactly 0 for x >= 1.
+def polynomial_cutoff_forward(x: Array, p: float = 6.0) -> tuple[Array, tuple]:
+    r"""Polynomial envelope $u(x)$ (module docstring), 1 at $x = 0$ and exactly 0 for $x \ge 1$.
 
     Args:
-        x: ``[E]`` normalised edge lengths r / r_cut (unitless, >= 0).
-        p: degree, any real p > 0 (official default 6, official code requires p >= 2; for
-            p < 1 the derivative is unbounded at x = 0).
+        x: `[E]` normalized edge lengths $r / r_{cut}$ (unitless, $\ge 0$).
+        p: degree, any real $p > 0$ (official default 6, official code requires $p \ge 2$; for
+            $p < 1$ the derivative is unbounded at $x = 0$).
 
     Returns:
-        ``u``: ``[E]`` in the dtype of x; ``cache`` for :func:`polynomial_cutoff_backward`.
+        `(u, cache)`: `u` `[E]` in the dtype of `x`; `cache` for `polynomial_cutoff_backward`.
+
+    Raises:
+        ValueError: $p \le 0$.
     """
     p = float(p)
     if not p > 0:
@@ -137,16 +149,17 @@ def polynomial_cutoff_forward(x: Any, p: float = 6.0) -> tuple[Any, tuple]:
     return xp.where(inside, u, xp.zeros_like(u)), (x, p)
 
 
-def polynomial_cutoff_backward(cache: tuple, grad_u: Any) -> Any:
-    """Vector-Jacobian product of :func:`polynomial_cutoff_forward`:
-    grad_x = grad_u · u'(x), u'(x) = −p(p+1)(p+2)/2 · x^(p−1) (1 − x)² for x < 1, else 0.
+def polynomial_cutoff_backward(cache: tuple, grad_u: Array) -> Array:
+    r"""Vector-Jacobian product of `polynomial_cutoff_forward`:
+    $\partial L/\partial x = \partial L/\partial u \cdot u'(x)$, with
+    $u'(x) = -\frac{p(p+1)(p+2)}{2}\, x^{p-1} (1 - x)^2$ for $x < 1$, else 0.
 
     Args:
         cache: from the forward.
-        grad_u: ``[E]`` gradient of a scalar with respect to ``u``.
+        grad_u: `[E]` gradient of a scalar with respect to `u`.
 
     Returns:
-        ``grad_x``: ``[E]``.
+        `[E]`, $\partial L/\partial x$.
     """
     x, p = cache
     xp = namespace(x, grad_u)

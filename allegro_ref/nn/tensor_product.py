@@ -2,52 +2,64 @@
 r"""Allegro's tensor product: every edge's tensor features coupled with the environment of its
 center atom, channel by channel, with a hand-written backward.
 
-**Paths.** A feature x of irrep a = (l_a, p_a) and a feature y of irrep b couple into irrep c
-through the real Wigner 3j symbol (`allegro_ref.o3.wigner_3j`, e3nn's basis and signs),
+**Paths.** A feature $x$ of irrep $a = (l_a, p_a)$ and a feature $y$ of irrep $b$ couple into
+irrep $c$ through the real Wigner 3j symbol ([`wigner_3j`][allegro_ref.o3.wigner_3j], e3nn's
+basis and signs),
 
-    z[γ] = Σ_{α β} C[α, β, γ] x[α] y[β],        C = √(2 l_c + 1) · 3j(l_a, l_b, l_c),
+$$z_\gamma = \sum_{\alpha \beta} C_{\alpha\beta\gamma}\, x_\alpha\, y_\beta, \qquad
+  C = \sqrt{2 l_c + 1}\; \mathrm{3j}(l_a, l_b, l_c),$$
 
-whenever c occurs in a ⊗ b (the selection rule of `Irrep.__mul__`: |l_a − l_b| <= l_c <=
-l_a + l_b and p_c = p_a p_b). Each such a ⊗ b → c is a *path* p (`allowed_paths`); the factor
-√(2 l_c + 1) is e3nn's "component" normalization (unit-variance inputs give unit-variance
-outputs per path). All paths' blocks placed at their entries' offsets form the coupling tensor
-C[p, α, β, γ] (`coupling_tensor`; the official Allegro code stores the same numbers as the
-`w3j` buffer of its `Contracter`).
+whenever $c$ occurs in $a \otimes b$ (the selection rule of `Irrep.__mul__`:
+$|l_a - l_b| \le l_c \le l_a + l_b$ and $p_c = p_a p_b$). Each such $a \otimes b \to c$ is a
+*path* $p$ (`allowed_paths`); the factor $\sqrt{2 l_c + 1}$ is e3nn's "component" normalization
+(unit-variance inputs give unit-variance outputs per path). All paths' blocks placed at their
+entries' offsets form the coupling tensor $C_{p\alpha\beta\gamma}$ (`coupling_tensor`; the
+official Allegro code, nequip-allegro 0.8.3, stores the same numbers as the `w3j` buffer of its
+`Contracter`).
 
 **The product** (`EnvironmentTensorProduct`; the official `Contracter`, mode "uuu"). Edge
-e = (i → j) carries tensor features x[u, e] in U channels; its center atom i = c_e carries the
-environment A[i, u] (`environment_density_forward`). Channel u of x meets only channel u of A,
-and every (channel, path) has a learned weight θ[u, p]:
+$e = (i \to j)$ carries tensor features $x_{ue}$ in $U$ channels; its center atom $i = c_e$
+carries the environment $A_{iu}$ (`environment_density_forward`). Channel $u$ of $x$ meets only
+channel $u$ of $A$, and every (channel, path) has a learned weight $\theta_{up}$:
 
-    out[u, e, γ] = Σ_p θ[u, p] Σ_{α β} C_p[α, β, γ] x[u, e, α] A[c_e, u, β]
-                 = Σ_{α β} W_u[α, β, γ] x[u, e, α] A[c_e, u, β],      W_u = Σ_p θ[u, p] C_p.
+$$\mathrm{out}_{ue\gamma} = \sum_p \theta_{up} \sum_{\alpha\beta} C_{p\alpha\beta\gamma}\,
+  x_{ue\alpha}\, A_{c_e u \beta}
+  = \sum_{\alpha\beta} W_{u\alpha\beta\gamma}\, x_{ue\alpha}\, A_{c_e u\beta}, \qquad
+  W_u = \sum_p \theta_{up}\, C_p.$$
 
 With `path_channel_coupling=False` one weight per path is shared by the channels
-(θ[u, p] = θ[p]). No path-count normalization, as in the official code.
-`EnvironmentTensorProduct.reference` computes the first line path by path, as written.
+($\theta_{up} = \theta_p$). No path-count normalization, as in the official code.
+`EnvironmentTensorProduct.reference` computes the first form path by path, as written.
 
-**Folding the environment per atom.** All edges of atom i meet the same A[i], so the sum over
-β is done once per atom:
+**Folding the environment per atom.** All edges of atom $i$ meet the same $A_i$, so the sum over
+$\beta$ is done once per atom:
 
-    M[u, i, α, γ] = Σ_β W_u[α, β, γ] A[i, u, β]      (per atom: U·d1·d2·d_out multiply-adds)
-    out[u, e, :]  = x[u, e, :] @ M[u, c_e]            (per edge: U·d1·d_out multiply-adds)
+$$M_{ui\alpha\gamma} = \sum_\beta W_{u\alpha\beta\gamma}\, A_{iu\beta} \quad
+  (\text{per atom: } U d_1 d_2 d_{out} \text{ multiply-adds}), \qquad
+  \mathrm{out}_{ue} = x_{ue}\, M_{u c_e} \quad (\text{per edge: } U d_1 d_{out}),$$
 
-the same function with d2 times fewer operations per edge (9 at l_max = 2) and no per-edge pair
-products. Backward, with g = ∂L/∂out (the same maps transposed):
+the same function with $d_2$ times fewer operations per edge (9 at $l_{max} = 2$) and no per-edge
+pair products. Backward, with $g = \partial L/\partial \mathrm{out}$ (the same maps transposed):
 
-    ∂L/∂x[u, e, :]   = g[u, e, :] @ M[u, c_e]ᵀ
-    ∂L/∂M[u, i]      = Σ_{e: c_e = i} x[u, e, :]ᵀ g[u, e, :]      (a [d1, d_out] matrix per atom)
-    ∂L/∂A[i, u, β]   = Σ_{α γ} W_u[α, β, γ] ∂L/∂M[u, i, α, γ]
-    ∂L/∂θ[u, p]      = Σ_{α β γ} C_p[α, β, γ] Σ_i A[i, u, β] ∂L/∂M[u, i, α, γ]
+$$\begin{aligned}
+\partial L/\partial x_{ue} &= g_{ue}\, M_{u c_e}^T, \\
+\partial L/\partial M_{ui} &= \textstyle\sum_{e:\ c_e = i} x_{ue}^T\, g_{ue}
+  \quad (\text{a } d_1 \times d_{out} \text{ matrix per atom}), \\
+\partial L/\partial A_{iu\beta} &= \textstyle\sum_{\alpha\gamma} W_{u\alpha\beta\gamma}\,
+  \partial L/\partial M_{ui\alpha\gamma}, \\
+\partial L/\partial \theta_{up} &= \textstyle\sum_{\alpha\beta\gamma} C_{p\alpha\beta\gamma}
+  \sum_i A_{iu\beta}\, \partial L/\partial M_{ui\alpha\gamma}.
+\end{aligned}$$
 
 **Layout.** The tensor features are channel-major, `[U, E, d]` (the Allegro model's tensor
 track), so that the edges of one (channel, center) are consecutive rows and the per-edge
 products are `U · n_centers` matrix products `[K, d1] @ [d1, d_out]` on contiguous blocks
 `[U, n_centers, K, d]`, with nothing to transpose. The edges are grouped by center
-(`group_edges`), K the largest number of edges of one center, shorter groups padded (padding
+(`group_edges`), $K$ the largest number of edges of one center, shorter groups padded (padding
 slots hold copies of edge 0 and are masked wherever they could reach a result). When the edges
-are sorted by center with K each (a crystal, or a chunk of one) the grouping is a reshape;
-otherwise it costs gathers and the padding (K / mean number of edges per center times the work).
+are sorted by center with $K$ each (a crystal, or a chunk of one) the grouping is a reshape;
+otherwise it costs gathers and the padding ($K$ / mean number of edges per center times the
+work).
 """
 
 from __future__ import annotations
@@ -58,7 +70,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..backend import as_constant, device, namespace
+from ..backend import Array, as_constant, device, namespace
 from ..o3 import Irrep, Irreps, wigner_3j
 from .environment import EdgeGroups, _copy_c_order, _group_rows, _pad_atoms, _ungroup_rows
 
@@ -97,9 +109,10 @@ def _path_coupling(ir1: Irrep, ir2: Irrep, ir_out: Irrep) -> np.ndarray:
 
 
 def coupling_tensor(irreps_in1: Any, irreps_in2: Any, irreps_out: Any) -> np.ndarray:
-    """All paths' couplings `C[p, α, β, γ]` `[n_paths, irreps_in1.dim, irreps_in2.dim,
-    irreps_out.dim]` (float64 NumPy, read-only, cached): path p's block `_path_coupling` at
-    its entries' offsets, zero elsewhere; paths in `allowed_paths` order.
+    r"""All paths' couplings $C_{p\alpha\beta\gamma}$ `[n_paths, irreps_in1.dim, irreps_in2.dim,
+    irreps_out.dim]` (float64 NumPy, read-only, cached): path $p$'s block
+    $\sqrt{2 l_{out} + 1}\; \mathrm{3j}(l_1, l_2, l_{out})$ at its entries' offsets, zero
+    elsewhere; paths in `allowed_paths` order.
 
     The official Allegro code stores the same numbers as the `w3j` buffer of each tensor product
     (`allegro_ref.io` checks an imported model against them).
@@ -142,8 +155,30 @@ class EnvironmentTensorProductCache(NamedTuple):
 
 
 class EnvironmentTensorProduct:
-    """Allegro's channel-wise tensor product of edge features with the environment of their
+    r"""Allegro's channel-wise tensor product of edge features with the environment of their
     center atom (module docstring: formula, fold, backward, layout).
+
+    Examples:
+        Six edges around two atoms (three each), $U = 4$ channels, $l \le 1$ features coupled
+        with $l \le 1$ environments into $l \le 1$; the fast product agrees with the per-path
+        reference:
+
+        ```python
+        import numpy as np
+        from allegro_ref.nn import EnvironmentTensorProduct, group_edges
+
+        tp = EnvironmentTensorProduct("0e+1o", "0e+1o", "0e+1o", num_channels=4)
+        print(tp)  # 0e+1o x 0e+1o -> 0e+1o | 4 channels | 4 paths
+        rng = np.random.default_rng(0)
+        centers = np.array([0, 0, 0, 1, 1, 1])
+        x = rng.standard_normal((4, 6, 4))  # [U, E, irreps_in1.dim]
+        env = rng.standard_normal((2, 4, 4))  # [N, U, irreps_env.dim]
+        weights = tp.init_weights(rng)  # [U, n_paths]
+        out, cache = tp.forward(x, env, group_edges(centers), weights)
+        grad_x, grad_env, grad_weights = tp.backward(cache, np.ones_like(out))
+        assert np.allclose(out, tp.reference(x, env, centers, weights))
+        print(out.shape, grad_env.shape, grad_weights.shape)  # (4, 6, 4) (2, 4, 4) (4, 4)
+        ```
 
     Args:
         irreps_in1: Irreps (or a string) of the edge features x, multiplicity 1 per entry (e.g.
@@ -194,25 +229,29 @@ class EnvironmentTensorProduct:
         )
 
     def init_weights(self, rng: np.random.Generator) -> np.ndarray:
-        """Float64 NumPy weights of `weight_shape` drawn from U(−√3, √3) (unit variance), as
-        the official initialization."""
+        r"""Float64 NumPy weights of `weight_shape` drawn from $U(-\sqrt 3, \sqrt 3)$ (unit
+        variance), as the official initialization."""
         return rng.uniform(-math.sqrt(3.0), math.sqrt(3.0), size=self.weight_shape)
 
     # ---- the fast path -----------------------------------------------------------------------
 
     def forward(
-        self, x: Any, env: Any, groups: EdgeGroups, weights: Any
-    ) -> tuple[Any, EnvironmentTensorProductCache]:
+        self, x: Array, env: Array, groups: EdgeGroups, weights: Array
+    ) -> tuple[Array, EnvironmentTensorProductCache]:
         """The product, with the environment folded per atom (module docstring).
 
         Args:
             x: `[U, E, irreps_in1.dim]` edge features, channel-major.
-            env: `[N, U, irreps_env.dim]` per-atom environments (N >= groups.n_centers).
+            env: `[N, U, irreps_env.dim]` per-atom environments (`N >= groups.n_centers`).
             groups: `group_edges(centers)` of the edges' center atoms.
             weights: `weight_shape`, the dtype of `x`.
 
         Returns:
-            `out` `[U, E, irreps_out.dim]` and the cache for `backward`.
+            `(out, cache)`: `out` `[U, E, irreps_out.dim]`, and the cache for `backward`.
+
+        Raises:
+            ValueError: shapes or dtypes that do not match the irreps, the channels, the groups
+                or `weight_shape`.
         """
         xp = namespace(x, env, weights)
         self._check_inputs(x, env, groups, weights)
@@ -227,15 +266,20 @@ class EnvironmentTensorProduct:
         )
         return out, cache
 
-    def backward(self, cache: EnvironmentTensorProductCache, grad_out: Any) -> tuple[Any, Any, Any]:
-        """Vector-Jacobian product (formulas in the module docstring).
+    def backward(
+        self, cache: EnvironmentTensorProductCache, grad_out: Array
+    ) -> tuple[Array, Array, Array]:
+        r"""Vector-Jacobian product (formulas in the module docstring).
 
         Args:
             cache: from `forward`.
-            grad_out: `[U, E, irreps_out.dim]`, ∂L/∂out.
+            grad_out: `[U, E, irreps_out.dim]`, $\partial L/\partial \mathrm{out}$.
 
         Returns:
-            `(grad_x [U, E, d1], grad_env [N, U, d2], grad_weights weight_shape)`.
+            `(grad_x, grad_env, grad_weights)`: `[U, E, d1]`, `[N, U, d2]` and `weight_shape`.
+
+        Raises:
+            ValueError: `grad_out` does not have the shape and dtype of the forward's output.
         """
         x_groups, env_by_channel, folded, w, groups, n_atoms = cache
         xp = namespace(grad_out, x_groups)
@@ -279,14 +323,15 @@ class EnvironmentTensorProduct:
 
     # ---- the reference -----------------------------------------------------------------------
 
-    def reference(self, x: Any, env: Any, centers: Any, weights: Any) -> Any:
-        """The same product computed path by path, as the formula reads (the test oracle of
+    def reference(self, x: Array, env: Array, centers: Array, weights: Array) -> Array:
+        r"""The same product computed path by path, as the formula reads (the test oracle of
         `forward`; no cache, no backward):
 
-            out[u, e, γ] = Σ_p θ[u, p] Σ_{α β} C_p[α, β, γ] x[u, e, α] A[c_e, u, β],
+        $$\mathrm{out}_{ue\gamma} = \sum_p \theta_{up} \sum_{\alpha\beta}
+          C_{p\alpha\beta\gamma}\, x_{ue\alpha}\, A_{c_e u\beta},$$
 
         each path's double sum the einsum `"uea,ueb,abc->uec"` written as a broadcast product
-        summed over α and β (the Array API standard has no einsum). Memory
+        summed over $\alpha$ and $\beta$ (the Array API standard has no einsum). Memory
         `U · E · d1 · d2 · d_out` per path: for checking, not for speed.
 
         Args:

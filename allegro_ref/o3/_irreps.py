@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
-from ..backend import device, namespace
+from ..backend import Array, device, namespace
 from ._wigner import _determinant, wigner_D
 
 __all__ = ["Irrep", "MulIrrep", "Irreps"]
@@ -109,7 +109,7 @@ class Irrep(_EqualToItsString):
     def __add__(self, other: Any) -> Irreps:
         return Irreps(self) + Irreps(other)
 
-    def D_from_matrix(self, matrix: Any) -> Any:
+    def D_from_matrix(self, matrix: Array) -> Array:
         r"""The representation matrix ``[..., 2l+1, 2l+1]`` of elements of O(3) ``[..., 3, 3]``.
 
         An element of O(3) is ``R = d R'`` with ``d = det R = +-1`` and ``R'`` a proper rotation;
@@ -294,7 +294,7 @@ class Irreps(_EqualToItsString):
 
     # ---- representation ----------------------------------------------------------------------
 
-    def D_from_matrix(self, matrix: Any) -> Any:
+    def D_from_matrix(self, matrix: Array) -> Array:
         """Block-diagonal representation matrix ``[..., dim, dim]`` of elements of O(3)
         ``[..., 3, 3]`` (proper or improper): one ``Irrep.D_from_matrix`` block per irrep copy,
         in the order of the feature layout."""

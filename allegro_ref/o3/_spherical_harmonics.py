@@ -1,49 +1,56 @@
 # ruff: noqa: E741  (l is the degree of a representation, as in every textbook)
-"""Real spherical harmonics in e3nn's basis, with analytic gradients.
+r"""Real spherical harmonics in e3nn's basis, with analytic gradients.
 
-Conventions (docs/conventions.md, "Real spherical harmonics"): the polar axis is **y**, the
-degree-l block has 2l+1 components ordered m = -l..l, and for l = 1 the block is
-sqrt(3) (x, y, z) in the default "component" normalization. In formulas, with the
-Wikipedia-frame coordinates (X, Y, Z) = (z, x, y) of a vector v = (x, y, z),
+Conventions ([Conventions](../conventions.md), "Real spherical harmonics"): the polar axis is
+**y**, the degree-$l$ block has $2l+1$ components ordered $m = -l, \dots, l$, and for $l = 1$ the
+block is $\sqrt 3\,(x, y, z)$ in the default `"component"` normalization. In formulas, with the
+Wikipedia-frame coordinates $(X, Y, Z) = (z, x, y)$ of a vector $v = (x, y, z)$,
 
-    Y_l^{+m} = c_lm Q_l^m(Z, r^2) Re (X + iY)^m,     Y_l^{-m} = c_lm Q_l^m(Z, r^2) Im (X + iY)^m,
+$$Y_l^{+m} = c_{lm}\, Q_l^m(Z, r^2)\, \operatorname{Re} (X + iY)^m, \qquad
+  Y_l^{-m} = c_{lm}\, Q_l^m(Z, r^2)\, \operatorname{Im} (X + iY)^m,$$
 
-where Q_l^m(Z, r^2) = r^{l-m} (d/dt)^m P_l(t) at t = Z / r (P_l the Legendre polynomial), so that
-r^l Y_l(v / r) is a homogeneous harmonic polynomial of degree l (a solid harmonic), and
+where $Q_l^m(Z, r^2) = r^{l-m} \frac{d^m}{dt^m} P_l(t)$ at $t = Z / r$ ($P_l$ the Legendre
+polynomial), so that $r^l\, Y_l(v / r)$ is a homogeneous harmonic polynomial of degree $l$ (a
+solid harmonic), and
 
-    c_lm = N_l sqrt((2 - delta_m0) (2l+1)/(4 pi) (l-m)!/(l+m)!),
-    N_l = sqrt(4 pi) ("component"), sqrt(4 pi / (2l+1)) ("norm"), 1 ("integral").
+$$c_{lm} = N_l \sqrt{(2 - \delta_{m0}) \frac{2l+1}{4\pi} \frac{(l-m)!}{(l+m)!}}, \qquad
+  N_l = \begin{cases} \sqrt{4\pi} & \text{"component"} \\ \sqrt{4\pi/(2l+1)} & \text{"norm"} \\
+  1 & \text{"integral"}. \end{cases}$$
 
-Algorithm (values). Every Q_l^m is a polynomial whose leading coefficient in Z is
-(2l-1)!!/(l-m)!; its monic version q_l^m obeys the three-term recurrence of the associated
+**Algorithm (values).** Every $Q_l^m$ is a polynomial whose leading coefficient in $Z$ is
+$(2l-1)!!/(l-m)!$; its monic version $q_l^m$ obeys the three-term recurrence of the associated
 Legendre functions,
 
-    q_m^m = 1,   q_{m+1}^m = Z,   q_l^m = Z q_{l-1}^m - beta_lm r^2 q_{l-2}^m,
-    beta_lm = (l+m-1)(l-m-1) / ((2l-1)(2l-3)),
+$$q_m^m = 1, \quad q_{m+1}^m = Z, \quad q_l^m = Z\, q_{l-1}^m - \beta_{lm}\, r^2\, q_{l-2}^m,
+  \qquad \beta_{lm} = \frac{(l+m-1)(l-m-1)}{(2l-1)(2l-3)},$$
 
-and (X + iY)^m = C_m + i S_m by C_{m+1} = X C_m - Y S_m, S_{m+1} = X S_m + Y C_m. Then
-Y_l^{+-m} = w_lm q_l^m {C_m, S_m} with w_lm = c_lm (2l-1)!!/(l-m)!. Every q_l^m, C_m, S_m is a
-contiguous length-n vector, so that each step is one vectorized operation over the vectors.
+and $(X + iY)^m = C_m + i S_m$ by $C_{m+1} = X C_m - Y S_m$, $S_{m+1} = X S_m + Y C_m$. Then
+$Y_l^{\pm m} = w_{lm}\, q_l^m\, \{C_m, S_m\}$ with $w_{lm} = c_{lm} (2l-1)!!/(l-m)!$. Every
+$q_l^m$, $C_m$, $S_m$ is a contiguous length-$n$ vector, so that each step is one vectorized
+operation over the vectors.
 
-Layout. Results are stored component-major ([D, n]: one contiguous row per component, which is
-what makes the recurrence fast in NumPy) and returned as the transposed view [n, D] (no copy on
-NumPy or CuPy). Copy the result (e.g. ``numpy.ascontiguousarray``) if a row-major buffer is
-needed. On NumPy the vectors are processed in cache-sized blocks.
+**Layout.** Results are stored component-major (`[D, n]`: one contiguous row per component,
+which is what makes the recurrence fast in NumPy) and returned as the transposed view `[n, D]`
+(no copy on NumPy or CuPy). Copy the result (e.g. `numpy.ascontiguousarray`) if a row-major
+buffer is needed. On NumPy the vectors are processed in cache-sized blocks.
 
-Algorithm (gradients). The gradient of a solid harmonic of degree l is a solid harmonic of degree
-l-1 (ladder relations; F_l^m = Q_l^m (X + iY)^m, d_+- = d_X +- i d_Y):
+**Algorithm (gradients).** The gradient of a solid harmonic of degree $l$ is a solid harmonic of
+degree $l-1$ (ladder relations; $F_l^m = Q_l^m (X + iY)^m$, $\partial_\pm = \partial_X \pm i
+\partial_Y$):
 
-    d_Z F_l^m = (l+m) F_{l-1}^m,     d_+ F_l^m = -F_{l-1}^{m+1},
-    d_- F_l^m = (l+m)(l+m-1) F_{l-1}^{m-1},
+$$\partial_Z F_l^m = (l+m)\, F_{l-1}^m, \qquad \partial_+ F_l^m = -F_{l-1}^{m+1}, \qquad
+  \partial_- F_l^m = (l+m)(l+m-1)\, F_{l-1}^{m-1},$$
 
-so dY_l/dv = J_l . Y_{l-1} with a constant sparse tensor J_l [2l+1, 3, 2l-1] built once per
-(l, normalization). With ``normalize=True`` the harmonics are evaluated at u = v/|v| and the
-chain rule through u gives the tangential projection dY/dv = (1 - u u^T) grad Y(u) / |v|.
+so $\partial Y_l / \partial v = J_l \cdot Y_{l-1}$ with a constant sparse tensor $J_l$
+`[2l+1, 3, 2l-1]` built once per $(l, \text{normalization})$. With `normalize=True` the
+harmonics are evaluated at $u = v/|v|$ and the chain rule through $u$ gives the tangential
+projection $\partial Y / \partial v = (1 - u u^T)\, \nabla Y(u) / |v|$.
 
-Edge cases (``normalize=True``): the zero vector gives Y_0 = c_00 and Y_{l>=1} = 0 with a zero
-gradient (like e3nn); a vector with a NaN or infinite entry gives NaN in every l >= 1 component
-and in its gradient (Y_0 is the constant). Norms from ~1e-154 to ~1e154 (float64; ~1e-19 to
-~1e19 in float32) are exact to rounding: the vector is normalized before any polynomial is formed.
+**Edge cases** (`normalize=True`): the zero vector gives $Y_0 = c_{00}$ and $Y_{l \ge 1} = 0$ with
+a zero gradient (like e3nn); a vector with a NaN or infinite entry gives NaN in every $l \ge 1$
+component and in its gradient ($Y_0$ is the constant). Norms from ~1e-154 to ~1e154 (float64;
+~1e-19 to ~1e19 in float32) are exact to rounding: the vector is normalized before any
+polynomial is formed.
 """
 
 from __future__ import annotations
@@ -56,7 +63,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..backend import as_constant, block_rows, device, float_dtype, namespace
+from ..backend import Array, as_constant, block_rows, device, float_dtype, namespace
 from ._irreps import Irrep, Irreps
 
 __all__ = [
@@ -304,15 +311,24 @@ def _batch_view(xp, array_t, batch_shape: tuple[int, ...]):
 
 
 def spherical_harmonics_forward(
-    ls: Any, vectors: Any, normalize: bool = True, normalization: str = "component"
-) -> tuple[Any, SphericalHarmonicsCache]:
-    """Spherical harmonics and the cache for :func:`spherical_harmonics_backward`.
+    ls: Any, vectors: Array, normalize: bool = True, normalization: str = "component"
+) -> tuple[Array, SphericalHarmonicsCache]:
+    r"""Spherical harmonics and the cache for
+    [`spherical_harmonics_backward`][allegro_ref.o3.spherical_harmonics_backward].
 
-    Args and result as :func:`spherical_harmonics`; the cache holds the harmonics of every
-    degree up to max(ls) [(l_max+1)^2, n], the vectors and, for ``normalize=True``, 1/|v| [n].
+    Args:
+        ls: as [`spherical_harmonics`][allegro_ref.o3.spherical_harmonics].
+        vectors: `[..., 3]` float32 or float64.
+        normalize: as `spherical_harmonics`.
+        normalization: as `spherical_harmonics`.
 
-    With ``normalize=True``: u = v/|v| with 1/|v| := 0 for the zero vector (so u = 0 and every
-    Y_{l>=1} = 0 there) and := NaN for a vector with a NaN or infinite entry.
+    Returns:
+        `(Y, cache)`: `Y` as `spherical_harmonics` returns it; the cache holds the harmonics of
+            every degree up to $\max(ls)$ `[(l_max+1)^2, n]`, the vectors and, for
+            `normalize=True`, $1/|v|$ `[n]`.
+
+    With `normalize=True`: $u = v/|v|$ with $1/|v| := 0$ for the zero vector (so $u = 0$ and every
+    $Y_{l \ge 1} = 0$ there) and $:= \mathrm{NaN}$ for a vector with a NaN or infinite entry.
     """
     xp = _check_vectors(vectors, normalization)
     degrees = _degrees(ls)
@@ -341,42 +357,68 @@ def spherical_harmonics_forward(
 
 
 def spherical_harmonics(
-    ls: Any, vectors: Any, normalize: bool = True, normalization: str = "component"
-) -> Any:
-    """Real spherical harmonics Y(v) of the vectors, in e3nn's basis (module docstring).
+    ls: Any, vectors: Array, normalize: bool = True, normalization: str = "component"
+) -> Array:
+    r"""Real spherical harmonics $Y(v)$ of the vectors, in e3nn's basis.
+
+    The formulas, the recurrences that evaluate them and their gradients are in
+    [Spherical harmonics: the algorithm](#spherical-harmonics-the-algorithm).
 
     Args:
-        ls: an int l_max (all degrees 0..l_max, D = (l_max+1)^2; note that e3nn's function
-            reads an int as the single degree l), a sequence of degrees, or an ``Irreps`` /
-            irreps string of harmonics such as ``"0e+2e"`` or ``"1o+3o"`` (each block l has
-            parity (-1)^l, or all are even for the harmonics of a pseudovector; a multiplicity
-            repeats the block).
-        vectors: [..., 3] float32 or float64 (any length unit, e.g. Å).
-        normalize: evaluate at v/|v| (harmonics on the unit sphere, scale invariant); with
-            ``False``, the solid harmonics |v|^l Y_l(v/|v|), homogeneous polynomials of degree l.
-        normalization: "component" (sum_m Y_lm^2 = 2l+1 on the sphere), "norm" (= 1) or
-            "integral" (int Y_lm^2 dOmega = 1).
+        ls: an int `l_max` (all degrees $0, \dots, l_{max}$, $D = (l_{max}+1)^2$; note that
+            e3nn's function reads an int as the single degree $l$), a sequence of degrees, or an
+            `Irreps` / irreps string of harmonics such as `"0e+2e"` or `"1o+3o"` (each block $l$
+            has parity $(-1)^l$, or all are even for the harmonics of a pseudovector; a
+            multiplicity repeats the block).
+        vectors: `[..., 3]` float32 or float64 (any length unit, e.g. Å).
+        normalize: evaluate at $v/|v|$ (harmonics on the unit sphere, scale invariant); with
+            `False`, the solid harmonics $|v|^l\, Y_l(v/|v|)$, homogeneous polynomials of
+            degree $l$.
+        normalization: `"component"` ($\sum_m Y_{lm}^2 = 2l+1$ on the sphere), `"norm"`
+            ($= 1$) or `"integral"` ($\int Y_{lm}^2\, d\Omega = 1$).
 
     Returns:
-        [..., D] array of the input's namespace, dtype and device, the blocks in the order of
-            ``ls``, each ordered m = -l..l (a transposed view of component-major [D, n] memory).
+        `[..., D]` array of the input's namespace, dtype and device, the blocks in the order of
+            `ls`, each ordered $m = -l, \dots, l$ (a transposed view of component-major
+            `[D, n]` memory).
+
+    Examples:
+        ```python
+        import numpy as np
+        from allegro_ref.o3 import spherical_harmonics
+
+        vectors = np.array([[0.0, 0.0, 2.0], [1.0, 1.0, 0.0]])
+        Y = spherical_harmonics(2, vectors, normalize=True, normalization="component")
+        print(Y.shape)  # (2, 9): l = 0 (1), l = 1 (3), l = 2 (5)
+        # "component": the l = 1 block is sqrt(3) (x, y, z) / |v|
+        assert np.allclose(Y[0, 1:4], np.sqrt(3) * np.array([0.0, 0.0, 1.0]))
+        # and every degree has sum_m Y_lm^2 = 2l + 1
+        assert np.allclose((Y[:, 4:9] ** 2).sum(axis=1), 5.0)
+        ```
     """
-    return spherical_harmonics_forward(ls, vectors, normalize, normalization)[0]
+    return spherical_harmonics_forward(
+        ls, vectors, normalize=normalize, normalization=normalization
+    )[0]
 
 
-def spherical_harmonics_backward(cache: SphericalHarmonicsCache, grad_Y: Any) -> Any:
-    """Vector-Jacobian product: grad_vectors[..., k] = sum_i grad_Y[..., i] dY_i/dv_k.
+def spherical_harmonics_backward(cache: SphericalHarmonicsCache, grad_Y: Array) -> Array:
+    r"""Vector-Jacobian product: $\partial L / \partial v_k = \sum_i \partial L / \partial Y_i\;
+    \partial Y_i / \partial v_k$.
 
     Args:
-        cache: from :func:`spherical_harmonics_forward`.
-        grad_Y: [..., D] cotangent of the harmonics (e.g. dE/dY).
+        cache: from [`spherical_harmonics_forward`][allegro_ref.o3.spherical_harmonics_forward].
+        grad_Y: `[..., D]` cotangent of the harmonics (e.g. $\partial E / \partial Y$).
 
     Returns:
-        [..., 3] gradient with respect to the vectors.
+        `[..., 3]` gradient with respect to the vectors.
 
-    Per degree l >= 1, G_k = sum_ij grad_Y_l[i] J_l[i, k, j] Y_{l-1}[j] (the ladder relation,
-    never forming the [n, D, 3] Jacobian); with ``normalize=True`` the chain rule through
-    u = v/|v| gives (G - u (u . G)) / |v|. Computed component-major ([3, n] blocks).
+    Raises:
+        ValueError: `grad_Y` does not have the shape of the harmonics.
+
+    Per degree $l \ge 1$, $G_k = \sum_{ij} \bar Y_{l,i}\, J_{l,ikj}\, Y_{l-1,j}$ (the ladder
+    relation, never forming the `[n, D, 3]` Jacobian; $\bar Y$ the cotangent); with
+    `normalize=True` the chain rule through $u = v/|v|$ gives $(G - u (u \cdot G)) / |v|$.
+    Computed component-major (`[3, n]` blocks).
     """
     full_t, flat, inv_norm, degrees, normalization, batch_shape = cache
     xp = namespace(grad_Y)
@@ -419,16 +461,27 @@ def spherical_harmonics_backward(cache: SphericalHarmonicsCache, grad_Y: Any) ->
 
 
 def spherical_harmonics_with_grad(
-    ls: Any, vectors: Any, normalize: bool = True, normalization: str = "component"
-) -> tuple[Any, Any]:
-    """Spherical harmonics and their full Jacobian.
+    ls: Any, vectors: Array, normalize: bool = True, normalization: str = "component"
+) -> tuple[Array, Array]:
+    r"""Spherical harmonics and their full Jacobian.
 
-    Args as :func:`spherical_harmonics`. Returns (Y [..., D], dY/dv [..., D, 3]) with
-    dY/dv[..., i, k] = dY_i/dv_k: per degree J_l . Y_{l-1} (ladder relation), projected
-    (1 - u u^T)/|v| when ``normalize=True``. Prefer the forward/backward pair when only a
-    vector-Jacobian product is needed (it never forms this [..., D, 3] array).
+    Args:
+        ls: as [`spherical_harmonics`][allegro_ref.o3.spherical_harmonics].
+        vectors: `[..., 3]` float32 or float64.
+        normalize: as `spherical_harmonics`.
+        normalization: as `spherical_harmonics`.
+
+    Returns:
+        `(Y [..., D], dY/dv [..., D, 3])` with `dY/dv[..., i, k]` $= \partial Y_i / \partial
+            v_k$: per degree $J_l \cdot Y_{l-1}$ (ladder relation), projected by
+            $(1 - u u^T)/|v|$ when `normalize=True`.
+
+    Prefer the forward/backward pair when only a vector-Jacobian product is needed (it never
+    forms this `[..., D, 3]` array).
     """
-    values, cache = spherical_harmonics_forward(ls, vectors, normalize, normalization)
+    values, cache = spherical_harmonics_forward(
+        ls, vectors, normalize=normalize, normalization=normalization
+    )
     full_t, flat, inv_norm, degrees, normalization, batch_shape = cache
     xp = namespace(full_t)
     n, dim = full_t.shape[1], values.shape[-1]

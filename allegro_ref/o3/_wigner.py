@@ -1,16 +1,16 @@
-"""Wigner 3j symbols and Wigner D matrices in e3nn's real basis.
+r"""Wigner 3j symbols and Wigner D matrices in e3nn's real basis.
 
-Both objects describe how SO(3) acts on the space of degree-``l`` real spherical harmonics
-(dimension ``2l+1``, components ordered ``m = -l..l`` with the polar axis along **y**, see
-docs/conventions.md):
+Both objects describe how SO(3) acts on the space $V_l$ of degree-$l$ real spherical harmonics
+(dimension $2l+1$, components ordered $m = -l, \dots, l$ with the polar axis along **y**, see
+[Conventions](../conventions.md)):
 
-- ``wigner_3j(l1, l2, l3)``: the unique (up to sign) invariant tensor
-  ``C[i, j, k]`` of ``V_l1 (x) V_l2 (x) V_l3``, with unit Frobenius norm and e3nn's sign.
-- ``wigner_D(l, R)``: the matrix with ``Y_l(R x) = D_l(R) Y_l(x)`` (column vectors).
+- `wigner_3j(l1, l2, l3)`: the unique (up to sign) invariant tensor $C_{ijk}$ of
+  $V_{l_1} \otimes V_{l_2} \otimes V_{l_3}$, with unit Frobenius norm and e3nn's sign.
+- `wigner_D(l, R)`: the matrix with $Y_l(R x) = D_l(R)\, Y_l(x)$ (column vectors).
 
 Both are built from the complex (Condon-Shortley) representation theory by one change of basis,
-``change_of_basis_real_to_complex(l)``, so that the real basis, the 3j signs and the rotation
-matrices agree with each other and with e3nn.
+`change_of_basis_real_to_complex(l)`, so that the real basis, the 3j signs and the rotation
+matrices agree with each other and with e3nn 0.6.0 (`e3nn.o3.wigner_3j`, `Irrep.D_from_matrix`).
 """
 
 # ruff: noqa: E741  (l is the degree of a representation, as in every textbook)
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import as_constant, namespace
+from ..backend import Array, as_constant, namespace
 
 __all__ = ["wigner_3j", "wigner_D", "change_of_basis_real_to_complex", "so3_generators"]
 
@@ -35,18 +35,23 @@ __all__ = ["wigner_3j", "wigner_D", "change_of_basis_real_to_complex", "so3_gene
 
 @functools.cache
 def change_of_basis_real_to_complex(l: int) -> np.ndarray:
-    r"""The unitary ``Q_l`` [2l+1, 2l+1] (complex128, read-only) taking real coordinates to
-    complex ones: rows are the complex (Condon-Shortley) basis ``|l, mu>``, ``mu = -l..l``,
-    columns the real basis ``r = -l..l``, and real basis vector ``r`` is ``sum_mu Q[mu, r] |mu>``.
+    r"""The unitary $Q_l$ `[2l+1, 2l+1]` (complex128, read-only) taking real coordinates to
+    complex ones: rows are the complex (Condon-Shortley) basis $|l, \mu\rangle$,
+    $\mu = -l, \dots, l$, columns the real basis $r = -l, \dots, l$, and real basis vector $r$ is
+    $e_r = \sum_\mu Q_{\mu r} |\mu\rangle$.
 
-    With ``s = 1/sqrt(2)`` and an overall factor ``(-i)^l`` (which makes every real 3j symbol
-    real; it cancels in real-basis D matrices)::
+    With $s = 1/\sqrt 2$ and an overall factor $(-i)^l$ (which makes every real 3j symbol real;
+    it cancels in real-basis D matrices):
 
-        r > 0 (cosine-like):  e_r  = (-i)^l s ( |-r> + (-1)^r |r> )
-        r = 0:                e_0  = (-i)^l |0>
-        r < 0 (sine-like):    e_r  = (-i)^l s i ( (-1)^|r| |+|r|> - |-|r|> )
+    $$\begin{aligned}
+    e_r &= (-i)^l\, s \left( |{-r}\rangle + (-1)^r |r\rangle \right) && r > 0
+      \text{ (cosine-like)}, \\
+    e_0 &= (-i)^l\, |0\rangle, \\
+    e_r &= (-i)^l\, s\, i \left( (-1)^{|r|} |{+|r|}\rangle - |{-|r|}\rangle \right) && r < 0
+      \text{ (sine-like)}.
+    \end{aligned}$$
 
-    A complex-basis operator ``A`` reads ``Q^H A Q`` in the real basis.
+    A complex-basis operator $A$ reads $Q^H A Q$ in the real basis.
     """
     _check_degree(l)
     q = np.zeros((2 * l + 1, 2 * l + 1), dtype=np.complex128)
@@ -124,25 +129,50 @@ def _check_degree(l: Any) -> None:
 
 
 def wigner_3j(l1: int, l2: int, l3: int) -> np.ndarray:
-    r"""The real Wigner 3j symbol ``C`` [2l1+1, 2l2+1, 2l3+1] (float64 NumPy, read-only, cached).
+    r"""The real Wigner 3j symbol $C$ `[2l1+1, 2l2+1, 2l3+1]` (float64 NumPy, read-only,
+    cached).
 
-    ``C`` is the invariant tensor of ``V_l1 (x) V_l2 (x) V_l3`` in e3nn's real basis:
+    $C$ is the invariant tensor of $V_{l_1} \otimes V_{l_2} \otimes V_{l_3}$ in e3nn's real basis:
 
-        C[i, j, k] = sum_{i' j' k'} C[i', j', k'] D_l1(R)[i', i] D_l2(R)[j', j] D_l3(R)[k', k]
+    $$C_{ijk} = \sum_{i' j' k'} C_{i'j'k'}\, D_{l_1}(R)_{i'i}\, D_{l_2}(R)_{j'j}\,
+      D_{l_3}(R)_{k'k} \quad \text{for every rotation } R,$$
 
-    for every rotation R, normalised to ``sum_ijk C[i, j, k]^2 = 1``, with e3nn's sign. It is the
-    complex Clebsch-Gordan block (``_su2_clebsch_gordan``, Condon-Shortley phase) carried to the
-    real basis with ``Q = change_of_basis_real_to_complex``:
+    normalized to $\sum_{ijk} C_{ijk}^2 = 1$, with e3nn's sign. It is the complex Clebsch-Gordan
+    block (Condon-Shortley phase) carried to the real basis with
+    $Q$ = `change_of_basis_real_to_complex`:
 
-        C[a, b, c] = sum_{m1 m2 m3} Q_l1[m1, a] Q_l2[m2, b] conj(Q_l3[m3, c])
-                     <l1 m1 l2 m2 | l3 m3> / sqrt(2 l3 + 1)
+    $$C_{abc} = \sum_{m_1 m_2 m_3} Q_{l_1, m_1 a}\, Q_{l_2, m_2 b}\, \overline{Q_{l_3, m_3 c}}\;
+      \frac{\langle l_1 m_1\, l_2 m_2 | l_3 m_3 \rangle}{\sqrt{2 l_3 + 1}},$$
 
-    which is real thanks to the ``(-i)^l`` factor of ``Q``. The coupling of two features
-    ``x`` (degree l1) and ``y`` (degree l2) into degree l3 is ``z_k = sum_ij C[i, j, k] x_i y_j``.
+    which is real thanks to the $(-i)^l$ factor of $Q$. The coupling of two features $x$
+    (degree $l_1$) and $y$ (degree $l_2$) into degree $l_3$ is $z_k = \sum_{ij} C_{ijk} x_i y_j$.
+
+    Args:
+        l1: degree of the first factor.
+        l2: degree of the second factor.
+        l3: degree of the output.
+
+    Returns:
+        `[2l1+1, 2l2+1, 2l3+1]` float64 NumPy array (read-only, cached).
 
     Raises:
         ValueError: if a degree is negative or not an integer, or the triple violates the
-            triangle rule ``|l1 - l2| <= l3 <= l1 + l2`` (C would be identically zero).
+            triangle rule $|l_1 - l_2| \le l_3 \le l_1 + l_2$ ($C$ would be identically zero).
+
+    Examples:
+        Two vectors ($l = 1$) couple to a scalar by their dot product and to a vector by their
+        cross product:
+
+        ```python
+        import numpy as np
+        from allegro_ref.o3 import wigner_3j
+
+        x, y = np.array([1.0, 2.0, 3.0]), np.array([0.5, -1.0, 2.0])
+        dot = np.einsum("ijk,i,j->k", wigner_3j(1, 1, 0), x, y)
+        cross = np.einsum("ijk,i,j->k", wigner_3j(1, 1, 1), x, y)
+        assert np.allclose(dot * np.sqrt(3), x @ y)
+        assert np.allclose(cross * np.sqrt(6), np.cross(x, y))
+        ```
     """
     for l in (l1, l2, l3):
         _check_degree(l)
@@ -176,17 +206,20 @@ def _wigner_3j(l1: int, l2: int, l3: int) -> np.ndarray:
 
 @functools.cache
 def so3_generators(l: int) -> np.ndarray:
-    r"""The real so(3) generators ``(L_x, L_y, L_z)`` of degree ``l``: float64 [3, 2l+1, 2l+1],
-    real antisymmetric, read-only, with ``D_l(exp(t A_k)) = exp(t L_k)`` where ``A_k`` is the
-    3x3 generator of rotations about Cartesian axis k (``(A_k)_ij = -eps_kij``). They satisfy
-    ``[L_x, L_y] = L_z`` (cyclic), and for ``l = 1`` they are the ``A_k`` themselves.
+    r"""The real so(3) generators $(L_x, L_y, L_z)$ of degree `l`: float64 `[3, 2l+1, 2l+1]`,
+    real antisymmetric, read-only, with $D_l(e^{t A_k}) = e^{t L_k}$ where $A_k$ is the
+    $3 \times 3$ generator of rotations about Cartesian axis $k$ ($(A_k)_{ij} =
+    -\varepsilon_{kij}$). They satisfy $[L_x, L_y] = L_z$ (cyclic), and for $l = 1$ they are the
+    $A_k$ themselves.
 
-    From the complex angular momentum ``J`` (``J_z |mu> = mu |mu>``,
-    ``J_+- |mu> = sqrt(l(l+1) - mu(mu+-1)) |mu+-1>``) in the real basis, ``G(J) = Q^H (-i J) Q``;
-    e3nn's real basis has its polar axis along y, and matching ``l = 1`` to ``A_k`` gives
+    From the complex angular momentum $J$ ($J_z |\mu\rangle = \mu |\mu\rangle$,
+    $J_\pm |\mu\rangle = \sqrt{l(l+1) - \mu(\mu \pm 1)}\, |\mu \pm 1\rangle$) in the real basis,
+    $G(J) = Q^H (-i J) Q$; e3nn's real basis has its polar axis along y, and matching $l = 1$ to
+    $A_k$ gives
 
-        L_x = G(J_y),   L_y = -G(J_z),   L_z = -G(J_x).
+    $$L_x = G(J_y), \qquad L_y = -G(J_z), \qquad L_z = -G(J_x).$$
     """
+
     _check_degree(l)
     mu = np.arange(-l, l + 1, dtype=np.float64)
     j_plus = np.diag(np.sqrt(l * (l + 1) - mu[:-1] * (mu[:-1] + 1)), k=-1).astype(np.complex128)
@@ -280,25 +313,29 @@ def _check_rotations(rotation: Any) -> None:
         raise ValueError(f"rotations must have shape [..., 3, 3], got {tuple(rotation.shape)}")
 
 
-def wigner_D(l: int, rotation: Any) -> Any:
-    r"""The Wigner D matrix of degree ``l`` in e3nn's real basis, for proper rotations.
+def wigner_D(l: int, rotation: Array) -> Array:
+    r"""The Wigner D matrix of degree `l` in e3nn's real basis, for proper rotations.
 
     Args:
         l: degree (>= 0).
-        rotation: ``[..., 3, 3]`` proper rotation matrices (det +1), any Array-API backend,
+        rotation: `[..., 3, 3]` proper rotation matrices (det +1), any Array-API backend,
             float32 or float64.
 
     Returns:
-        ``[..., 2l+1, 2l+1]`` array of the same namespace, device and dtype, such that
-            ``Y_l(R x) = D_l(R) Y_l(x)`` for e3nn's real spherical harmonics (column vectors), and
-            ``D_1(R) = R``. It is a representation: ``D(R1 R2) = D(R1) D(R2)``, ``D(R^T) = D(R)^T``.
+        `[..., 2l+1, 2l+1]` array of the same namespace, device and dtype, such that
+            $Y_l(R x) = D_l(R)\, Y_l(x)$ for e3nn's real spherical harmonics (column vectors),
+            and $D_1(R) = R$. It is a representation: $D(R_1 R_2) = D(R_1) D(R_2)$,
+            $D(R^T) = D(R)^T$.
 
-    Method: Y-X-Y Euler angles ``R = R_y(a) R_x(b) R_y(c)`` (``_yxy_euler_angles``), then
-    ``D = exp(a L_y) exp(b L_x) exp(c L_y)`` with the real generators of ``so3_generators``; each
-    exponential is a constant-coefficient polynomial in ``cos(m t), sin(m t)``, m = 0..l, so
-    only atan2, cos, sin and matmul touch the data. Improper matrices (det -1) are rejected with
-    a ValueError: use ``Irrep.D_from_matrix``, which applies the parity. Orthogonality of the
-    input is not checked.
+    Raises:
+        ValueError: `l` is not a non-negative integer, `rotation` is not `[..., 3, 3]`, or a
+            matrix is improper (det < 0: use `Irrep.D_from_matrix`, which applies the parity).
+
+    Method: Y-X-Y Euler angles $R = R_y(a) R_x(b) R_y(c)$, then
+    $D = \exp(a L_y) \exp(b L_x) \exp(c L_y)$ with the real generators of `so3_generators`; each
+    exponential is a constant-coefficient polynomial in $\cos(m t), \sin(m t)$, $m = 0, \dots,
+    l$, so only atan2, cos, sin and matmul touch the data. Orthogonality of the input is not
+    checked.
     """
     _check_degree(l)
     _check_rotations(rotation)

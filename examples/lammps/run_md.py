@@ -8,7 +8,7 @@ LAMMPS reads the set-up from ``in.cu_fcc.lammps`` (next to this file), decompose
 the MPI ranks, and calls allegro_ref on every rank at every step through ``fix external``
 (``allegro_ref.lammps.AllegroFix``). At the end rank 0 prints the final energies with 12 decimals
 (identical for every rank count, to float64 rounding), the time per step, and the share of the
-network's work spent on ghost centres that another rank also evaluates.
+network's work spent on ghost centers that another rank also evaluates.
 
 The potential is ``--model FILE`` (written by ``Potential.save``, e.g. the shipped
 ``allegro_ref/pretrained/cu_emt.npz``), else a seeded random model with the architecture of the
@@ -40,7 +40,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--cells", type=int, default=10, help="fcc cells per edge (4·n³ atoms)")
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--temperature", type=float, default=600.0, help="initial T, K")
-    parser.add_argument("--skin", type=float, default=1.0, help="neighbour skin, Å")
+    parser.add_argument("--skin", type=float, default=1.0, help="neighbor skin, Å")
     parser.add_argument("--seed", type=int, default=4928)
     parser.add_argument("--model", default=None, help="Potential.save file (default: random)")
     parser.add_argument("--output", default=None, help="save final x, v (by lattice site) to .npz")
@@ -91,7 +91,7 @@ def report(args, comm, fix: AllegroFix, natoms: int, elapsed: float, state: dict
         return
     print(
         f"system: {natoms} Cu atoms, {args.steps} NVE steps of 1 fs on {comm.size} MPI "
-        f"rank(s); {s.rebuilds} neighbour-list rebuilds on rank 0"
+        f"rank(s); {s.rebuilds} neighbor-list rebuilds on rank 0"
     )
     thermo = state["thermo"]
     for key, value in thermo.items():
@@ -104,7 +104,7 @@ def report(args, comm, fix: AllegroFix, natoms: int, elapsed: float, state: dict
     )
     print(
         f"work: {edges.sum() / args.steps / comm.size:.0f} edges per rank per step, "
-        f"{100 * edges[1] / edges.sum():.1f}% of them centred on ghosts owned by another rank "
+        f"{100 * edges[1] / edges.sum():.1f}% of them centered on ghosts owned by another rank "
         f"(duplicated work)"
     )
     if args.output:

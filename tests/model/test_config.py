@@ -11,7 +11,7 @@ from allegro_ref.o3 import Irreps
 def _paths_per_layer(**kwargs) -> list[int]:
     config = AllegroConfig(type_names=["A"], r_max=4.0, **kwargs)
     return [
-        EnvironmentTensorProduct(i, config.sh_irreps, o, 4, True).n_paths
+        EnvironmentTensorProduct(i, config.sh_irreps, o, 4, path_channel_coupling=True).n_paths
         for i, o in config.layer_irreps()
     ]
 

@@ -30,8 +30,8 @@ def assert_directional_derivatives(
     sum is L: then the rounding allowance uses Σ|terms|, the right scale when the terms cancel.
     """
     inputs = [np.asarray(a, dtype=np.float64) for a in inputs]
-    for i, (a, g) in enumerate(zip(inputs, grads, strict=True)):
-        g = np.asarray(g)
+    for i, (a, grad) in enumerate(zip(inputs, grads, strict=True)):
+        g = np.asarray(grad)
         assert g.shape == a.shape, f"input {i}: gradient shape {g.shape} != input shape {a.shape}"
         v = rng.standard_normal(a.shape)
         plus = [b + step * v if j == i else b for j, b in enumerate(inputs)]

@@ -31,7 +31,7 @@ def test_two_layer_matches_explicit_formula():
     y, _ = mlp_forward([w0, w1], x)
     np.testing.assert_allclose(y, expected, rtol=1e-14, atol=1e-14)
     # Without a nonlinearity every layer has gain 1: y = x @ W0 @ W1 / √(d0 d1).
-    y_linear, _ = mlp_forward([w0, w1], x, None)
+    y_linear, _ = mlp_forward([w0, w1], x, nonlinearity=None)
     np.testing.assert_allclose(y_linear, x @ w0 @ w1 / math.sqrt(35), rtol=1e-13, atol=1e-14)
     # A single layer is the official linear: y = x @ W / √d_in.
     y_single, _ = mlp_forward([w0], x)

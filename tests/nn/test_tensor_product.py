@@ -149,9 +149,9 @@ def test_path_counts_match_the_official_model(irreps1, irreps2, irreps_out, n_pa
     tp = EnvironmentTensorProduct(irreps1, irreps2, irreps_out, 3)
     assert tp.n_paths == len(tp.paths) == n_paths
     assert tp.weight_shape == (3, n_paths)
-    assert EnvironmentTensorProduct(irreps1, irreps2, irreps_out, 3, False).weight_shape == (
-        n_paths,
-    )
+    assert EnvironmentTensorProduct(
+        irreps1, irreps2, irreps_out, 3, path_channel_coupling=False
+    ).weight_shape == (n_paths,)
     assert coupling_tensor(irreps1, irreps2, irreps_out).shape == (
         n_paths,
         Irreps(irreps1).dim,

@@ -43,7 +43,7 @@ def assert_rows_close(actual, expected, rtol: float) -> None:
 
 
 def vjp(ls, v, grad, normalize=True, normalization="component"):
-    _, cache = spherical_harmonics_forward(ls, v, normalize, normalization)
+    _, cache = spherical_harmonics_forward(ls, v, normalize=normalize, normalization=normalization)
     return spherical_harmonics_backward(cache, grad)
 
 
@@ -78,7 +78,7 @@ def test_matches_e3nn_values_and_vjps(e3nn, lmax):
     cases.append((raw, False, "component", e3nn["raw"], e3nn["vjp_raw"]))
     for v, normalize, normalization, values, vjps in cases:
         n = len(v)
-        y = spherical_harmonics(lmax, v, normalize, normalization)
+        y = spherical_harmonics(lmax, v, normalize=normalize, normalization=normalization)
         assert_rows_close(y, values[:, :dim], 1e-13)
         grad = vjp(lmax, v, g[:n, :dim], normalize, normalization)
         # e3nn clamps |v| at 1e-12, so its gradient at the zero vector (row 0) is 1e12 times the
@@ -235,9 +235,9 @@ def test_gradients_match_finite_differences(normalize, v, seed):
     g = rng.standard_normal((len(v), (L_MAX + 1) ** 2))
 
     def f(p):
-        return spherical_harmonics(L_MAX, p, normalize)
+        return spherical_harmonics(L_MAX, p, normalize=normalize)
 
-    y, jac = spherical_harmonics_with_grad(L_MAX, v, normalize)
+    y, jac = spherical_harmonics_with_grad(L_MAX, v, normalize=normalize)
     np.testing.assert_array_equal(y, f(v))
     fd = directional_derivative(f, v, d)
     assert_rows_close(np.sum(jac * d[:, None, :], axis=-1), fd, 1e-7)
@@ -250,7 +250,7 @@ def test_gradients_match_finite_differences(normalize, v, seed):
 @given(v=vectors(1, 10), seed=seeds)
 def test_vjp_is_the_contraction_of_the_jacobian(normalize, v, seed):
     g = np.random.default_rng(seed).standard_normal((len(v), (L_MAX + 1) ** 2))
-    _, jac = spherical_harmonics_with_grad(L_MAX, v, normalize)
+    _, jac = spherical_harmonics_with_grad(L_MAX, v, normalize=normalize)
     assert_rows_close(vjp(L_MAX, v, g, normalize), np.sum(g[:, :, None] * jac, axis=1), 1e-13)
 
 
@@ -277,7 +277,9 @@ def test_zero_vector(normalization):
     g = np.ones((1, (L_MAX + 1) ** 2))
     y0 = spherical_harmonics(0, np.ones((1, 3)), normalization=normalization)
     for normalize in (True, False):
-        y, jac = spherical_harmonics_with_grad(L_MAX, zero, normalize, normalization)
+        y, jac = spherical_harmonics_with_grad(
+            L_MAX, zero, normalize=normalize, normalization=normalization
+        )
         np.testing.assert_array_equal(y[:, :1], y0)
         np.testing.assert_array_equal(y[:, 1:], 0.0)
         if normalize:
@@ -384,9 +386,14 @@ def test_bad_arguments_are_refused():
 
 
 def all_public_results(v, g, ls=L_MAX, normalize=True):
-    y, cache = spherical_harmonics_forward(ls, v, normalize)
-    _, jac = spherical_harmonics_with_grad(ls, v, normalize)
-    return [spherical_harmonics(ls, v, normalize), y, spherical_harmonics_backward(cache, g), jac]
+    y, cache = spherical_harmonics_forward(ls, v, normalize=normalize)
+    _, jac = spherical_harmonics_with_grad(ls, v, normalize=normalize)
+    return [
+        spherical_harmonics(ls, v, normalize=normalize),
+        y,
+        spherical_harmonics_backward(cache, g),
+        jac,
+    ]
 
 
 @pytest.mark.parametrize("normalize", [True, False])
