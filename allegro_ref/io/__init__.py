@@ -7,6 +7,7 @@ implementation's, stage by stage.
 
 from .nequip import (
     SUPPORTED_NEQUIP_VERSIONS,
+    NequipFileError,
     NequipVersionWarning,
     check_nequip_versions,
     config_from_nequip,
@@ -17,6 +18,7 @@ from .nequip import (
 
 __all__ = [
     "SUPPORTED_NEQUIP_VERSIONS",
+    "NequipFileError",
     "NequipVersionWarning",
     "check_nequip_versions",
     "config_from_nequip",
