@@ -215,3 +215,120 @@ def test_values_of_another_type_or_size_inside_the_pickle(tmp_path, kind, data):
         new = data.draw(st.sampled_from(_REPLACEMENTS), label="replacement")
         payload = payload[:pos] + new + payload[end:]
     load_or_refuse(tmp_path, kind, replace_record(FILES[kind], name, payload))
+
+
+# ---------------------------------------------------------------------------------------------
+# Each class of bad input once, with the message it gives.
+# ---------------------------------------------------------------------------------------------
+def refused(tmp_path: Path, kind: str, data: bytes, match: str) -> None:
+    path = tmp_path / f"bad.{kind}"
+    path.write_bytes(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(NequipFileError, match=match) as error, address_space_limit():
+            load_nequip(path)
+    assert str(path) in str(error.value)
+
+
+def _tensor_pickle(size: tuple[int, ...], stride: tuple[int, ...]) -> bytes:
+    """``{"t": tensor}`` as torch.save pickles it, on the checkpoint's 1-element storage "0"."""
+
+    def text(value: str) -> bytes:
+        return pickle.BINUNICODE + len(value).to_bytes(4, "little") + value.encode()
+
+    def integer(value: int) -> bytes:
+        return pickle.BININT + value.to_bytes(4, "little")
+
+    def tup(*items: bytes) -> bytes:
+        return pickle.MARK + b"".join(items) + pickle.TUPLE
+
+    storage = tup(
+        text("storage"), pickle.GLOBAL + b"torch\nDoubleStorage\n", text("0"), text("cpu"),
+        integer(1),
+    )  # fmt: skip
+    args = tup(
+        storage + pickle.BINPERSID, integer(0), tup(*map(integer, size)),
+        tup(*map(integer, stride)), pickle.NEWFALSE, pickle.EMPTY_DICT,
+    )  # fmt: skip
+    tensor = pickle.GLOBAL + b"torch._utils\n_rebuild_tensor_v2\n" + args + pickle.REDUCE
+    return pickle.PROTO + b"\x02" + pickle.EMPTY_DICT + text("t") + tensor + pickle.SETITEM + b"."
+
+
+def test_a_tiny_file_declaring_a_huge_tensor(tmp_path):
+    """A stride-0 tensor of 10¹⁰ elements on an 8-byte storage: refused before allocating."""
+    data = replace_record(FILES["ckpt"], PICKLES["ckpt"], _tensor_pickle((100_000,) * 2, (0, 0)))
+    refused(tmp_path, "ckpt", data, r"size \[100000, 100000\], stride \[0, 0\].*beyond its storage")
+    data = replace_record(FILES["ckpt"], PICKLES["ckpt"], _tensor_pickle((3,), (1,)))
+    refused(tmp_path, "ckpt", data, "beyond its storage of 1 elements")
+
+
+def test_a_storage_record_of_the_wrong_size(tmp_path):
+    data = replace_record(FILES["ckpt"], "archive/data/0", b"\x00" * 16)
+    refused(tmp_path, "ckpt", data, "storage 0 has 16 bytes, expected 1 x 8")
+
+
+def test_a_truncated_pickle(tmp_path):
+    raw = dict((i.filename, r) for i, r in records(FILES["ckpt"]))[PICKLES["ckpt"]]
+    data = replace_record(FILES["ckpt"], PICKLES["ckpt"], raw[: len(raw) // 2])
+    refused(tmp_path, "ckpt", data, "record 'data.pkl' is not a readable pickle")
+
+
+def test_a_pickle_asking_for_a_huge_memo(tmp_path):
+    """LONG_BINPUT 4·10⁹ would make the unpickler allocate a 32 GB memo table."""
+    attack = pickle.PROTO + b"\x02" + pickle.EMPTY_DICT + pickle.LONG_BINPUT + b"\xf0\xff\xff\xff."
+    data = replace_record(FILES["ckpt"], PICKLES["ckpt"], attack)
+    refused(tmp_path, "ckpt", data, "memo index 4294967280 out of range")
+
+
+def test_a_damaged_zip(tmp_path):
+    data = bytearray(FILES["ckpt"])
+    directory = data.rfind(b"PK\x01\x02")  # the last central-directory entry
+    data[directory + 20 : directory + 28] = b"\xff" * 8  # its sizes
+    refused(tmp_path, "ckpt", bytes(data), "damaged zip archive")
+    data = bytearray(FILES["ckpt"])
+    data[len(data) // 3] ^= 0xFF  # inside a stored record: its CRC no longer matches
+    refused(tmp_path, "ckpt", bytes(data), "damaged|not a readable pickle|non-finite")
+
+
+@pytest.mark.parametrize(
+    "checkpoint, match",
+    [
+        ([1, 2], "not a nequip training checkpoint"),
+        ({"hyper_parameters": {"model": {}, "info_dict": [1]}, "state_dict": {}},
+         "hyper_parameters.info_dict is list, not a mapping"),
+        ({"hyper_parameters": {"model": [], "info_dict": {}}, "state_dict": {}},
+         "hyper_parameters.model is not a mapping"),
+        ({"hyper_parameters": {"model": {}}, "state_dict": [1]}, "state_dict is not a mapping"),
+    ],
+)  # fmt: skip
+def test_checkpoint_entries_of_the_wrong_type(tmp_path, checkpoint, match):
+    data = replace_record(FILES["ckpt"], PICKLES["ckpt"], pickle.dumps(checkpoint, protocol=2))
+    refused(tmp_path, "ckpt", data, match)
+
+
+@pytest.mark.parametrize(
+    "old, new, match",
+    [
+        (b"l_max: 2", b"l_max: '2'", "model argument l_max = '2' is not an integer"),
+        (b"l_max: 2", b"l_max: 1000", "l_max = 1000 is above 12"),
+        (b"l_max: 2", b"l_max: true", "model argument l_max = True is not an integer"),
+        (b"r_max: 4.0", b"r_max: .nan", r"r_max = nan is not a positive number"),
+        (b"training_module:", b"training_module: 3\nx:", "training_module is int, not a mapping"),
+        (b"l_max: 2", b"l_max: [2", "config.yaml is not valid YAML"),
+    ],
+)
+def test_package_config_entries_of_the_wrong_type(tmp_path, old, new, match):
+    name = "tiny.nequip/model/config.yaml"
+    config = dict((i.filename, r) for i, r in records(FILES["nequip.zip"]))[name]
+    head, found, tail = config.rpartition(old)  # the last one: in training_module.model
+    assert found
+    data = replace_record(FILES["nequip.zip"], name, head + new + tail)
+    refused(tmp_path, "nequip.zip", data, match)
+
+
+def test_non_finite_weights_are_refused_with_their_name(tmp_path):
+    entries = records(FILES["nequip.zip"])  # every storage filled with NaN bit patterns
+    data = rebuild(
+        [(info, b"\xff" * len(raw) if ".data/" in info.filename else raw) for info, raw in entries]
+    )
+    refused(tmp_path, "nequip.zip", data, r"weight \S+ holds non-finite values \(NaN or inf\)")
