@@ -127,7 +127,7 @@ def neighbor_list(
     if not (np.isfinite(cutoff) and cutoff > 0.0):
         raise ValueError(f"cutoff must be a finite positive number of Å, got {cutoff}")
     max_edges = MAX_EDGES if max_edges is None else int(max_edges)
-    search_positions, search_cutoff = _guard_search(
+    search_positions, search_cell, search_pbc, search_cutoff = _guard_search(
         host_positions, host_cell, host_pbc, cutoff, max_edges
     )
 
@@ -135,16 +135,18 @@ def neighbor_list(
 
     search = vesin.NeighborList(cutoff=search_cutoff, full_list=True, sorted=True)
     centers, neighbors, shifts = search.compute(
-        search_positions, host_cell, host_pbc, quantities="ijS", copy=True
+        search_positions, search_cell, search_pbc, quantities="ijS", copy=True
     )
     centers = centers.astype(np.int64)
     neighbors = neighbors.astype(np.int64)
     shifts = shifts.astype(np.int64)
     if search_cutoff != cutoff:
         # the box was closed up or searched with a larger cutoff (see _guard_search): keep
-        # |r_e| < r_c computed from the positions as given, the test vesin applies
+        # |r_e| < r_c computed from the positions as given, the test vesin applies (open
+        # directions searched as long periodic ones have no image within the cutoff)
         vectors = host_positions[neighbors] - host_positions[centers] + shifts @ host_cell
         kept = np.einsum("ek,ek->e", vectors, vectors) < cutoff * cutoff
+        kept &= np.all(shifts[:, ~host_pbc] == 0, axis=1)
         centers, neighbors, shifts = centers[kept], neighbors[kept], shifts[kept]
     # vesin sorts by centre only; a stable sort on (centre, neighbour) keeps it deterministic.
     key = centers * max(1, host_positions.shape[0]) + neighbors
@@ -207,26 +209,28 @@ def _open_widths(positions: np.ndarray, pbc: np.ndarray) -> np.ndarray:
 def _close_gaps(positions: np.ndarray, axes: np.ndarray, cutoff: float) -> np.ndarray:
     """Positions with every gap wider than 2 r_c between consecutive atoms along each of the
     unit ``axes`` ``[n_open, 3]`` (the open directions of the search box: orthonormal, and
-    orthogonal to every periodic lattice vector) narrowed to 2 r_c. Atoms between two gaps move
-    together, and no periodic image changes a coordinate along an open axis, so atoms on
-    either side of a gap stay out of each other's cutoff and the pairs within r_c are those of
-    the input."""
+    orthogonal to every periodic lattice vector) narrowed to 2 r_c, and the lowest atom moved to
+    0 along each (far from the origin, vesin's int32 cell indices overflow). Atoms between two
+    gaps move together, and no periodic image changes a coordinate along an open axis, so atoms
+    on either side of a gap stay out of each other's cutoff and the pairs within r_c are those
+    of the input."""
     closed = positions.copy()
     for axis in axes:
         along = positions @ axis
         order = np.argsort(along, kind="stable")
         gaps = np.diff(along[order])
         excess = np.concatenate([[0.0], np.cumsum(np.maximum(gaps - 2.0 * cutoff, 0.0))])
-        closed[order] -= excess[:, None] * axis
+        closed[order] -= (excess + along[order[0]])[:, None] * axis
     return closed
 
 
 def _guard_search(
     positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float, max_edges: int
-) -> tuple[np.ndarray, float]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """Refuse inputs vesin cannot search (or not within memory), see ``neighbor_list``; return
-    the positions and cutoff to search with (an open box may be closed up, searched with a
-    slightly larger cutoff and filtered)."""
+    the positions, cell, pbc and cutoff to search with: open directions may be closed up (and
+    then searched with a slightly larger cutoff and filtered), made periodic with a long
+    period, or searched with a larger cutoff where vesin's grid would be degenerate."""
     n_atoms = positions.shape[0]
     box = _search_box(cell, pbc)
     volume = abs(float(np.linalg.det(box)))
@@ -246,10 +250,28 @@ def _guard_search(
         )
 
     search_positions, search_cutoff = positions, cutoff
-    if n_atoms and np.any(np.ptp(positions @ box[~pbc].T, axis=0) > _OPEN_SPAN * cutoff):
+    along = positions @ box[~pbc].T  # [n_atoms, n_open] coordinates along the open axes
+    if n_atoms and (
+        np.any(np.ptp(along, axis=0) > _OPEN_SPAN * cutoff) or np.any(np.abs(along) > 1e6)
+    ):
         search_positions = _close_gaps(positions, box[~pbc], cutoff)
         search_cutoff = cutoff * (1.0 + 1e-6)  # rounding of the moved coordinates
-    widths = np.where(pbc, heights, _open_widths(search_positions, pbc))
+    spans = np.ptp(search_positions @ box[~pbc].T, axis=0) if n_atoms else np.zeros((~pbc).sum())
+    mixed = 0 < pbc.sum() < 3
+
+    def widths_for(search_cutoff: float) -> np.ndarray:
+        """Widths across the faces of the box vesin searches (Å)."""
+        if not mixed:
+            return np.where(pbc, heights, _open_widths(search_positions, pbc))
+        # vesin 0.6.2 does not bin the atoms along the open directions of a partly periodic
+        # box (its time grows as atoms²: 20 s for 20000 atoms in a 2000 Å slab). They are made
+        # periodic with a period longer than the atoms' span + 2 r_c: no image across them
+        # comes within the cutoff, so the shifts along them stay 0 and the pairs are the same.
+        widths = heights.copy()
+        widths[~pbc] = spans + 2.0 * search_cutoff + 1.0
+        return widths
+
+    widths = widths_for(search_cutoff)
     grid = _vesin_grid(widths, search_cutoff)
     for _ in range(400):
         if np.all(grid >= 1):
@@ -257,6 +279,7 @@ def _guard_search(
         # vesin would give this (elongated or flat) box zero grid cells along some direction
         # and crash: search with a larger cutoff (coarser grid), then keep |r_e| < r_c
         search_cutoff *= 1.05
+        widths = widths_for(search_cutoff)
         grid = _vesin_grid(widths, search_cutoff)
     if not np.all(grid >= 1):
         raise ValueError(
@@ -274,7 +297,7 @@ def _guard_search(
             )
 
     if n_atoms and pbc.any():
-        fractional = np.linalg.solve(box.T, positions.T).T
+        fractional = np.linalg.solve(box.T, search_positions.T).T
         far = np.abs(fractional[:, pbc]) * grid[pbc]
         if not np.all(far < _INT32_SAFE):
             atom = int(np.argmax(far.max(axis=1)))
@@ -296,7 +319,12 @@ def _guard_search(
             f"and {n_atoms * per_atom:.3g} edges; the limits are {MAX_NEIGHBORS_PER_ATOM} per "
             f"atom (no physical density reaches it) and max_edges = {max_edges:.3g}"
         )
-    return search_positions, search_cutoff
+    search_cell, search_pbc = cell, pbc
+    if mixed:
+        search_cell = box.copy()
+        search_cell[~pbc] *= widths[~pbc, None]
+        search_pbc = np.ones(3, dtype=bool)
+    return search_positions, search_cell, search_pbc, search_cutoff
 
 
 def edge_vectors(positions: Any, cell: Any, centers: Any, neighbors: Any, shifts: Any) -> Any:
