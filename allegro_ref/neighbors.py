@@ -65,7 +65,7 @@ MAX_PERIODIC_IMAGES = 10_000_000
 # direction (an integer division by zero: SIGFPE kills the process).
 _VESIN_MAX_CELLS = 1e5
 # Open directions longer than this many cutoffs have their empty gaps closed up: vesin's grid
-# along them gets too long (a crash, or seconds per atom in a slab with 10⁴ Å of vacuum).
+# along them would be longer than the atoms need (or degenerate: a crash).
 _OPEN_SPAN = 50.0
 # Cell indices and shifts are int32 inside vesin.
 _INT32_SAFE = 2**30
@@ -117,8 +117,10 @@ def neighbor_list(
       dies (SIGFPE). Here gaps wider than 2 r_c between atoms along an open direction are
       closed up (the pairs within r_c stay the same), and a box still too anisotropic is
       searched with the smallest larger cutoff that gives vesin a valid grid, then filtered
-      to |r_e| < r_c.
-      Only a box that would need more than ``max_edges`` that way is refused.
+      to |r_e| < r_c. Only a box that would need more than ``max_edges`` that way is refused.
+    - partly periodic boxes are searched as fully periodic ones whose open directions have a
+      period longer than the atoms' span + 2 r_c (no image across them is within the cutoff,
+      so their shifts are 0): vesin 0.6.2's time along open directions grows as atoms².
     """
     xp = namespace(positions)
     host_positions = check_positions(positions)
