@@ -67,6 +67,8 @@ _VESIN_MAX_CELLS = 1e5
 # Open directions longer than this many cutoffs have their empty gaps closed up: vesin's grid
 # along them would be longer than the atoms need (or degenerate: a crash).
 _OPEN_SPAN = 50.0
+# Largest coordinate or lattice-vector component accepted, Å (100 m: beyond any simulation).
+_MAX_COORDINATE = 1e12
 # Cell indices and shifts are int32 inside vesin.
 _INT32_SAFE = 2**30
 
@@ -110,7 +112,8 @@ def neighbor_list(
       directions: the cell; open directions: the extent of the atoms, at least 2 r_c), ≤
       [`MAX_NEIGHBORS_PER_ATOM`][allegro_ref.neighbors.MAX_NEIGHBORS_PER_ATOM], and
       atoms × that ≤ ``max_edges``.
-    - atoms at most ~10⁹ grid cells from the cell along a periodic direction (wrap them).
+    - coordinates and periodic lattice vectors within ±10¹² Å, and atoms at most ~10⁹ grid
+      cells from the cell along a periodic direction (wrap them).
     - elongated or flat boxes are handled: vesin 0.6 bins atoms on a grid of at most 10⁵
       cutoff-sized cells and, for a box much longer or wider than it is thick (two atoms 10⁶ Å
       apart; a sheet 2000 Å wide and 3 Å thick), gives it zero cells along a direction and
@@ -234,6 +237,12 @@ def _guard_search(
     then searched with a slightly larger cutoff and filtered), made periodic with a long
     period, or searched with a larger cutoff where vesin's grid would be degenerate."""
     n_atoms = positions.shape[0]
+    for name, values in (("positions", positions), ("cell", cell[pbc])):
+        if values.size and np.abs(values).max() > _MAX_COORDINATE:
+            raise ValueError(
+                f"{name} reach {np.abs(values).max():.3g} Å; coordinates beyond "
+                f"{_MAX_COORDINATE:.0e} Å are refused (float64 no longer resolves 10⁻⁴ Å there)"
+            )
     box = _search_box(cell, pbc)
     volume = abs(float(np.linalg.det(box)))
     faces = np.linalg.norm(np.cross(box[[1, 2, 0]], box[[2, 0, 1]]), axis=1)

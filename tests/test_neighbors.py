@@ -316,6 +316,9 @@ def test_far_apart_clusters_same_edges_as_ase(seed):
         ([[0, 0, 0]], np.eye(3) * 0.01, True, r"height across lattice vector 0 is 0.01 Å"),
         # an atom 10¹¹ cells from the cell: vesin's int32 cell index would overflow
         ([[0, 0, 0], [1e12, 0, 0]], np.eye(3) * 10, True, "cells away from the periodic cell"),
+        # coordinates whose differences overflow float64
+        ([[0, 0, 0], [1.7e308, 0, 0], [-1.7e308, 0, 0]], None, False, "beyond 1e\\+12 Å"),
+        ([[0, 0, 0]], np.eye(3) * 1e300, True, "cell reach 1e\\+300 Å"),
         # 10⁵ atoms in a 10 Å periodic box: 8·10⁴ neighbours each
         (
             np.random.default_rng(0).uniform(0, 10, (100_000, 3)),
