@@ -29,6 +29,8 @@ without answering Ctrl-C, so every input is checked here, before the call, from 
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -67,6 +69,9 @@ _VESIN_MAX_CELLS = 1e5
 # Open directions longer than this many cutoffs have their empty gaps closed up: vesin's grid
 # along them would be longer than the atoms need (or degenerate: a crash).
 _OPEN_SPAN = 50.0
+# Searches expected to give more edges than this (~0.1 s or more) run in a worker thread, so
+# that Ctrl-C interrupts them; smaller ones run directly (a thread costs ~0.1 ms).
+_INTERRUPTIBLE_EDGES = 1e6
 # Largest coordinate or lattice-vector component accepted, Å (100 m: beyond any simulation).
 _MAX_COORDINATE = 1e12
 # Cell indices and shifts are int32 inside vesin.
@@ -124,6 +129,8 @@ def neighbor_list(
     - partly periodic boxes are searched as fully periodic ones whose open directions have a
       period longer than the atoms' span + 2 r_c (no image across them is within the cutoff,
       so their shifts are 0): vesin 0.6.2's time along open directions grows as atoms².
+    - searches expected to give more than 10⁶ edges run in a worker thread, so that Ctrl-C
+      stops the caller at once.
     """
     xp = namespace(positions)
     host_positions = check_positions(positions)
@@ -132,16 +139,23 @@ def neighbor_list(
     if not (np.isfinite(cutoff) and cutoff > 0.0):
         raise ValueError(f"cutoff must be a finite positive number of Å, got {cutoff}")
     max_edges = MAX_EDGES if max_edges is None else int(max_edges)
-    search_positions, search_cell, search_pbc, search_cutoff = _guard_search(
+    search_positions, search_cell, search_pbc, search_cutoff, expected_edges = _guard_search(
         host_positions, host_cell, host_pbc, cutoff, max_edges
     )
 
     import vesin
 
     search = vesin.NeighborList(cutoff=search_cutoff, full_list=True, sorted=True)
-    centers, neighbors, shifts = search.compute(
-        search_positions, search_cell, search_pbc, quantities="ijS", copy=True
-    )
+
+    def compute():
+        return search.compute(
+            search_positions, search_cell, search_pbc, quantities="ijS", copy=True
+        )
+
+    if expected_edges > _INTERRUPTIBLE_EDGES:
+        centers, neighbors, shifts = _interruptible(compute)
+    else:
+        centers, neighbors, shifts = compute()
     centers = centers.astype(np.int64)
     neighbors = neighbors.astype(np.int64)
     shifts = shifts.astype(np.int64)
@@ -231,9 +245,10 @@ def _close_gaps(positions: np.ndarray, axes: np.ndarray, cutoff: float) -> np.nd
 
 def _guard_search(
     positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float, max_edges: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
     """Refuse inputs vesin cannot search (or not within memory), see ``neighbor_list``; return
-    the positions, cell, pbc and cutoff to search with: open directions may be closed up (and
+    the positions, cell, pbc and cutoff to search with, and the number of edges expected
+    within that cutoff: open directions may be closed up (and
     then searched with a slightly larger cutoff and filtered), made periodic with a long
     period, or searched with a larger cutoff where vesin's grid would be degenerate."""
     n_atoms = positions.shape[0]
@@ -335,7 +350,29 @@ def _guard_search(
         search_cell = box.copy()
         search_cell[~pbc] *= widths[~pbc, None]
         search_pbc = np.ones(3, dtype=bool)
-    return search_positions, search_cell, search_pbc, search_cutoff
+    return search_positions, search_cell, search_pbc, search_cutoff, n_atoms * per_atom
+
+
+def _interruptible(function: Callable[[], Any]) -> Any:
+    """``function()`` run in a worker thread while this one waits in short steps, so that
+    Ctrl-C (``KeyboardInterrupt``) stops the caller at once even while native code runs (a
+    native call holds no Python frame that could receive it). The abandoned worker finishes
+    its (bounded) search in the background and its result is dropped."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = function()
+        except BaseException as error:  # handed to the caller below
+            outcome["error"] = error
+
+    worker = threading.Thread(target=run, name="allegro_ref neighbor list", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.05)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def edge_vectors(positions: Any, cell: Any, centers: Any, neighbors: Any, shifts: Any) -> Any:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -420,3 +421,42 @@ def test_a_tall_slab_with_an_open_direction_is_fast_and_exact():
     assert time.perf_counter() - start < 10.0
     tall = as_edges(*neighbor_list(positions, np.diag([10.0, 10.0, 1e4]), True, 5.0))
     assert open_z == tall
+
+
+def test_large_searches_run_in_a_worker_thread_with_the_same_result(monkeypatch, rng):
+    import allegro_ref.neighbors as module
+
+    positions = rng.uniform(0.0, 12.0, (150, 3))
+    direct = neighbor_list(positions, 12.0 * np.eye(3), True, 5.0)
+    monkeypatch.setattr(module, "_INTERRUPTIBLE_EDGES", 0.0)
+    threaded = neighbor_list(positions, 12.0 * np.eye(3), True, 5.0)
+    for a, b in zip(direct, threaded, strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ZeroDivisionError):
+        module._interruptible(lambda: 1 / 0)
+
+
+def test_ctrl_c_interrupts_a_long_native_call():
+    """SIGINT during a 30 s call that holds no Python frame (a sleep, like a native search)
+    ends the program within seconds."""
+    code = (
+        "import time\n"
+        "from allegro_ref.neighbors import _interruptible\n"
+        "print('started', flush=True)\n"
+        "_interruptible(lambda: time.sleep(30))\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    child = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert child.stdout.readline().strip() == "started"
+    time.sleep(0.3)
+    start = time.perf_counter()
+    child.send_signal(signal.SIGINT)
+    _, stderr = child.communicate(timeout=20)
+    assert time.perf_counter() - start < 5.0
+    assert "KeyboardInterrupt" in stderr
