@@ -1,6 +1,6 @@
 """Writing files so that a failed write never destroys what was there.
 
-[`atomic_write`][allegro_ref._files.atomic_write] writes to a temporary file in the target's
+``atomic_write`` writes to a temporary file in the target's
 directory, flushes it and forces it to disk (``fsync``), and only then renames it onto the
 target (``os.replace``, atomic on POSIX and Windows within one file system). Until that rename
 the old file is untouched; after it the new file is complete. If anything fails on the way (an

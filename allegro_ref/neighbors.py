@@ -24,7 +24,7 @@ Conventions for cells (checked against ``ase.neighborlist`` in the tests):
 
 Guards. vesin is native code: an input it cannot handle may kill the process or run for hours
 without answering Ctrl-C, so every input is checked here, before the call, from its own numbers
-(see "Limits of the search" in [`neighbor_list`][allegro_ref.neighbors.neighbor_list]).
+(see "Limits of the search" in ``neighbor_list``).
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def neighbor_list(
         pbc: periodicity, one bool or ``[3]`` bools (one per lattice vector).
         cutoff: radius r_c > 0, Å; edges satisfy |r_e| < r_c.
         max_edges: most edges the input may imply before the search is refused (default
-            [`MAX_EDGES`][allegro_ref.neighbors.MAX_EDGES]); raise it on a machine with the
+            ``MAX_EDGES``); raise it on a machine with the
             memory for more.
 
     Returns:
@@ -110,12 +110,12 @@ def neighbor_list(
     Limits of the search (each checked before vesin runs):
 
     - periodic images: ∏ₖ (2⌈r_c / hₖ⌉ + 1) ≤
-      [`MAX_PERIODIC_IMAGES`][allegro_ref.neighbors.MAX_PERIODIC_IMAGES], hₖ the height of the
+      ``MAX_PERIODIC_IMAGES``, hₖ the height of the
       cell across periodic direction k. Nearly parallel lattice vectors (a near-singular cell)
       or a cell much smaller than the cutoff are refused here instead of running for hours.
     - neighbours per atom, estimated as ρ · 4/3 π r_c³ with ρ = atoms / volume (periodic
       directions: the cell; open directions: the extent of the atoms, at least 2 r_c), ≤
-      [`MAX_NEIGHBORS_PER_ATOM`][allegro_ref.neighbors.MAX_NEIGHBORS_PER_ATOM], and
+      ``MAX_NEIGHBORS_PER_ATOM``, and
       atoms × that ≤ ``max_edges``.
     - coordinates and periodic lattice vectors within ±10¹² Å, and atoms at most ~10⁹ grid
       cells from the cell along a periodic direction (wrap them).

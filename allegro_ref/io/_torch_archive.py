@@ -18,7 +18,7 @@ A pickled ``torch.nn.Module`` is such a record whose state holds ``_parameters``
 ``_non_persistent_buffers_set`` and ``_modules``; :func:`module_state_dict` walks it to give the
 names and arrays ``Module.state_dict()`` would give.
 
-Damaged or hostile files end in :class:`TorchArchiveError` (a ``ValueError``) naming the file
+Damaged or hostile files end in ``TorchArchiveError`` (a ``ValueError``) naming the file
 and the record, never in another exception or a large allocation: the zip directory is
 checked against the file's size, the pickle's opcodes are scanned before it is unpickled (memo
 indices bounded by the number of opcodes), and every tensor's size, stride and offset are
@@ -211,7 +211,7 @@ class TorchArchive:
     its pickle is loaded).
 
     Args:
-        path: the file. Raises :class:`TorchArchiveError` if it is missing, not a zip archive,
+        path: the file. Raises ``TorchArchiveError`` if it is missing, not a zip archive,
             or its zip directory is damaged.
     """
 
