@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
@@ -23,7 +24,15 @@ from typing import Any
 import numpy as np
 
 from ..o3 import Irrep, Irreps
-from .config import AllegroConfig
+from .config import (
+    AllegroConfig,
+    _check_field_types,
+    _check_type_names,
+    check_bounds,
+    check_integer,
+    check_real,
+    config_from_dict,
+)
 
 __all__ = ["Allegro2022Config", "SILU_NORMALIZATION_2022", "MIXING_MODES", "PARITIES"]
 
@@ -39,11 +48,39 @@ _NONLINEARITIES = ("silu", None)
 PerType = float | dict[str, float]
 
 
+_INT_FIELDS = ("l_max", "num_layers", "num_tensor_features", "num_bessels")
+_OPTIONAL_INT_FIELDS = ("initial_scalar_embedding_dim",)
+_BOOL_FIELDS = (
+    "bessel_trainable",
+    "normalized_basis",
+    "weight_individual_irreps",
+    "self_edge_tensor_product",
+    "latent_resnet",
+    "latent_resnet_coefficients_learnable",
+    "normalize_edge_energy_sum",
+)
+_REAL_FIELDS = ("r_max", "polynomial_cutoff_p", "avg_num_neighbors", "global_energy_scale")
+_WIDTH_LISTS = ("two_body_latent_dims", "latent_dims", "env_embed_dims", "edge_eng_dims")
+_NUMBER_LISTS = ("normalized_basis_inv_std", "latent_resnet_coefficients")
+
+
+def _sequence(value: Any, name: str) -> list:
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"{name} must be a list, got {value!r}")
+    return list(value)
+
+
 def _ints(value: Any, name: str) -> tuple[int, ...]:
-    out = tuple(int(v) for v in value)
+    out = tuple(check_integer(v, f"{name}[{i}]") for i, v in enumerate(_sequence(value, name)))
     if any(v < 1 for v in out):
         raise ValueError(f"{name} must be positive widths, got {list(value)}")
     return out
+
+
+def _reals(value: Any, name: str) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    return tuple(check_real(v, f"{name}[{i}]") for i, v in enumerate(_sequence(value, name)))
 
 
 @dataclass(frozen=True)
@@ -131,20 +168,14 @@ class Allegro2022Config:
     per_edge_type_cutoff: dict[str, Any] | None = field(default=None)
 
     def __post_init__(self):
-        if not isinstance(self.type_names, str):
-            object.__setattr__(self, "type_names", tuple(self.type_names))
-        for name in ("two_body_latent_dims", "latent_dims", "env_embed_dims", "edge_eng_dims"):
+        _check_type_names(self)
+        _check_field_types(
+            self, ints=_INT_FIELDS + _OPTIONAL_INT_FIELDS, bools=_BOOL_FIELDS, reals=_REAL_FIELDS
+        )
+        for name in _WIDTH_LISTS:
             object.__setattr__(self, name, _ints(getattr(self, name), name))
-        if self.normalized_basis_inv_std is not None:
-            object.__setattr__(
-                self, "normalized_basis_inv_std", tuple(map(float, self.normalized_basis_inv_std))
-            )
-        if self.latent_resnet_coefficients is not None:
-            object.__setattr__(
-                self,
-                "latent_resnet_coefficients",
-                tuple(map(float, self.latent_resnet_coefficients)),
-            )
+        for name in _NUMBER_LISTS:
+            object.__setattr__(self, name, _reals(getattr(self, name), name))
         self._check_choices()
         self._check_sizes()
         self._check_lists()
@@ -174,7 +205,8 @@ class Allegro2022Config:
                 )
         if self.normalized_basis and self.per_edge_type_cutoff:
             raise ValueError("normalized_basis cannot be combined with per_edge_type_cutoff")
-        if self.avg_num_neighbors is not None and not self.avg_num_neighbors > 1.0:
+        nbar = self.avg_num_neighbors
+        if nbar is not None and not (math.isfinite(nbar) and nbar > 1.0):
             raise ValueError(f"avg_num_neighbors must be > 1, got {self.avg_num_neighbors!r}")
         if not (math.isfinite(self.global_energy_scale) and self.global_energy_scale != 0):
             raise ValueError(
@@ -185,12 +217,15 @@ class Allegro2022Config:
         for name in ("num_layers", "num_tensor_features", "num_bessels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.l_max < 0:
-            raise ValueError(f"l_max must be >= 0, got {self.l_max}")
+        check_bounds(self)
+        if not (math.isfinite(self.polynomial_cutoff_p) and self.polynomial_cutoff_p > 0):
+            raise ValueError(f"polynomial_cutoff_p must be > 0, got {self.polynomial_cutoff_p}")
         if not self.two_body_latent_dims or not self.latent_dims:
             raise ValueError("two_body_latent_dims and latent_dims need at least one width")
-        if self.embed_dim % 2:
-            raise ValueError(f"initial_scalar_embedding_dim must be even, got {self.embed_dim}")
+        if self.embed_dim < 2 or self.embed_dim % 2:
+            raise ValueError(
+                f"initial_scalar_embedding_dim must be even and positive, got {self.embed_dim}"
+            )
         if self.latent_resnet and self.latent_dims[-1] != self.latent_width:
             raise ValueError(
                 f"with latent_resnet the latent MLP must output the two-body latent width "
@@ -464,9 +499,12 @@ class Allegro2022Config:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Allegro2022Config:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown Allegro2022Config fields {unknown}; known: {sorted(known)}")
-        return cls(**data)
+    def from_dict(cls, data: Mapping[str, Any]) -> Allegro2022Config:
+        """The config of a dict such as ``to_dict`` gives (e.g. read from JSON).
+
+        Raises:
+            ValueError: naming the field, as ``AllegroConfig.from_dict``: not a mapping, unknown
+                or missing fields, values of the wrong type (strict bools and integers) or out
+                of range.
+        """
+        return config_from_dict(cls, data)
