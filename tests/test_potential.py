@@ -564,7 +564,7 @@ def _huge_widths_listed(metadata, arrays):
         (_set("format_version", True), "format version True is not one"),
         (_set("family", "mace"), "metadata 'family' is 'mace', expected one of"),
         (_set("dtype", "float16"), "metadata 'dtype' is 'float16'"),
-        (_set("config", None), "metadata 'config': a AllegroConfig is a mapping"),
+        (_set("config", None), "'config': AllegroConfig.from_dict needs a mapping of field"),
         (_set("config", [1, 2]), "metadata 'config': .* got list"),
         (_set("parameters", []), "metadata 'parameters' must be an object"),
         (_set("parameters", {"center_embed": "2x4"}), "'parameters' of 'center_embed'"),

@@ -149,7 +149,9 @@ def config_from_dict(cls: type, data: Any) -> Any:
     """``cls(**data)`` for a mapping of field names, with ``ValueError`` naming the problem: not
     a mapping, unknown or missing fields (then each field's own check)."""
     if not isinstance(data, Mapping):
-        raise ValueError(f"a {cls.__name__} is a mapping of field names, got {_type_name(data)}")
+        raise ValueError(
+            f"{cls.__name__}.from_dict needs a mapping of field names, got {_type_name(data)}"
+        )
     fields = dataclasses.fields(cls)
     known = {f.name for f in fields}
     unknown = sorted(set(data) - known)

@@ -162,8 +162,8 @@ def test_from_dict_is_strict(fields, match):
 @pytest.mark.parametrize(
     "data, match",
     [
-        (None, "a mapping of field names, got NoneType"),
-        ([["type_names", ["H"]]], "a mapping of field names, got list"),
+        (None, "from_dict needs a mapping of field names, got NoneType"),
+        ([["type_names", ["H"]]], "from_dict needs a mapping of field names, got list"),
         ({"type_names": ["H"]}, r"fields \['r_max'\] are required"),
         ({}, r"fields \['type_names', 'r_max'\] are required"),
     ],
