@@ -61,7 +61,6 @@ from ._weights_file import (
     FILE_FORMAT,
     FILE_FORMAT_VERSION,
     WeightFileError,
-    family_of,
     read_model,
     write_model,
 )
@@ -145,7 +144,6 @@ class Potential:
         num_processes: int = 1,
         keep_host_memory: bool | None = None,
     ):
-        family_of(model)  # a TypeError for anything but a model
         self.model = model
         self.min_distance = _positive_number(min_distance, "min_distance")
         self.chunk_bytes = _positive_integer(chunk_bytes, "chunk_bytes")
@@ -339,6 +337,21 @@ class Potential:
             ``[N, 3, 3]`` eV (per-atom virials, summing to -V·stress); float64 arrays in the
             namespace and on the device of ``positions`` (NumPy for lists).
 
+        Examples:
+            A water molecule (no cell) with a small random model:
+
+            ```python
+            import numpy as np
+            import allegro_ref
+
+            potential = allegro_ref.Potential.from_config(allegro_ref.presets.tiny(["H", "O"]))
+            positions = np.array([[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]])  # Å
+            out = potential.compute(positions, ["O", "H", "H"])
+            print(f"{out['energy']:.4f} eV", out["forces"].shape, out["stress"])  # stress None
+            assert np.allclose(out["forces"].sum(axis=0), 0.0)  # no net force
+            assert np.isclose(out["energies"].sum(), out["energy"])
+            ```
+
         Raises:
             ValueError: naming the problem: positions not ``[N, 3]`` or not finite, a species
                 not in ``config.type_names`` (or an atomic number that is not an element), one
@@ -427,13 +440,15 @@ class Potential:
 
 def _positive_number(value: Any, name: str) -> float:
     """``value`` as a float; ``ValueError`` naming ``name`` unless a positive finite number."""
-    if (
-        isinstance(value, bool | np.bool_)
-        or not isinstance(value, numbers.Real)
-        or not (math.isfinite(value) and value > 0)
-    ):
+    number = math.nan
+    if isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_):
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond float64
+            pass
+    if not (math.isfinite(number) and number > 0):
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
+    return number
 
 
 def _positive_integer(value: Any, name: str, alternative: str = "") -> int:

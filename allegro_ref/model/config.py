@@ -101,7 +101,10 @@ def check_real(value: Any, name: str) -> float:
     or a string is not)."""
     if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name} must be a number, got {value!r} ({_type_name(value)})")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond float64
+        raise ValueError(f"{name} must be a number within float64's range") from None
 
 
 def _check_field_types(config: Any, ints=(), bools=(), reals=()) -> None:
@@ -116,7 +119,7 @@ def _check_field_types(config: Any, ints=(), bools=(), reals=()) -> None:
     for name in reals:
         value = getattr(config, name)
         if not (value is None and defaults.get(name) is None):
-            check_real(value, name)
+            check_real(value, name)  # kept as given (an int stays an int in to_dict)
 
 
 def _check_type_names(config: Any) -> None:
@@ -314,7 +317,7 @@ class AllegroConfig:
                 f"{name} must be a number or a mapping type name -> number, got {value!r}"
             )
         else:
-            out = np.full(self.num_types, float(value))
+            out = np.full(self.num_types, check_real(value, name))
         if not np.all(np.isfinite(out)):
             raise ValueError(f"{name} must be finite, got {value!r}")
         return out

@@ -129,6 +129,8 @@ def test_bad_config_raises(kwargs, match):
         (dict(r_max="4.0"), "r_max must be a number"),
         (dict(r_max=True), "r_max must be a number"),
         (dict(r_max=None), "r_max must be a number"),
+        (dict(r_max=10**400), "r_max must be a number within float64's range"),
+        (dict(per_type_energy_shifts=10**400), "per_type_energy_shifts must be a number"),
         (dict(polynomial_cutoff_p=float("nan")), "polynomial_cutoff_p must be > 0"),
         (dict(type_names="HC"), "type_names must be a non-empty list"),
         (dict(type_names=None), "type_names must be a non-empty list"),
@@ -208,3 +210,40 @@ def test_huge_widths_allocate_nothing():
 def test_unknown_field_in_dict_raises():
     with pytest.raises(ValueError, match="unknown AllegroConfig fields"):
         AllegroConfig.from_dict({"type_names": ["H"], "r_max": 3.0, "lmax": 2})
+
+
+@pytest.mark.parametrize(
+    "fields, match",
+    [
+        (dict(latent_resnet="false"), "latent_resnet must be true or false, got 'false'"),
+        (dict(normalize_edge_energy_sum=1), "normalize_edge_energy_sum must be true or false"),
+        (dict(l_max=True), "l_max must be an integer, got True"),
+        (dict(l_max=7), r"l_max must be in 0..6, got 7"),
+        (dict(num_layers=33), "num_layers must be <= 32"),
+        (dict(num_tensor_features=8.0), "num_tensor_features must be an integer"),
+        (dict(initial_scalar_embedding_dim="8"), "initial_scalar_embedding_dim must be an integer"),
+        (dict(two_body_latent_dims="32"), "two_body_latent_dims must be a list"),
+        (dict(two_body_latent_dims=[32, "64"]), r"two_body_latent_dims\[1\] must be an integer"),
+        (dict(latent_dims=64), "latent_dims must be a list"),
+        (dict(latent_resnet_coefficients={"a": 1}), "latent_resnet_coefficients must be a list"),
+        (dict(normalized_basis_inv_std=["x"]), r"normalized_basis_inv_std\[0\] must be a number"),
+        (dict(avg_num_neighbors=float("inf")), "avg_num_neighbors must be > 1"),
+        (dict(avg_num_neighbors="20"), "avg_num_neighbors must be a number"),
+        (dict(global_energy_scale=None), "global_energy_scale must be a number"),
+        (dict(polynomial_cutoff_p=0.0), "polynomial_cutoff_p must be > 0"),
+        (dict(parity=["o3_full"]), "parity must be one of"),
+        (dict(per_edge_type_cutoff=[1.0]), "per_edge_type_cutoff must be a mapping"),
+        (dict(type_names=None), "type_names must be a non-empty list"),
+        (dict(tensors_mixing_mode={}), "tensors_mixing_mode must be one of"),
+    ],
+)
+def test_2022_config_is_strict_too(fields, match):
+    from allegro_ref.model import Allegro2022Config
+
+    data = {"type_names": ["H", "C"], "r_max": 4.0, **fields}
+    with pytest.raises(ValueError, match=match):
+        Allegro2022Config.from_dict(data)
+    with pytest.raises(ValueError, match="from_dict needs a mapping of field names, got list"):
+        Allegro2022Config.from_dict([data])
+    valid = Allegro2022Config(type_names=["H", "C"], r_max=4.0)
+    assert Allegro2022Config.from_dict(valid.to_dict()) == valid
