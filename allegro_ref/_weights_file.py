@@ -42,7 +42,7 @@ from . import __version__
 from ._files import atomic_write
 from ._validation import to_host
 from .model import Allegro2022Config, Allegro2022Model, AllegroConfig, AllegroModel
-from .model.config import check_integer
+from .model.config import _check_integer
 
 __all__ = [
     "FAMILIES",
@@ -267,7 +267,7 @@ class _Reader:
             try:
                 if not isinstance(shape, list):
                     raise ValueError(f"a list of sizes, got {shape!r:.80}")
-                out[key] = tuple(check_integer(n, "size") for n in shape)
+                out[key] = tuple(_check_integer(n, "size") for n in shape)
                 if any(n < 0 for n in out[key]):
                     raise ValueError("sizes must be >= 0")
             except ValueError as error:

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..o3 import Irrep, Irreps
 
-__all__ = ["AllegroConfig", "MAX_L_MAX", "MAX_NUM_LAYERS", "MAX_NUM_TYPES"]
+__all__ = ["AllegroConfig", "MAX_L_MAX", "MAX_NUM_BESSELS", "MAX_NUM_LAYERS", "MAX_NUM_TYPES"]
 
 PerType = float | dict[str, float]
 
@@ -39,6 +39,9 @@ MAX_L_MAX = 6
 MAX_NUM_LAYERS = 32
 #: Largest number of species (the periodic table has 118; the per-edge-type tables are T × T).
 MAX_NUM_TYPES = 1024
+#: Largest number of Bessel functions (Allegro uses 8; the 2022 family's normalized basis samples
+#: every function at 4000 radii to normalize it).
+MAX_NUM_BESSELS = 1024
 
 _INT_FIELDS = (
     "l_max",
@@ -80,7 +83,7 @@ def _type_name(value: Any) -> str:
     return type(value).__name__
 
 
-def check_integer(value: Any, name: str) -> int:
+def _check_integer(value: Any, name: str) -> int:
     """``value`` as a Python int; ``ValueError`` naming ``name`` unless it is an integer (a
     bool, a float or a string is not)."""
     if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral):
@@ -88,7 +91,7 @@ def check_integer(value: Any, name: str) -> int:
     return int(value)
 
 
-def check_boolean(value: Any, name: str) -> bool:
+def _check_boolean(value: Any, name: str) -> bool:
     """``value`` as a Python bool; ``ValueError`` naming ``name`` unless it is a bool (the
     string ``"false"`` and the number 0 are not)."""
     if not isinstance(value, bool | np.bool_):
@@ -96,7 +99,7 @@ def check_boolean(value: Any, name: str) -> bool:
     return bool(value)
 
 
-def check_real(value: Any, name: str) -> float:
+def _check_real(value: Any, name: str) -> float:
     """``value`` as a float; ``ValueError`` naming ``name`` unless it is a real number (a bool
     or a string is not)."""
     if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
@@ -111,7 +114,7 @@ def _check_field_types(config: Any, ints=(), bools=(), reals=()) -> None:
     """Strict types of a config's fields (None passes where the default is None): integers and
     bools are stored as Python ints and bools, reals are checked and kept as given."""
     defaults = {f.name: f.default for f in dataclasses.fields(config)}
-    for names, check in ((ints, check_integer), (bools, check_boolean)):
+    for names, check in ((ints, _check_integer), (bools, _check_boolean)):
         for name in names:
             value = getattr(config, name)
             if not (value is None and defaults.get(name) is None):
@@ -119,7 +122,7 @@ def _check_field_types(config: Any, ints=(), bools=(), reals=()) -> None:
     for name in reals:
         value = getattr(config, name)
         if not (value is None and defaults.get(name) is None):
-            check_real(value, name)  # kept as given (an int stays an int in to_dict)
+            _check_real(value, name)  # kept as given (an int stays an int in to_dict)
 
 
 def _check_type_names(config: Any) -> None:
@@ -137,8 +140,9 @@ def _check_type_names(config: Any) -> None:
     object.__setattr__(config, "type_names", names)
 
 
-def check_bounds(config: Any) -> None:
-    """``0 <= l_max <= MAX_L_MAX`` and ``num_layers <= MAX_NUM_LAYERS`` (see their notes)."""
+def _check_bounds(config: Any) -> None:
+    """``0 <= l_max <= MAX_L_MAX``, ``num_layers <= MAX_NUM_LAYERS`` and ``num_bessels <=
+    MAX_NUM_BESSELS`` (see their notes)."""
     if not 0 <= config.l_max <= MAX_L_MAX:
         raise ValueError(
             f"l_max must be in 0..{MAX_L_MAX}, got {config.l_max} (the tensor products' "
@@ -146,9 +150,11 @@ def check_bounds(config: Any) -> None:
         )
     if config.num_layers > MAX_NUM_LAYERS:
         raise ValueError(f"num_layers must be <= {MAX_NUM_LAYERS}, got {config.num_layers}")
+    if config.num_bessels > MAX_NUM_BESSELS:
+        raise ValueError(f"num_bessels must be <= {MAX_NUM_BESSELS}, got {config.num_bessels}")
 
 
-def config_from_dict(cls: type, data: Any) -> Any:
+def _config_from_dict(cls: type, data: Any) -> Any:
     """``cls(**data)`` for a mapping of field names, with ``ValueError`` naming the problem: not
     a mapping, unknown or missing fields (then each field's own check)."""
     if not isinstance(data, Mapping):
@@ -208,8 +214,8 @@ class AllegroConfig:
 
     Integers and bools are strict: `"false"` is not a bool, `True` and `2.0` are not integers
     (`ValueError` naming the field). `l_max` is at most `MAX_L_MAX` (6), `num_layers` at most
-    `MAX_NUM_LAYERS`, the species at most `MAX_NUM_TYPES` (the notes beside these constants
-    say why).
+    `MAX_NUM_LAYERS`, `num_bessels` at most `MAX_NUM_BESSELS`, the species at most
+    `MAX_NUM_TYPES` (the notes beside these constants say why).
     """
 
     type_names: tuple[str, ...]
@@ -242,7 +248,7 @@ class AllegroConfig:
         self._check_per_type()
 
     def _check_sizes(self) -> None:
-        """Positive widths and counts, and the bounds of `check_bounds`."""
+        """Positive widths and counts, and the bounds of `_check_bounds`."""
         if not (math.isfinite(self.r_max) and self.r_max > 0):
             raise ValueError(f"r_max must be a positive number of Å, got {self.r_max!r}")
         for name in _POSITIVE_FIELDS:
@@ -251,7 +257,7 @@ class AllegroConfig:
         for name in _DEPTH_FIELDS:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        check_bounds(self)
+        _check_bounds(self)
         if not (math.isfinite(self.polynomial_cutoff_p) and self.polynomial_cutoff_p > 0):
             raise ValueError(f"polynomial_cutoff_p must be > 0, got {self.polynomial_cutoff_p}")
         if self.embed_dim < 2 or self.embed_dim % 2:
@@ -311,13 +317,13 @@ class AllegroConfig:
                     f"{name}: keys must be exactly the type_names {list(self.type_names)}; "
                     f"unknown {unknown}, missing {missing}"
                 )
-            out = np.array([check_real(value[t], f"{name}[{t!r}]") for t in self.type_names])
+            out = np.array([_check_real(value[t], f"{name}[{t!r}]") for t in self.type_names])
         elif isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
             raise ValueError(
                 f"{name} must be a number or a mapping type name -> number, got {value!r}"
             )
         else:
-            out = np.full(self.num_types, check_real(value, name))
+            out = np.full(self.num_types, _check_real(value, name))
         if not np.all(np.isfinite(out)):
             raise ValueError(f"{name} must be finite, got {value!r}")
         return out
@@ -354,7 +360,7 @@ class AllegroConfig:
 
     def _pair_cutoff(self, center: str, neighbor: str, r_cut: Any) -> float:
         name = f"per_edge_type_cutoff[{center!r}][{neighbor!r}]"
-        value = check_real(r_cut, name)
+        value = _check_real(r_cut, name)
         if not 0 < value <= self.r_max:
             raise ValueError(f"{name} = {r_cut} must be in (0, r_max = {self.r_max}]")
         return value
@@ -475,5 +481,5 @@ class AllegroConfig:
                 value of the wrong type (``"false"`` for a bool, ``2.0`` or ``True`` for an
                 integer, a list where a mapping belongs) or out of range.
         """
-        return config_from_dict(cls, data)
+        return _config_from_dict(cls, data)
 

@@ -26,12 +26,12 @@ import numpy as np
 from ..o3 import Irrep, Irreps
 from .config import (
     AllegroConfig,
+    _check_bounds,
     _check_field_types,
+    _check_integer,
+    _check_real,
     _check_type_names,
-    check_bounds,
-    check_integer,
-    check_real,
-    config_from_dict,
+    _config_from_dict,
 )
 
 __all__ = ["Allegro2022Config", "SILU_NORMALIZATION_2022", "MIXING_MODES", "PARITIES"]
@@ -71,7 +71,7 @@ def _sequence(value: Any, name: str) -> list:
 
 
 def _ints(value: Any, name: str) -> tuple[int, ...]:
-    out = tuple(check_integer(v, f"{name}[{i}]") for i, v in enumerate(_sequence(value, name)))
+    out = tuple(_check_integer(v, f"{name}[{i}]") for i, v in enumerate(_sequence(value, name)))
     if any(v < 1 for v in out):
         raise ValueError(f"{name} must be positive widths, got {list(value)}")
     return out
@@ -80,7 +80,7 @@ def _ints(value: Any, name: str) -> tuple[int, ...]:
 def _reals(value: Any, name: str) -> tuple[float, ...] | None:
     if value is None:
         return None
-    return tuple(check_real(v, f"{name}[{i}]") for i, v in enumerate(_sequence(value, name)))
+    return tuple(_check_real(v, f"{name}[{i}]") for i, v in enumerate(_sequence(value, name)))
 
 
 @dataclass(frozen=True)
@@ -217,7 +217,7 @@ class Allegro2022Config:
         for name in ("num_layers", "num_tensor_features", "num_bessels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        check_bounds(self)
+        _check_bounds(self)
         if not (math.isfinite(self.polynomial_cutoff_p) and self.polynomial_cutoff_p > 0):
             raise ValueError(f"polynomial_cutoff_p must be > 0, got {self.polynomial_cutoff_p}")
         if not self.two_body_latent_dims or not self.latent_dims:
@@ -507,4 +507,4 @@ class Allegro2022Config:
                 or missing fields, values of the wrong type (strict bools and integers) or out
                 of range.
         """
-        return config_from_dict(cls, data)
+        return _config_from_dict(cls, data)
