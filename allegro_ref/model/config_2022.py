@@ -382,6 +382,27 @@ class Allegro2022Config:
     def layer_irreps(self) -> list[tuple[Irreps, Irreps]]:
         """(input irreps, output irreps) of the tensor product of every layer, pruned.
 
+        Computed once per config (a frozen dataclass: the result is kept beside its fields).
+        """
+        return list(self._memo("layer_irreps", self._layer_irreps))
+
+    def layer_paths(self) -> list[list[tuple[int, int, int]]]:
+        """The paths ``(i_in, i_sh, i_out)`` of every layer's tensor product: for each output
+        irrep, each input irrep, each harmonic irrep (in that nesting) that couple."""
+        return [list(p) for p in self._memo("layer_paths", self._layer_paths)]
+
+    def _memo(self, name: str, compute) -> Any:
+        """``compute()``, kept in the instance's ``__dict__`` (not a field: equality,
+        ``to_dict`` and ``dataclasses.replace`` ignore it). Layer irreps and paths are asked
+        for once per layer by the model and the parameter shapes."""
+        key = f"_memo_{name}"
+        if key not in self.__dict__:
+            self.__dict__[key] = compute()
+        return self.__dict__[key]
+
+    def _layer_irreps(self) -> list[tuple[Irreps, Irreps]]:
+        """`layer_irreps`, computed.
+
         Forward: layer k outputs every allowed irrep (only 0e for the last layer) reachable
         from its input ⊗ the harmonics. Backward: an input irrep from which no path reaches a
         kept output is dropped, and layer k−1 outputs the kept inputs of layer k.
@@ -408,9 +429,8 @@ class Allegro2022Config:
             for i, o in zip(inputs[:-1], outputs, strict=True)
         ]
 
-    def layer_paths(self) -> list[list[tuple[int, int, int]]]:
-        """The paths ``(i_in, i_sh, i_out)`` of every layer's tensor product: for each output
-        irrep, each input irrep, each harmonic irrep (in that nesting) that couple."""
+    def _layer_paths(self) -> list[list[tuple[int, int, int]]]:
+        """`layer_paths`, computed."""
         from ..nn import allowed_paths
 
         return [allowed_paths(i, self.sh_irreps, o) for i, o in self.layer_irreps()]

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from allegro_ref.model import AllegroConfig
+from allegro_ref.model import Allegro2022Config, AllegroConfig
 from allegro_ref.nn import EnvironmentTensorProduct
 from allegro_ref.o3 import Irreps
 
@@ -201,10 +201,22 @@ def test_huge_widths_allocate_nothing():
             allegro_mlp_hidden_layers_width=10**12,
         )
         shapes = config.parameter_shapes()
+        config_2022 = Allegro2022Config(
+            type_names=["H"],
+            r_max=4.0,
+            l_max=6,
+            num_layers=32,
+            num_tensor_features=10**12,
+            num_bessels=1024,
+            two_body_latent_dims=(10**12, 10**12),
+            latent_dims=(10**12,),
+        )
+        shapes_2022 = config_2022.parameter_shapes()
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     assert shapes["tensor_embed.0"] == (10**12, 7 * 10**12)
+    assert shapes_2022["two_body_latent.1"] == (10**12, 10**12)
     assert peak < 20 * 2**20
 
 
@@ -240,8 +252,6 @@ def test_unknown_field_in_dict_raises():
     ],
 )
 def test_2022_config_is_strict_too(fields, match):
-    from allegro_ref.model import Allegro2022Config
-
     data = {"type_names": ["H", "C"], "r_max": 4.0, **fields}
     with pytest.raises(ValueError, match=match):
         Allegro2022Config.from_dict(data)
