@@ -34,7 +34,14 @@ from .config import (
     _config_from_dict,
 )
 
-__all__ = ["Allegro2022Config", "SILU_NORMALIZATION_2022", "MIXING_MODES", "PARITIES"]
+__all__ = [
+    "Allegro2022Config",
+    "SILU_NORMALIZATION_2022",
+    "MIXING_MODES",
+    "PARITIES",
+    "MAX_L_MAX_2022",
+    "MAX_NUM_LAYERS_2022",
+]
 
 #: e3nn 0.5.9's ``normalize2mom(silu).cst``: E[silu(z)^2]^(-1/2), estimated by Monte Carlo over
 #: 10^6 normal numbers of torch's generator seeded with 0. The exact value is 1.6765324703; the
@@ -46,6 +53,15 @@ PARITIES = ("o3_full", "o3_restricted", "so3")
 _NONLINEARITIES = ("silu", None)
 
 PerType = float | dict[str, float]
+
+#: Largest `l_max` and `num_layers` of the 2022 family, tighter than today's (`MAX_L_MAX`,
+#: `MAX_NUM_LAYERS`): its model builds dense per-layer constants when it is constructed (the
+#: own-edge couplings, `[d_sh, d_in · d_slots]` with one slot per path), about 0.1 GB per layer
+#: at l_max 4 with `"uvvp"` and ten times that at 6. At these bounds a model is built in about a
+#: second, with under 1 GB of constants; nequip-allegro 0.3.0 models use l_max 1 to 3 and 1 to 3
+#: layers.
+MAX_L_MAX_2022 = 4
+MAX_NUM_LAYERS_2022 = 8
 
 
 _INT_FIELDS = ("l_max", "num_layers", "num_tensor_features", "num_bessels")
@@ -91,7 +107,8 @@ class Allegro2022Config:
         type_names: species names; type index = position in this list (a model imported from
             nequip 0.6 lists them by increasing atomic number, as nequip orders them).
         r_max: cutoff radius in Å (of the neighbor list, and of every edge type by default).
-        l_max: largest spherical-harmonic degree.
+        l_max: largest spherical-harmonic degree (at most `MAX_L_MAX_2022`, 4; `num_layers` at
+            most `MAX_NUM_LAYERS_2022`, 8: the notes beside these constants say why).
         parity: ``"o3_full"`` (the tensor track carries both parities of every l),
             ``"o3_restricted"`` (only the irreps of the harmonics, 0e, 1o, 2e, …) or ``"so3"``
             (the harmonics labelled 0e, 1e, 2e, …: not mirror-symmetric).
@@ -218,6 +235,12 @@ class Allegro2022Config:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         _check_bounds(self)
+        if self.l_max > MAX_L_MAX_2022 or self.num_layers > MAX_NUM_LAYERS_2022:
+            raise ValueError(
+                f"the 2022 family supports l_max <= {MAX_L_MAX_2022} and num_layers <= "
+                f"{MAX_NUM_LAYERS_2022} (its per-layer constants grow fast), got l_max "
+                f"{self.l_max} and num_layers {self.num_layers}"
+            )
         if not (math.isfinite(self.polynomial_cutoff_p) and self.polynomial_cutoff_p > 0):
             raise ValueError(f"polynomial_cutoff_p must be > 0, got {self.polynomial_cutoff_p}")
         if not self.two_body_latent_dims or not self.latent_dims:
