@@ -42,8 +42,16 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_kwargs: Any) 
 
     Example:
         ```python
-        with atomic_write("weights.npz") as handle:
-            np.savez(handle, **arrays)
+        import os
+        import tempfile
+
+        import numpy as np
+        from allegro_ref._files import atomic_write
+
+        path = os.path.join(tempfile.mkdtemp(), "weights.npz")
+        with atomic_write(path) as handle:
+            np.savez(handle, weights=np.zeros(3))
+        print(os.listdir(os.path.dirname(path)))  # ['weights.npz']: no temporary file left
         ```
 
     On an exception inside the block (or while flushing, syncing or renaming) the temporary

@@ -23,24 +23,26 @@ One evaluation (``Potential.compute``):
    - stress (ASE sign, eV/Å³), σ = sym(-Σ_i W_i / V) = sym((1/V) Σ_e r_e ⊗ g_e). Only for cells
      periodic in all three directions; ``None`` otherwise.
 
-Weights are stored in one versioned ``.npz`` file (``Potential.save`` / ``Potential.load``):
-an entry ``__metadata__`` holding a JSON string (format name, format version, allegro_ref
-version, model dtype, the config as a dict, every parameter's name and shape) and one array
-per parameter, named as in ``AllegroConfig.parameter_shapes()``.
+Weights are stored in one versioned `.npz` file (`Potential.save` / `Potential.load`): an entry
+`__metadata__` holding a JSON string (format name and version, the model family, allegro_ref's
+version, the model dtype, the config as a dict, every parameter's name and shape) and one array
+per parameter, named as in the config's `parameter_shapes()`. `save` writes it atomically (a
+failed save leaves the previous file intact); `load` checks everything before it allocates and
+raises `WeightFileError` (a `ValueError`) naming the file and the entry for anything wrong
+(`allegro_ref._weights_file` describes the format and the checks).
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import math
+import numbers
 import os
-import zipfile
+import warnings
 from typing import Any
 
 import numpy as np
 
-from . import __version__
 from ._derivatives import (
     forces_from_edge_gradients,
     stress_from_virial,
@@ -54,15 +56,22 @@ from ._validation import (
     check_positions,
     to_host,
 )
+from ._weights_file import (
+    FAMILIES,
+    FILE_FORMAT,
+    FILE_FORMAT_VERSION,
+    WeightFileError,
+    read_model,
+    write_model,
+)
 from .backend import device, is_numpy, is_numpy_namespace, namespace
-from .model import AllegroConfig, AllegroModel
+from .model import Allegro2022Config, Allegro2022Model, AllegroConfig, AllegroModel
 from .neighbors import edge_vectors, neighbor_list, within_pair_cutoffs
 
-__all__ = ["Potential", "FILE_FORMAT", "FILE_FORMAT_VERSION"]
+__all__ = ["Potential", "WeightFileError", "FILE_FORMAT", "FILE_FORMAT_VERSION"]
 
-FILE_FORMAT = "allegro_ref.potential"
-FILE_FORMAT_VERSION = 1
-_METADATA_KEY = "__metadata__"
+Model = AllegroModel | Allegro2022Model
+Config = AllegroConfig | Allegro2022Config
 
 
 # Working memory of the model's forward and backward per edge, in numbers (of the model's
@@ -76,11 +85,31 @@ DEFAULT_CHUNK_BYTES = 64 * 2**20
 class Potential:
     """An Allegro model ready to evaluate structures.
 
+    Examples:
+        A shipped model on a small copper crystal, and a potential with random weights from a
+        config of your own:
+
+        ```python
+        import numpy as np
+        import allegro_ref
+
+        potential = allegro_ref.Potential.pretrained("cu-emt")
+        cell = 3.61 * np.eye(3)  # one cubic fcc cell, Å
+        positions = np.array([[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]]) @ cell
+        out = potential.compute(positions, ["Cu"] * 4, cell, pbc=True)
+        print(f"{out['energy'] / 4:.3f} eV/atom", out["forces"].shape, out["stress"].shape)
+
+        config = allegro_ref.AllegroConfig(type_names=["H", "O"], r_max=4.0, num_layers=1)
+        random = allegro_ref.Potential.from_config(config, seed=0)
+        print(random)
+        ```
+
     Args:
-        model: the ``AllegroModel`` (its parameters' backend is where the network runs).
+        model: the `AllegroModel` or `Allegro2022Model` (its parameters' backend is where the
+            network runs).
         min_distance: smallest allowed distance between two atoms (periodic images included),
-            Å; closer atoms raise ``ValueError`` (the model's edge geometry needs |r_e| > 0, and
-            such structures are almost always input mistakes).
+            Å, a positive finite number; closer atoms raise `ValueError` (the model's edge
+            geometry needs $|r_e| > 0$, and such structures are almost always input mistakes).
         chunk_bytes: working memory of the model per chunk of center atoms (bytes, default
             64 MiB; an estimate from the config, see ``chunk_edges``). The results do not depend
             on it beyond rounding. Chunks of a few thousand edges are also the fastest on CPUs
@@ -93,17 +122,22 @@ class Potential:
             chunks run in this process). They start on the first ``compute`` (``spawn``: a
             second or two; a script that uses them needs the ``if __name__ == "__main__":``
             guard of Python's multiprocessing), hold a copy of the model taken then, run one
-            BLAS thread each, and stop with :meth:`close`, at the end of a ``with`` block, or
+            BLAS thread each, and stop with `close`, at the end of a ``with`` block, or
             when the potential is garbage collected.
         keep_host_memory: tune glibc's malloc of this process to keep freed memory (faster
             chunked evaluations on NumPy; process-wide and permanent, see
             ``allegro_ref._execution``). ``None`` (default): only if the environment variable
             ``ALLEGRO_REF_KEEP_HOST_MEMORY`` is ``1``. Worker processes always do.
+
+    Raises:
+        ValueError: naming the argument: ``min_distance`` not a positive finite number,
+            ``chunk_bytes``, ``num_threads`` or ``num_processes`` not a positive integer,
+            ``keep_host_memory`` not a bool or None.
     """
 
     def __init__(
         self,
-        model: AllegroModel,
+        model: Model,
         min_distance: float = 0.1,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         num_threads: int | None = None,
@@ -111,18 +145,19 @@ class Potential:
         keep_host_memory: bool | None = None,
     ):
         self.model = model
-        self.min_distance = float(min_distance)
-        if chunk_bytes < 1:
-            raise ValueError(f"chunk_bytes must be positive, got {chunk_bytes!r}")
-        self.chunk_bytes = int(chunk_bytes)
-        if num_threads is not None and (int(num_threads) != num_threads or num_threads < 1):
-            raise ValueError(f"num_threads must be a positive integer or None, got {num_threads!r}")
-        if int(num_processes) != num_processes or num_processes < 1:
-            raise ValueError(f"num_processes must be a positive integer, got {num_processes!r}")
+        self.min_distance = _positive_number(min_distance, "min_distance")
+        self.chunk_bytes = _positive_integer(chunk_bytes, "chunk_bytes")
+        if num_threads is not None:
+            num_threads = _positive_integer(num_threads, "num_threads", "or None")
+        num_processes = _positive_integer(num_processes, "num_processes")
+        if keep_host_memory is not None and not isinstance(keep_host_memory, bool):
+            raise ValueError(
+                f"keep_host_memory must be True, False or None, got {keep_host_memory!r}"
+            )
         self.keep_host_memory = keep_host_memory
         self._executor = Executor(
-            num_threads=None if num_threads is None else int(num_threads),
-            num_processes=int(num_processes),
+            num_threads=num_threads,
+            num_processes=num_processes,
             keep_host_memory=keep_host_memory,
         )
         self._cutoffs = model.config.cutoff_matrix()
@@ -135,6 +170,8 @@ class Potential:
 
     @num_threads.setter
     def num_threads(self, value: int | None) -> None:
+        if value is not None:
+            value = _positive_integer(value, "num_threads", "or None")
         self._executor.num_threads = value
 
     @property
@@ -145,36 +182,67 @@ class Potential:
 
     @num_processes.setter
     def num_processes(self, value: int) -> None:
+        value = _positive_integer(value, "num_processes")
         self._executor.close()
         self._executor.num_processes = value
 
     @property
-    def config(self) -> AllegroConfig:
+    def config(self) -> Config:
+        """The model's hyperparameters."""
         return self.model.config
 
     @property
     def dtype(self) -> str:
+        """The model's dtype, `"float64"` or `"float32"`."""
         return self.model.dtype
 
     @classmethod
-    def from_config(cls, config: AllegroConfig, seed: int = 0, dtype: str = "float64") -> Potential:
-        """A potential with random weights (``AllegroModel.init``), on NumPy."""
-        return cls(AllegroModel.init(config, seed=seed, dtype=dtype))
+    def from_config(cls, config: Config, seed: int = 0, dtype: str = "float64") -> Potential:
+        """A potential with random weights (the model class's `init`: `AllegroModel` for an
+        `AllegroConfig`, `Allegro2022Model` for an `Allegro2022Config`), on NumPy."""
+        for config_class, model_class in FAMILIES.values():
+            if isinstance(config, config_class):
+                return cls(model_class.init(config, seed=seed, dtype=dtype))
+        raise TypeError(
+            f"config must be an AllegroConfig or an Allegro2022Config, got {type(config).__name__}"
+        )
 
     @staticmethod
-    def pretrained(name: str | None = None, min_distance: float = 0.1):
-        """A model shipped with allegro_ref (``"cu-emt"``, ``"ethanol-gfn2"``), or, with no
-        name, the {name: description} of the shipped models (``allegro_ref.pretrained``)."""
+    def available_pretrained() -> dict[str, str]:
+        """{name: one-line description} of the models shipped with allegro_ref (the names
+        `pretrained` takes; `allegro_ref.pretrained.available`)."""
+        from . import pretrained
+
+        return pretrained.available()
+
+    @staticmethod
+    def pretrained(name: str | None = None, min_distance: float = 0.1) -> Potential:
+        """A model shipped with allegro_ref (`"cu-emt"`, `"ethanol-gfn2"`; see
+        `available_pretrained` and `allegro_ref.pretrained`).
+
+        Calling it without a name returns the {name: description} of the shipped models, as
+        before, with a `DeprecationWarning`: use `available_pretrained()`; a later release will
+        require the name.
+
+        Raises:
+            ValueError: ``name`` is not a shipped model (the message lists them).
+        """
         from . import pretrained
 
         if name is None:
+            warnings.warn(
+                "Potential.pretrained() without a name is deprecated: use "
+                "Potential.available_pretrained() to list the shipped models",
+                DeprecationWarning,
+                stacklevel=2,
+            )
             return pretrained.available()
         return pretrained.load(name, min_distance=min_distance)
 
     @classmethod
     def from_nequip(cls, path: str | os.PathLike, min_distance: float = 0.1) -> Potential:
         """A potential from an official nequip-allegro checkpoint (``.ckpt``) or package
-        (``.nequip.zip``); see :func:`allegro_ref.io.load_nequip`."""
+        (`.nequip.zip`); see `allegro_ref.io.load_nequip`."""
         from .io import load_nequip
 
         return cls(load_nequip(path), min_distance=min_distance)
@@ -216,58 +284,36 @@ class Potential:
     # Weight files
     # ---------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
-        """Write the model to ``path`` (one ``.npz`` file; the name is used as given)."""
-        params = {name: to_host(value) for name, value in self.model.params.items()}
-        metadata = {
-            "format": FILE_FORMAT,
-            "format_version": FILE_FORMAT_VERSION,
-            "allegro_ref_version": __version__,
-            "dtype": self.model.dtype,
-            "config": self.config.to_dict(),
-            "parameters": {name: list(value.shape) for name, value in params.items()},
-        }
-        with open(path, "wb") as handle:
-            np.savez(handle, **{_METADATA_KEY: np.asarray(json.dumps(metadata))}, **params)
+        """Write the model to ``path`` (one `.npz` file; the name is used as given).
+
+        The file is written beside ``path`` under a temporary name, synced to disk and only
+        then renamed onto ``path``: if the save fails (an error, a full disk), a file that was
+        at ``path`` keeps its previous content.
+        """
+        write_model(path, self.model)
 
     @classmethod
     def load(cls, path: str | os.PathLike, min_distance: float = 0.1) -> Potential:
-        """Read a file written by :meth:`save` (parameters on NumPy, bit for bit).
+        """Read a file written by `save` (either model family; parameters on NumPy, bit for
+        bit).
 
-        Raises ``ValueError`` if the file is not such a file, has an unknown format version, or
-        its arrays do not match its config (missing, unknown or wrongly shaped parameters).
+        Args:
+            path: the `.npz` file.
+            min_distance: as in `Potential`.
+
+        Raises:
+            FileNotFoundError: there is no file at ``path`` (other `OSError`s, such as a
+                permission error, as `open` raises them).
+            WeightFileError: a `ValueError` naming the file and what is wrong, for anything
+                that is not a valid weights file of a version this allegro_ref reads: not a zip
+                archive or a damaged one, metadata that is not a JSON object, another format, a
+                later format version, an unknown family or dtype, a config field of the wrong
+                type or out of range (a list where a mapping belongs, `"false"` for a bool, a
+                too large `l_max`), parameters missing, unknown, of another shape or dtype than
+                the config says, or not finite. Nothing of the size the file declares is
+                allocated before it has been checked against the file.
         """
-        if not zipfile.is_zipfile(path):
-            raise ValueError(f"{os.fspath(path)!r} is not an allegro_ref potential file (.npz)")
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-        if _METADATA_KEY not in arrays:
-            raise ValueError(
-                f"{os.fspath(path)!r} is an .npz file without {_METADATA_KEY!r}: not an "
-                f"allegro_ref potential file"
-            )
-        metadata = json.loads(str(arrays.pop(_METADATA_KEY)))
-        if metadata.get("format") != FILE_FORMAT:
-            raise ValueError(
-                f"{os.fspath(path)!r} has format {metadata.get('format')!r}, "
-                f"expected {FILE_FORMAT!r}"
-            )
-        if metadata.get("format_version") != FILE_FORMAT_VERSION:
-            raise ValueError(
-                f"{os.fspath(path)!r} has format version {metadata.get('format_version')!r}; this "
-                f"allegro_ref ({__version__}) reads version {FILE_FORMAT_VERSION}"
-            )
-        missing = sorted({"config", "dtype", "parameters"} - set(metadata))
-        if missing:
-            raise ValueError(f"{os.fspath(path)!r}: its metadata lacks the entries {missing}")
-        config = AllegroConfig.from_dict(metadata["config"])
-        listed = {name: tuple(shape) for name, shape in metadata["parameters"].items()}
-        stored = {name: tuple(value.shape) for name, value in arrays.items()}
-        if listed != stored:
-            raise ValueError(
-                f"{os.fspath(path)!r} is inconsistent: its metadata lists parameters {listed} "
-                f"but it holds arrays {stored}"
-            )
-        return cls(AllegroModel(config, arrays, metadata["dtype"]), min_distance=min_distance)
+        return cls(read_model(path), min_distance=min_distance)
 
     # ---------------------------------------------------------------------------------------
     # Evaluation
@@ -290,6 +336,21 @@ class Potential:
             ``None`` unless ``pbc`` is True in all three directions), ``"virials"``
             ``[N, 3, 3]`` eV (per-atom virials, summing to -V·stress); float64 arrays in the
             namespace and on the device of ``positions`` (NumPy for lists).
+
+        Examples:
+            A water molecule (no cell) with a small random model:
+
+            ```python
+            import numpy as np
+            import allegro_ref
+
+            potential = allegro_ref.Potential.from_config(allegro_ref.presets.tiny(["H", "O"]))
+            positions = np.array([[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]])  # Å
+            out = potential.compute(positions, ["O", "H", "H"])
+            print(f"{out['energy']:.4f} eV", out["forces"].shape, out["stress"])  # stress None
+            assert np.allclose(out["forces"].sum(axis=0), 0.0)  # no net force
+            assert np.isclose(out["energies"].sum(), out["energy"])
+            ```
 
         Raises:
             ValueError: naming the problem: positions not ``[N, 3]`` or not finite, a species
@@ -363,7 +424,7 @@ class Potential:
         return {**self.__dict__, "_executor": copy.copy(self._executor)}
 
     def compute_atoms(self, atoms: Any) -> dict[str, Any]:
-        """:meth:`compute` for an ``ase.Atoms`` (species = its chemical symbols)."""
+        """`compute` for an `ase.Atoms` (species = its chemical symbols)."""
         return self.compute(
             atoms.get_positions(), atoms.get_chemical_symbols(), atoms.cell.array, atoms.pbc
         )
@@ -375,6 +436,31 @@ class Potential:
             f"num_layers={c.num_layers}, dtype={self.dtype!r}, "
             f"backend={self.model.namespace.__name__!r})"
         )
+
+
+def _positive_number(value: Any, name: str) -> float:
+    """``value`` as a float; ``ValueError`` naming ``name`` unless a positive finite number."""
+    number = math.nan
+    if isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_):
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond float64
+            pass
+    if not (math.isfinite(number) and number > 0):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return number
+
+
+def _positive_integer(value: Any, name: str, alternative: str = "") -> int:
+    """``value`` as an int; ``ValueError`` naming ``name`` unless a positive whole number (an
+    integral float such as 2.0 is accepted, a bool or a string is not)."""
+    whole = isinstance(value, numbers.Integral) or (
+        isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer()
+    )
+    if isinstance(value, bool | np.bool_) or not whole or value < 1:
+        also = f" {alternative}" if alternative else ""
+        raise ValueError(f"{name} must be a positive integer{also}, got {value!r}")
+    return int(value)
 
 
 def _chunks_of_centers(
@@ -404,7 +490,7 @@ def _chunks_of_centers(
 def _chunk_inputs(chunk, vectors, centers, neighbors, atom_types, num_types: int) -> tuple:
     """The center atoms ``first .. last - 1`` of ``chunk`` with their edges ``start .. stop - 1``
     as a small structure (host arrays): ``(edge vectors, local centers, local neighbors, local
-    types, n_centers)`` for :func:`_evaluate_chunk`.
+    types, n_centers)`` for `_evaluate_chunk`.
 
     The chunk's centers are atoms 0 .. n_c - 1, followed by one atom of each species, n_c + t,
     standing for every neighbor of species t: an edge's features depend on its neighbor only

@@ -26,6 +26,8 @@ REQUIRED = (
     "allegro_ref.nn.tensor_product.EnvironmentTensorProduct",
     "allegro_ref.nn.mlp.mlp_forward",
     "allegro_ref.backend.scatter_sum",
+    "allegro_ref.potential.Potential",
+    "allegro_ref.potential.Potential.compute",
 )
 
 _FENCE = re.compile(r"^```(?:python|py)?[ \t]*\n(.*?)^```[ \t]*$", re.M | re.S)

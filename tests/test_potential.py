@@ -5,15 +5,16 @@ backends and dtypes, weight files, and the documented input errors."""
 from __future__ import annotations
 
 import json
+import tracemalloc
 import zipfile
 
 import numpy as np
 import pytest
 from hypothesis import given
 
-from allegro_ref.model import AllegroModel
+from allegro_ref.model import Allegro2022Config, Allegro2022Model, AllegroConfig, AllegroModel
 from allegro_ref.neighbors import neighbor_list
-from allegro_ref.potential import FILE_FORMAT_VERSION, Potential
+from allegro_ref.potential import FILE_FORMAT_VERSION, Potential, WeightFileError
 from tests.models import TYPE_NAMES, tiny_config
 from tests.strategies import orthogonal_matrices
 
@@ -338,14 +339,43 @@ def test_chunks_cover_every_atom_once():
     assert _chunks_of_centers(centers[:0], 0, 10) == [(0, 0, 0, 0)]
 
 
-def test_chunk_options_are_checked(potential):
-    with pytest.raises(ValueError, match="chunk_bytes must be positive"):
-        Potential(potential.model, chunk_bytes=0)
-    for bad in (0, 1.5):
-        with pytest.raises(ValueError, match="num_threads must be a positive integer or None"):
-            Potential(potential.model, num_threads=bad)
-        with pytest.raises(ValueError, match="num_processes must be a positive integer"):
-            Potential(potential.model, num_processes=bad)
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(min_distance=0), "min_distance must be a positive finite number, got 0"),
+        (dict(min_distance=-0.1), "min_distance must be a positive finite number"),
+        (dict(min_distance=float("nan")), "min_distance must be a positive finite number"),
+        (dict(min_distance=float("inf")), "min_distance must be a positive finite number"),
+        (dict(min_distance="0.1"), "min_distance must be a positive finite number"),
+        (dict(min_distance=True), "min_distance must be a positive finite number"),
+        (dict(min_distance=10**400), "min_distance must be a positive finite number"),
+        (dict(chunk_bytes=0), "chunk_bytes must be a positive integer, got 0"),
+        (dict(chunk_bytes=1.5), "chunk_bytes must be a positive integer"),
+        (dict(chunk_bytes=float("inf")), "chunk_bytes must be a positive integer"),
+        (dict(chunk_bytes="64M"), "chunk_bytes must be a positive integer"),
+        (dict(num_threads=0), "num_threads must be a positive integer or None"),
+        (dict(num_threads=1.5), "num_threads must be a positive integer or None"),
+        (dict(num_threads=True), "num_threads must be a positive integer or None"),
+        (dict(num_processes=0), "num_processes must be a positive integer"),
+        (dict(num_processes=1.5), "num_processes must be a positive integer"),
+        (dict(num_processes="2"), "num_processes must be a positive integer"),
+        (dict(num_processes=float("nan")), "num_processes must be a positive integer"),
+        (dict(keep_host_memory="no"), "keep_host_memory must be True, False or None"),
+    ],
+)
+def test_constructor_arguments_are_checked(potential, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Potential(potential.model, **kwargs)
+
+
+def test_valid_constructor_arguments_are_kept(potential):
+    tuned = Potential(potential.model, min_distance=1, chunk_bytes=2.0**20, num_threads=np.int64(2))
+    assert (tuned.min_distance, tuned.chunk_bytes, tuned.num_threads) == (1.0, 2**20, 2)
+    assert type(tuned.chunk_bytes) is int and type(tuned.num_threads) is int
+    with pytest.raises(ValueError, match="num_processes must be a positive integer"):
+        tuned.num_processes = 0
+    with pytest.raises(ValueError, match="num_threads must be a positive integer or None"):
+        tuned.num_threads = -1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -414,6 +444,46 @@ def test_save_load_round_trip(tmp_path, dtype):
     np.testing.assert_array_equal(a["forces"], b["forces"])
 
 
+def test_a_2022_model_saves_and_loads_as_its_family(tmp_path):
+    """The file records the family: a 2022-era model comes back as an ``Allegro2022Model``."""
+    config = Allegro2022Config(
+        type_names=("O", "Cu"), r_max=3.5, num_tensor_features=2,
+        two_body_latent_dims=(8, 8), latent_dims=(8,), edge_eng_dims=(4,),
+    )  # fmt: skip
+    potential = Potential.from_config(config, seed=2)
+    assert isinstance(potential.model, Allegro2022Model)
+    path = tmp_path / "model_2022.npz"
+    potential.save(path)
+    assert _metadata(path)["family"] == "allegro-2022"
+    loaded = Potential.load(path)
+    assert isinstance(loaded.model, Allegro2022Model) and loaded.config == config
+    positions, species, cell, pbc = SYSTEMS["crystal"]
+    assert loaded.compute(positions, species, cell, pbc)["energy"] == (
+        potential.compute(positions, species, cell, pbc)["energy"]
+    )
+
+
+def test_a_version_1_file_still_loads(tmp_path, potential):
+    """Format version 1 (no family entry) is today's family and reads as before."""
+    path = tmp_path / "model.npz"
+    potential.save(path)
+
+    def version_1(metadata, arrays):
+        metadata["format_version"] = 1
+        del metadata["family"]
+
+    _rewrite(path, version_1)
+    loaded = Potential.load(path)
+    assert isinstance(loaded.model, AllegroModel) and loaded.config == potential.config
+    for name, value in potential.model.params.items():
+        np.testing.assert_array_equal(loaded.model.params[name], value)
+
+
+def _metadata(path):
+    with np.load(path) as archive:
+        return json.loads(str(archive["__metadata__"]))
+
+
 def _rewrite(path, edit):
     """Rewrite a saved file after ``edit(metadata, arrays)``."""
     with np.load(path) as archive:
@@ -427,6 +497,13 @@ def _rewrite(path, edit):
 def _set(key, value):
     def edit(metadata, arrays):
         metadata[key] = value
+
+    return edit
+
+
+def _set_config(key, value):
+    def edit(metadata, arrays):
+        metadata["config"][key] = value
 
     return edit
 
@@ -451,36 +528,148 @@ def _unlisted_array(metadata, arrays):
     arrays["extra"] = np.zeros(3)
 
 
+def _nan_weight(metadata, arrays):
+    arrays["readout.0"] = arrays["readout.0"].copy()
+    arrays["readout.0"][0, 0] = np.nan
+
+
+def _integer_weights(metadata, arrays):
+    arrays["readout.0"] = arrays["readout.0"].astype(np.int64)
+
+
+def _huge_l_max(metadata, arrays):
+    metadata["config"]["l_max"] = 40
+
+
+def _huge_widths(metadata, arrays):
+    """A small file that declares widths of a million (terabytes of parameters)."""
+    metadata["config"].update(num_scalar_features=10**6, allegro_mlp_hidden_layers_width=10**6)
+
+
+def _huge_widths_listed(metadata, arrays):
+    """... and lists the shapes that go with them: the arrays are still small."""
+    _huge_widths(metadata, arrays)
+    config = AllegroConfig.from_dict(metadata["config"])
+    metadata["parameters"] = {k: list(v) for k, v in config.parameter_shapes().items()}
+
+
 @pytest.mark.parametrize(
     "edit, match",
     [
-        (_set("format", "something-else"), "has format 'something-else'"),
-        (_set("format_version", FILE_FORMAT_VERSION + 1), "format version 2"),
-        (_set("format_version", None), "format version None"),
+        (_set("format", "something-else"), "format 'something-else', expected"),
+        (_set("format_version", FILE_FORMAT_VERSION + 1), "version 3 was written by a later"),
+        (_set("format_version", None), "format version None is not one"),
+        (_set("format_version", "2"), "format version '2' is not one"),
+        (_set("format_version", True), "format version True is not one"),
+        (_set("family", "mace"), "metadata 'family' is 'mace', expected one of"),
+        (_set("dtype", "float16"), "metadata 'dtype' is 'float16'"),
+        (_set("config", None), "'config': AllegroConfig.from_dict needs a mapping of field"),
+        (_set("config", [1, 2]), "metadata 'config': .* got list"),
+        (_set("parameters", []), "metadata 'parameters' must be an object"),
+        (_set("parameters", {"center_embed": "2x4"}), "'parameters' of 'center_embed'"),
+        (_set_config("parity", "false"), "'config': parity must be true or false, got 'false'"),
+        (_set_config("l_max", 2.0), "'config': l_max must be an integer, got 2.0"),
+        (_set_config("num_layers", True), "'config': num_layers must be an integer, got True"),
+        (_set_config("r_max", None), "'config': r_max must be a number, got None"),
+        (_set_config("avg_num_neighbors", [1, 2]), "'config': avg_num_neighbors must be a number"),
+        (_set_config("per_edge_type_cutoff", [3.0]), "per_edge_type_cutoff must be a mapping"),
+        (_set_config("type_names", None), "'config': type_names must be a non-empty list"),
+        (_set_config("lmax", 2), r"'config': unknown AllegroConfig fields \['lmax'\]"),
         (_drop_config, r"metadata lacks the entries \['config'\]"),
         (_drop_array, "missing"),
         (_reshape_array, r"center_embed: got \(3, 4\), expected \(2, 4\)"),
         (_unlisted_array, "inconsistent"),
+        (_nan_weight, "parameter 'readout.0' has 1 non-finite values"),
+        (_integer_weights, "parameter 'readout.0' has dtype int64, expected float32 or float64"),
+        (_huge_l_max, r"'config': l_max must be in 0..6, got 40"),
+        (_huge_widths, "parameters have wrong shapes"),
+        (_huge_widths_listed, r"'center_embed' has shape \(2, 4\), expected \(2, 500000\)"),
     ],
 )
 def test_load_refuses_bad_files(tmp_path, potential, edit, match):
+    """Each a ``WeightFileError`` (a ``ValueError``) naming the file and the field, before any
+    allocation of the size the file declares."""
     path = tmp_path / "model.npz"
     potential.save(path)
     _rewrite(path, edit)
-    with pytest.raises(ValueError, match=match):
-        Potential.load(path)
+    tracemalloc.start()
+    try:
+        with pytest.raises(WeightFileError, match=match) as error:
+            Potential.load(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(path) in str(error.value)
+    assert peak < 16 * 2**20
 
 
 def test_load_refuses_other_files(tmp_path):
     text = tmp_path / "model.txt"
     text.write_text("not a model")
-    with pytest.raises(ValueError, match="is not an allegro_ref potential file"):
+    with pytest.raises(WeightFileError, match="model.txt' is not an allegro_ref weights file"):
         Potential.load(text)
     other = tmp_path / "other.npz"
     np.savez(other, weights=np.zeros(3))
-    with pytest.raises(ValueError, match="without '__metadata__'"):
+    with pytest.raises(WeightFileError, match="no '__metadata__' entry"):
         Potential.load(other)
     assert zipfile.is_zipfile(other)
+    with pytest.raises(FileNotFoundError, match="no weights file: .*missing.npz"):
+        Potential.load(tmp_path / "missing.npz")
+    with pytest.raises(IsADirectoryError):
+        Potential.load(tmp_path)
+
+
+class _Interrupted(Exception):
+    pass
+
+
+@pytest.mark.parametrize("failure", ["exception", "disk full"])
+def test_a_failed_save_keeps_the_previous_file(tmp_path, potential, monkeypatch, failure):
+    """A save that fails half way (an exception in the writer; a full disk, ENOSPC) leaves the
+    previous file as it was, loadable, and no temporary file behind."""
+    import errno
+
+    path = tmp_path / "model.npz"
+    potential.save(path)
+    before = path.read_bytes()
+    other = Potential.from_config(tiny_config(), seed=99)
+    savez = np.savez
+
+    def failing_savez(handle, **arrays):
+        handle.write(b"PK\x03\x04 half of an archive")
+        if failure == "exception":
+            raise _Interrupted("the writer failed half way")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", failing_savez)
+    with pytest.raises(_Interrupted if failure == "exception" else OSError):
+        other.save(path)
+    monkeypatch.setattr(np, "savez", savez)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz"]
+    loaded = Potential.load(path)
+    for name, value in potential.model.params.items():
+        np.testing.assert_array_equal(loaded.model.params[name], value)
+
+
+def test_a_failed_fsync_keeps_the_previous_file(tmp_path, potential, monkeypatch):
+    """The disk fills at the very end (fsync fails with ENOSPC): the old file stays."""
+    import errno
+    import os
+
+    path = tmp_path / "model.npz"
+    potential.save(path)
+    before = path.read_bytes()
+
+    def full_disk(descriptor):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        Potential.from_config(tiny_config(), seed=99).save(path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -523,9 +712,13 @@ def test_bad_inputs(potential, kwargs, match):
 
 
 def test_pretrained_lists_and_loads_the_shipped_models():
-    available = Potential.pretrained()
+    available = Potential.available_pretrained()
     assert set(available) == {"cu-emt", "ethanol-gfn2"}
+    assert all(isinstance(d, str) and d for d in available.values())
+    with pytest.warns(DeprecationWarning, match="available_pretrained"):
+        assert Potential.pretrained() == available
     cu = Potential.pretrained("cu-emt")
+    assert isinstance(cu, Potential)
     assert cu.config.type_names == ("Cu",)
     with pytest.raises(ValueError, match="unknown pretrained model"):
         Potential.pretrained("water")

@@ -51,7 +51,6 @@ import numpy as np
 from ..backend import as_constant, device, float_dtype, namespace, to_backend
 from ..nn import (
     EnvironmentTensorProduct,
-    allowed_paths,
     coupling_tensor,
     environment_density_backward,
     environment_density_forward,
@@ -476,11 +475,20 @@ class Layer2022:
         slots = Irreps([(1, ir) for ir in ir_out])
         block_in, P = self.tensor_product.irreps_in1, len(self.paths)
         own = [(p if self.mode == "uvvp" else a, s, p) for p, (a, s, _) in enumerate(self.paths)]
-        all_paths = allowed_paths(block_in, self.sh_irreps, slots)
-        coupling = coupling_tensor(block_in, self.sh_irreps, slots)  # [n, d_in, d_sh, d_slots]
-        coupling = sum(coupling[all_paths.index(path)] for path in own)
+        # [d_in, d_sh, d_slots]: each own path's block at its place (only those blocks are
+        # built: the coupling tensor of every path of block_in x sh -> slots is far larger)
+        coupling = np.zeros((block_in.dim, self.sh_irreps.dim, slots.dim))
+        in_slices, sh_slices = block_in.slices(), self.sh_irreps.slices()
+        slot_slices = slots.slices()
+        for i1, s, q in own:
+            block = coupling_tensor(
+                Irreps([(1, block_in[i1].ir)]),
+                Irreps([(1, self.sh_irreps[s].ir)]),
+                Irreps([(1, slots[q].ir)]),
+            )[0]  # √(2 l_q + 1) 3j(l_1, l_s, l_q)
+            coupling[in_slices[i1], sh_slices[s], slot_slices[q]] += block
         self.own_coupling = _constant(coupling.transpose(1, 0, 2).reshape(self.sh_irreps.dim, -1))
-        slot_slices, out_slices = slots.slices(), self.irreps_out.slices()
+        out_slices = self.irreps_out.slices()
         slot_paths = np.zeros((P, slots.dim))
         path_sh = np.zeros((P, len(self.sh_irreps)))
         slot_outputs = np.zeros((slots.dim, self.irreps_out.dim))

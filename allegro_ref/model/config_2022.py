@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
@@ -23,9 +24,24 @@ from typing import Any
 import numpy as np
 
 from ..o3 import Irrep, Irreps
-from .config import AllegroConfig
+from .config import (
+    AllegroConfig,
+    _check_bounds,
+    _check_field_types,
+    _check_integer,
+    _check_real,
+    _check_type_names,
+    _config_from_dict,
+)
 
-__all__ = ["Allegro2022Config", "SILU_NORMALIZATION_2022", "MIXING_MODES", "PARITIES"]
+__all__ = [
+    "Allegro2022Config",
+    "SILU_NORMALIZATION_2022",
+    "MIXING_MODES",
+    "PARITIES",
+    "MAX_L_MAX_2022",
+    "MAX_NUM_LAYERS_2022",
+]
 
 #: e3nn 0.5.9's ``normalize2mom(silu).cst``: E[silu(z)^2]^(-1/2), estimated by Monte Carlo over
 #: 10^6 normal numbers of torch's generator seeded with 0. The exact value is 1.6765324703; the
@@ -38,12 +54,49 @@ _NONLINEARITIES = ("silu", None)
 
 PerType = float | dict[str, float]
 
+#: Largest `l_max` and `num_layers` of the 2022 family, tighter than today's (`MAX_L_MAX`,
+#: `MAX_NUM_LAYERS`): its model builds dense per-layer constants when it is constructed (the
+#: own-edge couplings, `[d_sh, d_in · d_slots]` with one slot per path), about 0.1 GB per layer
+#: at l_max 4 with `"uvvp"` and ten times that at 6. At these bounds a model is built in about a
+#: second, with under 1 GB of constants; nequip-allegro 0.3.0 models use l_max 1 to 3 and 1 to 3
+#: layers.
+MAX_L_MAX_2022 = 4
+MAX_NUM_LAYERS_2022 = 8
+
+
+_INT_FIELDS = ("l_max", "num_layers", "num_tensor_features", "num_bessels")
+_OPTIONAL_INT_FIELDS = ("initial_scalar_embedding_dim",)
+_BOOL_FIELDS = (
+    "bessel_trainable",
+    "normalized_basis",
+    "weight_individual_irreps",
+    "self_edge_tensor_product",
+    "latent_resnet",
+    "latent_resnet_coefficients_learnable",
+    "normalize_edge_energy_sum",
+)
+_REAL_FIELDS = ("r_max", "polynomial_cutoff_p", "avg_num_neighbors", "global_energy_scale")
+_WIDTH_LISTS = ("two_body_latent_dims", "latent_dims", "env_embed_dims", "edge_eng_dims")
+_NUMBER_LISTS = ("normalized_basis_inv_std", "latent_resnet_coefficients")
+
+
+def _sequence(value: Any, name: str) -> list:
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"{name} must be a list, got {value!r}")
+    return list(value)
+
 
 def _ints(value: Any, name: str) -> tuple[int, ...]:
-    out = tuple(int(v) for v in value)
+    out = tuple(_check_integer(v, f"{name}[{i}]") for i, v in enumerate(_sequence(value, name)))
     if any(v < 1 for v in out):
         raise ValueError(f"{name} must be positive widths, got {list(value)}")
     return out
+
+
+def _reals(value: Any, name: str) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    return tuple(_check_real(v, f"{name}[{i}]") for i, v in enumerate(_sequence(value, name)))
 
 
 @dataclass(frozen=True)
@@ -54,7 +107,8 @@ class Allegro2022Config:
         type_names: species names; type index = position in this list (a model imported from
             nequip 0.6 lists them by increasing atomic number, as nequip orders them).
         r_max: cutoff radius in Å (of the neighbor list, and of every edge type by default).
-        l_max: largest spherical-harmonic degree.
+        l_max: largest spherical-harmonic degree (at most `MAX_L_MAX_2022`, 4; `num_layers` at
+            most `MAX_NUM_LAYERS_2022`, 8: the notes beside these constants say why).
         parity: ``"o3_full"`` (the tensor track carries both parities of every l),
             ``"o3_restricted"`` (only the irreps of the harmonics, 0e, 1o, 2e, …) or ``"so3"``
             (the harmonics labelled 0e, 1e, 2e, …: not mirror-symmetric).
@@ -131,20 +185,14 @@ class Allegro2022Config:
     per_edge_type_cutoff: dict[str, Any] | None = field(default=None)
 
     def __post_init__(self):
-        if not isinstance(self.type_names, str):
-            object.__setattr__(self, "type_names", tuple(self.type_names))
-        for name in ("two_body_latent_dims", "latent_dims", "env_embed_dims", "edge_eng_dims"):
+        _check_type_names(self)
+        _check_field_types(
+            self, ints=_INT_FIELDS + _OPTIONAL_INT_FIELDS, bools=_BOOL_FIELDS, reals=_REAL_FIELDS
+        )
+        for name in _WIDTH_LISTS:
             object.__setattr__(self, name, _ints(getattr(self, name), name))
-        if self.normalized_basis_inv_std is not None:
-            object.__setattr__(
-                self, "normalized_basis_inv_std", tuple(map(float, self.normalized_basis_inv_std))
-            )
-        if self.latent_resnet_coefficients is not None:
-            object.__setattr__(
-                self,
-                "latent_resnet_coefficients",
-                tuple(map(float, self.latent_resnet_coefficients)),
-            )
+        for name in _NUMBER_LISTS:
+            object.__setattr__(self, name, _reals(getattr(self, name), name))
         self._check_choices()
         self._check_sizes()
         self._check_lists()
@@ -174,7 +222,8 @@ class Allegro2022Config:
                 )
         if self.normalized_basis and self.per_edge_type_cutoff:
             raise ValueError("normalized_basis cannot be combined with per_edge_type_cutoff")
-        if self.avg_num_neighbors is not None and not self.avg_num_neighbors > 1.0:
+        nbar = self.avg_num_neighbors
+        if nbar is not None and not (math.isfinite(nbar) and nbar > 1.0):
             raise ValueError(f"avg_num_neighbors must be > 1, got {self.avg_num_neighbors!r}")
         if not (math.isfinite(self.global_energy_scale) and self.global_energy_scale != 0):
             raise ValueError(
@@ -185,12 +234,21 @@ class Allegro2022Config:
         for name in ("num_layers", "num_tensor_features", "num_bessels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.l_max < 0:
-            raise ValueError(f"l_max must be >= 0, got {self.l_max}")
+        _check_bounds(self)
+        if self.l_max > MAX_L_MAX_2022 or self.num_layers > MAX_NUM_LAYERS_2022:
+            raise ValueError(
+                f"the 2022 family supports l_max <= {MAX_L_MAX_2022} and num_layers <= "
+                f"{MAX_NUM_LAYERS_2022} (its per-layer constants grow fast), got l_max "
+                f"{self.l_max} and num_layers {self.num_layers}"
+            )
+        if not (math.isfinite(self.polynomial_cutoff_p) and self.polynomial_cutoff_p > 0):
+            raise ValueError(f"polynomial_cutoff_p must be > 0, got {self.polynomial_cutoff_p}")
         if not self.two_body_latent_dims or not self.latent_dims:
             raise ValueError("two_body_latent_dims and latent_dims need at least one width")
-        if self.embed_dim % 2:
-            raise ValueError(f"initial_scalar_embedding_dim must be even, got {self.embed_dim}")
+        if self.embed_dim < 2 or self.embed_dim % 2:
+            raise ValueError(
+                f"initial_scalar_embedding_dim must be even and positive, got {self.embed_dim}"
+            )
         if self.latent_resnet and self.latent_dims[-1] != self.latent_width:
             raise ValueError(
                 f"with latent_resnet the latent MLP must output the two-body latent width "
@@ -347,6 +405,27 @@ class Allegro2022Config:
     def layer_irreps(self) -> list[tuple[Irreps, Irreps]]:
         """(input irreps, output irreps) of the tensor product of every layer, pruned.
 
+        Computed once per config (a frozen dataclass: the result is kept beside its fields).
+        """
+        return list(self._memo("layer_irreps", self._layer_irreps))
+
+    def layer_paths(self) -> list[list[tuple[int, int, int]]]:
+        """The paths ``(i_in, i_sh, i_out)`` of every layer's tensor product: for each output
+        irrep, each input irrep, each harmonic irrep (in that nesting) that couple."""
+        return [list(p) for p in self._memo("layer_paths", self._layer_paths)]
+
+    def _memo(self, name: str, compute) -> Any:
+        """``compute()``, kept in the instance's ``__dict__`` (not a field: equality,
+        ``to_dict`` and ``dataclasses.replace`` ignore it). Layer irreps and paths are asked
+        for once per layer by the model and the parameter shapes."""
+        key = f"_memo_{name}"
+        if key not in self.__dict__:
+            self.__dict__[key] = compute()
+        return self.__dict__[key]
+
+    def _layer_irreps(self) -> list[tuple[Irreps, Irreps]]:
+        """`layer_irreps`, computed.
+
         Forward: layer k outputs every allowed irrep (only 0e for the last layer) reachable
         from its input ⊗ the harmonics. Backward: an input irrep from which no path reaches a
         kept output is dropped, and layer k−1 outputs the kept inputs of layer k.
@@ -373,9 +452,8 @@ class Allegro2022Config:
             for i, o in zip(inputs[:-1], outputs, strict=True)
         ]
 
-    def layer_paths(self) -> list[list[tuple[int, int, int]]]:
-        """The paths ``(i_in, i_sh, i_out)`` of every layer's tensor product: for each output
-        irrep, each input irrep, each harmonic irrep (in that nesting) that couple."""
+    def _layer_paths(self) -> list[list[tuple[int, int, int]]]:
+        """`layer_paths`, computed."""
         from ..nn import allowed_paths
 
         return [allowed_paths(i, self.sh_irreps, o) for i, o in self.layer_irreps()]
@@ -464,9 +542,12 @@ class Allegro2022Config:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Allegro2022Config:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown Allegro2022Config fields {unknown}; known: {sorted(known)}")
-        return cls(**data)
+    def from_dict(cls, data: Mapping[str, Any]) -> Allegro2022Config:
+        """The config of a dict such as ``to_dict`` gives (e.g. read from JSON).
+
+        Raises:
+            ValueError: naming the field, as ``AllegroConfig.from_dict``: not a mapping, unknown
+                or missing fields, values of the wrong type (strict bools and integers) or out
+                of range.
+        """
+        return _config_from_dict(cls, data)

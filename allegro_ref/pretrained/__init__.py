@@ -10,8 +10,18 @@ kept beside it (``<name>.yaml``, data from ``allegro_ref.data``):
   molecules. Not for: other molecules, bond breaking, condensed phases, periodic cells
   (no stress), DFT-level accuracy.
 
-``Potential.pretrained()`` lists them; ``Potential.pretrained(name)`` loads one (the functions
-:func:`available` and :func:`load` here).
+`available()` (or `Potential.available_pretrained()`) lists them; `load(name)` (or
+`Potential.pretrained(name)`) loads one.
+
+Examples:
+    ```python
+    import allegro_ref
+
+    for name, description in allegro_ref.pretrained.available().items():
+        print(f"{name}: {description}")
+    potential = allegro_ref.Potential.pretrained("ethanol-gfn2")
+    print(potential.config.type_names)  # ('H', 'C', 'O')
+    ```
 """
 
 from __future__ import annotations
@@ -39,14 +49,19 @@ def available() -> dict[str, str]:
 
 
 def path(name: str) -> Path:
-    """The weights file of the shipped model ``name``."""
+    """The weights file of the shipped model ``name`` (a `ValueError` listing the shipped
+    models if there is none of that name)."""
     if name not in MODELS:
         raise ValueError(f"unknown pretrained model {name!r}; available: {sorted(MODELS)}")
     return Path(__file__).with_name(MODELS[name][0])
 
 
 def load(name: str, min_distance: float = 0.1):
-    """The shipped model ``name`` as a :class:`~allegro_ref.Potential` (NumPy, float64)."""
+    """The shipped model ``name`` as a `Potential` (NumPy, float64).
+
+    Raises:
+        ValueError: ``name`` is not a shipped model (the message lists them).
+    """
     from ..potential import Potential
 
     return Potential.load(path(name), min_distance=min_distance)
