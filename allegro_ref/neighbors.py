@@ -251,42 +251,93 @@ def _guard_search(
     within that cutoff: open directions may be closed up (and
     then searched with a slightly larger cutoff and filtered), made periodic with a long
     period, or searched with a larger cutoff where vesin's grid would be degenerate."""
-    n_atoms = positions.shape[0]
+    _check_coordinates(positions, cell, pbc)
+    box = _search_box(cell, pbc)
+    volume = abs(float(np.linalg.det(box)))
+    faces = np.linalg.norm(np.cross(box[[1, 2, 0]], box[[2, 0, 1]]), axis=1)
+    heights = volume / faces  # of the periodic directions; the open rows are unit vectors
+    _check_periodic_images(cell, pbc, heights, cutoff)
+
+    search_positions, search_cutoff = _compact_open_directions(positions, box, pbc, cutoff)
+    widths_for = _search_widths(search_positions, box, pbc, heights)
+    search_cutoff, widths, grid = _coarsen_grid(widths_for, search_cutoff, cutoff)
+    if search_cutoff > cutoff * 1.01:
+        _check_periodic_images(cell, pbc, heights, search_cutoff, coarsened_widths=widths)
+    _check_far_atoms(search_positions, box, pbc, grid)
+    expected_edges = _expected_edges(
+        positions.shape[0], volume, widths, pbc, search_cutoff, max_edges
+    )
+    search_cell, search_pbc = cell, pbc
+    if 0 < pbc.sum() < 3:
+        search_cell = box.copy()
+        search_cell[~pbc] *= widths[~pbc, None]
+        search_pbc = np.ones(3, dtype=bool)
+    return search_positions, search_cell, search_pbc, search_cutoff, expected_edges
+
+
+def _check_coordinates(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> None:
+    """Refuse coordinates (and periodic lattice vectors) beyond ``_MAX_COORDINATE`` Å."""
     for name, values in (("positions", positions), ("cell", cell[pbc])):
         if values.size and np.abs(values).max() > _MAX_COORDINATE:
             raise ValueError(
                 f"{name} reach {np.abs(values).max():.3g} Å; coordinates beyond "
                 f"{_MAX_COORDINATE:.0e} Å are refused (float64 no longer resolves 10⁻⁴ Å there)"
             )
-    box = _search_box(cell, pbc)
-    volume = abs(float(np.linalg.det(box)))
-    faces = np.linalg.norm(np.cross(box[[1, 2, 0]], box[[2, 0, 1]]), axis=1)
-    heights = volume / faces  # of the periodic directions; the open rows are unit vectors
 
+
+def _check_periodic_images(
+    cell: np.ndarray,
+    pbc: np.ndarray,
+    heights: np.ndarray,
+    cutoff: float,
+    coarsened_widths: np.ndarray | None = None,
+) -> None:
+    """Refuse a search that would visit more than ``MAX_PERIODIC_IMAGES`` periodic images
+    (``heights``: the cell's heights across its faces, Å; ``coarsened_widths``: the search box
+    when the cutoff was enlarged for vesin's grid)."""
     images = np.where(pbc, np.ceil(cutoff / np.where(pbc, heights, 1.0)), 0.0)
     n_images = float(np.prod(2.0 * images + 1.0))
-    if not n_images <= MAX_PERIODIC_IMAGES:
-        k = int(np.argmin(np.where(pbc, heights, np.inf)))
+    if n_images <= MAX_PERIODIC_IMAGES:
+        return
+    if coarsened_widths is not None:
         raise ValueError(
-            f"the periodic cell is too thin for the cutoff: its height across lattice vector {k} "
-            f"is {heights[k]:.3g} Å, so a {cutoff} Å cutoff reaches {images[k]:.3g} cells that "
-            f"way and the search would visit {n_images:.3g} periodic images (at most "
-            f"{MAX_PERIODIC_IMAGES:.3g}): a cell far smaller than the cutoff, or two lattice "
-            f"vectors nearly parallel? cell = {cell.tolist()} Å"
+            f"the search box (widths {coarsened_widths.tolist()} Å across its faces) is too "
+            f"elongated for the neighbor-list library's grid, and a coarser grid "
+            f"({cutoff:.3g} Å) would visit {n_images:.3g} periodic images"
         )
+    k = int(np.argmin(np.where(pbc, heights, np.inf)))
+    raise ValueError(
+        f"the periodic cell is too thin for the cutoff: its height across lattice vector {k} "
+        f"is {heights[k]:.3g} Å, so a {cutoff} Å cutoff reaches {images[k]:.3g} cells that "
+        f"way and the search would visit {n_images:.3g} periodic images (at most "
+        f"{MAX_PERIODIC_IMAGES:.3g}): a cell far smaller than the cutoff, or two lattice "
+        f"vectors nearly parallel? cell = {cell.tolist()} Å"
+    )
 
-    search_positions, search_cutoff = positions, cutoff
+
+def _compact_open_directions(
+    positions: np.ndarray, box: np.ndarray, pbc: np.ndarray, cutoff: float
+) -> tuple[np.ndarray, float]:
+    """Positions with wide gaps along the open directions closed up (``_close_gaps``) when the
+    atoms spread far or lie far from the origin there, and the cutoff to search with."""
     along = positions @ box[~pbc].T  # [n_atoms, n_open] coordinates along the open axes
-    if n_atoms and (
+    if positions.shape[0] and (
         np.any(np.ptp(along, axis=0) > _OPEN_SPAN * cutoff) or np.any(np.abs(along) > 1e6)
     ):
-        search_positions = _close_gaps(positions, box[~pbc], cutoff)
-        search_cutoff = cutoff * (1.0 + 1e-6)  # rounding of the moved coordinates
+        return _close_gaps(positions, box[~pbc], cutoff), cutoff * (1.0 + 1e-6)  # rounding
+    return positions, cutoff
+
+
+def _search_widths(
+    search_positions: np.ndarray, box: np.ndarray, pbc: np.ndarray, heights: np.ndarray
+) -> Callable[[float], np.ndarray]:
+    """The widths across the faces of the box vesin searches (Å), as a function of the search
+    cutoff."""
+    n_atoms = search_positions.shape[0]
     spans = np.ptp(search_positions @ box[~pbc].T, axis=0) if n_atoms else np.zeros((~pbc).sum())
     mixed = 0 < pbc.sum() < 3
 
     def widths_for(search_cutoff: float) -> np.ndarray:
-        """Widths across the faces of the box vesin searches (Å)."""
         if not mixed:
             return np.where(pbc, heights, _open_widths(search_positions, pbc))
         # vesin 0.6.2 is slow along the open directions of a partly periodic box (its time
@@ -297,42 +348,60 @@ def _guard_search(
         widths[~pbc] = spans + 2.0 * search_cutoff + 1.0
         return widths
 
+    return widths_for
+
+
+def _coarsen_grid(
+    widths_for: Callable[[float], np.ndarray], search_cutoff: float, cutoff: float
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """The smallest search cutoff (from ``search_cutoff`` up, by 5 % steps) for which vesin's
+    grid has at least one cell along every direction; with the box widths and the grid."""
     widths = widths_for(search_cutoff)
     grid = _vesin_grid(widths, search_cutoff)
     for _ in range(400):
         if np.all(grid >= 1):
-            break
+            return search_cutoff, widths, grid
         # vesin would give this (elongated or flat) box zero grid cells along some direction
         # and crash: search with a larger cutoff (coarser grid), then keep |r_e| < r_c
         search_cutoff *= 1.05
         widths = widths_for(search_cutoff)
         grid = _vesin_grid(widths, search_cutoff)
-    if not np.all(grid >= 1):
+    if np.all(grid >= 1):
+        return search_cutoff, widths, grid
+    raise ValueError(
+        f"the search box (widths {widths.tolist()} Å across its faces) is too elongated "
+        f"for the neighbor-list library's grid of {cutoff} Å cells (it would crash); "
+        "split the structure or make the long direction periodic"
+    )
+
+
+def _check_far_atoms(
+    search_positions: np.ndarray, box: np.ndarray, pbc: np.ndarray, grid: np.ndarray
+) -> None:
+    """Refuse atoms so many cells outside a periodic cell that vesin's int32 cell indices
+    would overflow."""
+    if not (search_positions.shape[0] and pbc.any()):
+        return
+    fractional = np.linalg.solve(box.T, search_positions.T).T
+    far = np.abs(fractional[:, pbc]) * grid[pbc]
+    if not np.all(far < _INT32_SAFE):
+        atom = int(np.argmax(far.max(axis=1)))
         raise ValueError(
-            f"the search box (widths {widths.tolist()} Å across its faces) is too elongated "
-            f"for the neighbour-list library's grid of {cutoff} Å cells (it would crash); "
-            "split the structure or make the long direction periodic"
+            f"atom {atom} lies {np.abs(fractional[atom]).max():.3g} cells away from the "
+            "periodic cell; wrap the positions into the cell (e.g. ase.Atoms.wrap())"
         )
-    if search_cutoff > cutoff * 1.01:
-        n_images = float(np.prod(2.0 * np.where(pbc, np.ceil(search_cutoff / heights), 0) + 1))
-        if not n_images <= MAX_PERIODIC_IMAGES:
-            raise ValueError(
-                f"the search box (widths {widths.tolist()} Å across its faces) is too elongated "
-                f"for the neighbour-list library's grid of {cutoff} Å cells, and a coarser grid "
-                f"({search_cutoff:.3g} Å) would visit {n_images:.3g} periodic images"
-            )
 
-    if n_atoms and pbc.any():
-        fractional = np.linalg.solve(box.T, search_positions.T).T
-        far = np.abs(fractional[:, pbc]) * grid[pbc]
-        if not np.all(far < _INT32_SAFE):
-            atom = int(np.argmax(far.max(axis=1)))
-            raise ValueError(
-                f"atom {atom} lies {np.abs(fractional[atom]).max():.3g} cells away from the "
-                "periodic cell; wrap the positions into the cell (e.g. ase.Atoms.wrap())"
-            )
 
-    # vesin allocates for the edges within the cutoff it searches with
+def _expected_edges(
+    n_atoms: int,
+    volume: float,
+    widths: np.ndarray,
+    pbc: np.ndarray,
+    search_cutoff: float,
+    max_edges: int,
+) -> float:
+    """The number of edges vesin will allocate for (atoms × density × cutoff sphere),
+    refused above ``MAX_NEIGHBORS_PER_ATOM`` per atom or ``max_edges`` in all."""
     region = volume * float(np.prod(np.maximum(widths[~pbc], 2.0 * search_cutoff)))
     per_atom = n_atoms / region * (4.0 / 3.0) * np.pi * search_cutoff**3
     if not pbc.any():
@@ -340,17 +409,12 @@ def _guard_search(
     if n_atoms and (per_atom > MAX_NEIGHBORS_PER_ATOM or n_atoms * per_atom > max_edges):
         raise ValueError(
             f"{n_atoms} atoms in {region:.3g} Å³ ({n_atoms / region:.3g} atoms/Å³ counting "
-            f"periodic images) give about {per_atom:.3g} neighbours per atom within "
+            f"periodic images) give about {per_atom:.3g} neighbors per atom within "
             f"{search_cutoff:.4g} Å "
             f"and {n_atoms * per_atom:.3g} edges; the limits are {MAX_NEIGHBORS_PER_ATOM} per "
             f"atom (no physical density reaches it) and max_edges = {max_edges:.3g}"
         )
-    search_cell, search_pbc = cell, pbc
-    if mixed:
-        search_cell = box.copy()
-        search_cell[~pbc] *= widths[~pbc, None]
-        search_pbc = np.ones(3, dtype=bool)
-    return search_positions, search_cell, search_pbc, search_cutoff, n_atoms * per_atom
+    return n_atoms * per_atom
 
 
 def _interruptible(function: Callable[[], Any]) -> Any:

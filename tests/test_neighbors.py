@@ -325,7 +325,7 @@ def test_far_apart_clusters_same_edges_as_ase(seed):
             np.random.default_rng(0).uniform(0, 10, (100_000, 3)),
             np.eye(3) * 10,
             True,
-            "neighbours per atom",
+            "neighbors per atom",
         ),
     ],
 )
