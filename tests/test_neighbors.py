@@ -3,13 +3,22 @@ triclinic cells smaller than the cutoff, mixed pbc, molecules, single atoms, unw
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 from ase.neighborlist import primitive_neighbor_list
 from hypothesis import given
 from hypothesis import strategies as st
 
-from allegro_ref.neighbors import edge_vectors, neighbor_list, within_pair_cutoffs
+from allegro_ref.neighbors import MAX_EDGES, edge_vectors, neighbor_list, within_pair_cutoffs
 from tests.strategies import seeds
 
 
@@ -210,3 +219,244 @@ def test_within_pair_cutoffs(backend, rng):
 def test_bad_inputs(positions, cell, pbc, cutoff, match):
     with pytest.raises(ValueError, match=match):
         neighbor_list(positions, cell, pbc, cutoff)
+
+
+# ---------------------------------------------------------------------------------------------
+# Guards: inputs the native library would crash on, hang on, or allocate tens of GB for.
+# Each runs in a child process, so a regression kills the child, not pytest.
+# ---------------------------------------------------------------------------------------------
+_CHILD = """
+import json, sys
+import numpy as np
+from allegro_ref.neighbors import neighbor_list
+positions, cell, pbc, cutoff = json.load(sys.stdin)
+try:
+    centers, neighbors, shifts = neighbor_list(
+        np.array(positions, dtype=float).reshape(-1, 3),
+        None if cell is None else np.array(cell, dtype=float), pbc, cutoff
+    )
+except ValueError as error:
+    print(json.dumps({"error": str(error)}))
+else:
+    print(json.dumps({"edges": sorted(zip(centers.tolist(), neighbors.tolist(),
+                                          map(tuple, shifts.tolist())))}))
+"""
+
+
+def neighbor_list_in_child(positions, cell, pbc, cutoff, timeout=60.0) -> dict:
+    """``{"edges": [...]}`` or ``{"error": message}`` of ``neighbor_list`` run in a fresh Python
+    process; fails the test if the child dies (signal) or runs longer than ``timeout`` s."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    argument = json.dumps(
+        [
+            np.asarray(positions).tolist(),
+            None if cell is None else np.asarray(cell).tolist(),
+            pbc,
+            cutoff,
+        ]
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD],
+        input=argument,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, f"child exited with {done.returncode}: {done.stderr[-2000:]}"
+    result = json.loads(done.stdout)
+    if "edges" in result:
+        result["edges"] = [(i, j, tuple(s)) for i, j, s in result["edges"]]
+    return result
+
+
+def test_open_box_with_a_huge_extent_is_searched_correctly():
+    """vesin 0.6.2 dies with SIGFPE on two atoms 10⁶ Å apart in an open box (its grid gets
+    zero cells); the gaps are closed up first, and the pairs are those of the input."""
+    far = neighbor_list_in_child([[0.0, 0.0, 0.0], [1e6, 0.0, 0.0]], None, False, 5.0)
+    assert far == {"edges": []}
+    positions = np.array(
+        [
+            [0.0, 0.0, 0.0],
+            [1.5, 0.2, 0.0],
+            [1e6, 0.0, 0.0],
+            [1e6 + 4.99, 0.0, 0.0],
+            [2e6, -1e6, 3e5],
+            [2e6 + 1.0, -1e6 + 1.0, 3e5 + 1.0],
+            [7.0, 0.0, 0.0],
+        ]
+    )
+    result = neighbor_list_in_child(positions, None, False, 5.0)
+    assert result["edges"] == ase_edges(positions, np.zeros((3, 3)), [False] * 3, 5.0)
+    assert len(result["edges"]) == 6
+
+
+@given(seeds)
+def test_far_apart_clusters_same_edges_as_ase(seed):
+    """Clusters scattered over 10⁸ Å: the closed-up search gives ASE's edges exactly."""
+    rng = np.random.default_rng(seed)
+    centers = rng.uniform(-1e8, 1e8, (4, 3)) * (rng.uniform(size=(4, 3)) < 0.5)
+    positions = (centers[:, None, :] + rng.uniform(0.0, 6.0, (4, 5, 3))).reshape(-1, 3)
+    edges = as_edges(*neighbor_list(positions, None, False, 3.0))
+    assert edges == ase_edges(positions, np.zeros((3, 3)), [False] * 3, 3.0)
+
+
+@pytest.mark.parametrize(
+    "positions, cell, pbc, match",
+    [
+        # a near-singular cell: vesin would loop over ~10¹⁸ images (a hang Ctrl-C can't stop)
+        (
+            [[0, 0, 0], [1, 1, 1]],
+            [[10, 0, 0], [10, 1e-8, 0], [0, 0, 10]],
+            True,
+            r"height across lattice vector 0 is 1e-08 Å.*nearly parallel",
+        ),
+        # a 0.01 Å cube: 5·10⁸ images of one atom, tens of GB
+        ([[0, 0, 0]], np.eye(3) * 0.01, True, r"height across lattice vector 0 is 0.01 Å"),
+        # an atom 10¹¹ cells from the cell: vesin's int32 cell index would overflow
+        ([[0, 0, 0], [1e12, 0, 0]], np.eye(3) * 10, True, "cells away from the periodic cell"),
+        # coordinates whose differences overflow float64
+        ([[0, 0, 0], [1.7e308, 0, 0], [-1.7e308, 0, 0]], None, False, "beyond 1e\\+12 Å"),
+        ([[0, 0, 0]], np.eye(3) * 1e300, True, "cell reach 1e\\+300 Å"),
+        # 10⁵ atoms in a 10 Å periodic box: 8·10⁴ neighbours each
+        (
+            np.random.default_rng(0).uniform(0, 10, (100_000, 3)),
+            np.eye(3) * 10,
+            True,
+            "neighbours per atom",
+        ),
+    ],
+)
+def test_inputs_the_library_cannot_search_are_refused(positions, cell, pbc, match):
+    start = time.perf_counter()
+    result = neighbor_list_in_child(positions, cell, pbc, 5.0, timeout=60.0)
+    assert "error" in result, result
+    assert re.search(match, result["error"]), result["error"]
+    assert time.perf_counter() - start < 30.0
+
+
+def test_max_edges_is_an_upper_bound_the_caller_can_set():
+    positions = np.random.default_rng(1).uniform(0.0, 20.0, (400, 3))
+    with pytest.raises(ValueError, match=r"max_edges = 1e\+03"):
+        neighbor_list(positions, 20.0 * np.eye(3), True, 5.0, max_edges=1000)
+    centers, _, _ = neighbor_list(positions, 20.0 * np.eye(3), True, 5.0)
+    assert centers.size > 1000
+
+
+def test_physical_extremes_pass_the_guards():
+    """Ten million atoms of a liquid (0.1 atoms/Å³, r_c = 5 Å), a 1 Å cell with r_c = 6 Å, a
+    slab 10⁴ Å wide, a cell with a 1 Å height: all within the limits (checked without the
+    search, which for ten million atoms would take minutes)."""
+    from allegro_ref.neighbors import _guard_search
+
+    side = (1e7 / 0.1) ** (1 / 3)
+    liquid = np.random.default_rng(2).uniform(0.0, side, (10_000_000, 3))
+    _guard_search(liquid, side * np.eye(3), np.ones(3, bool), 5.0, MAX_EDGES)
+    small = neighbor_list(np.zeros((1, 3)), np.eye(3), True, 6.0)
+    assert small[0].size == ase_edges(np.zeros((1, 3)), np.eye(3), [True] * 3, 6.0).__len__()
+    slab = np.random.default_rng(3).uniform(0.0, 1.0, (50, 3)) * [1e4, 1e4, 3.0]
+    cell = np.diag([1e4, 1e4, 0.0])
+    pbc = [True, True, False]
+    assert as_edges(*neighbor_list(slab, cell, pbc, 5.0)) == ase_edges(slab, cell, pbc, 5.0)
+    sheared = np.array([[4.0, 0.0, 0.0], [3.9, 1.0, 0.0], [0.0, 0.0, 4.0]])
+    atoms = np.random.default_rng(4).uniform(0.0, 1.0, (3, 3)) @ sheared
+    assert as_edges(*neighbor_list(atoms, sheared, True, 5.0)) == ase_edges(
+        atoms, sheared, [True] * 3, 5.0
+    )
+
+
+def test_a_chain_too_long_for_the_library_grid_is_searched_correctly():
+    """A chain of 250000 atoms 4 Å apart, 10⁶ Å long in an open box: no gap to close, and
+    vesin 0.6.2's own grid would have zero cells across it (SIGFPE); each atom's neighbours
+    within 5 Å are the two next to it."""
+    n = 250_000
+    result = neighbor_list_in_child(np.c_[np.arange(n) * 4.0, np.zeros((n, 2))], None, False, 5.0)
+    index = np.arange(n - 1)
+    expected = sorted(
+        [(i, i + 1, (0, 0, 0)) for i in index.tolist()]
+        + [(i + 1, i, (0, 0, 0)) for i in index.tolist()]
+    )
+    assert result["edges"] == expected
+
+
+@pytest.mark.parametrize(
+    "positions, cell, pbc",
+    [
+        # two atoms 10⁶ Å apart along the open direction of a slab
+        ([[0, 0, 0], [0, 0, 1e6], [1, 1, 1e6]], np.eye(3) * 10, [True, True, False]),
+        # a sheet 2000 Å wide and 3 Å thick, open or periodic across
+        (
+            np.random.default_rng(3).uniform(0, 1, (400, 3)) * [2e3, 2e3, 3],
+            np.diag([2e3, 2e3, 0]),
+            [True, True, False],
+        ),
+        (
+            np.random.default_rng(3).uniform(0, 1, (400, 3)) * [2e3, 2e3, 6],
+            np.diag([2e3, 2e3, 6]),
+            True,
+        ),
+    ],
+)
+def test_boxes_vesin_would_crash_on_are_searched_correctly(positions, cell, pbc):
+    """vesin 0.6.2 dies with SIGFPE on each of these (zero grid cells along a direction)."""
+    result = neighbor_list_in_child(positions, cell, pbc, 5.0)
+    positions = np.asarray(positions, dtype=float)
+    cell = np.asarray(cell, dtype=float)
+    pbc = np.broadcast_to(np.asarray(pbc), (3,))
+    assert result["edges"] == brute_force_edges(positions, cell, pbc, 5.0)
+
+
+def test_a_tall_slab_with_an_open_direction_is_fast_and_exact():
+    """vesin 0.6.2's time for a slab open along z grows as atoms² (0.6 s for these 10000 atoms
+    in 10 × 10 × 1000 Å, 2.4 s for twice as many in twice the height); searched as a long
+    periodic box it is linear, with the edges of the same slab in a fully periodic box too
+    tall for any image along z."""
+    positions = np.random.default_rng(5).uniform(0, 1, (10_000, 3)) * [10.0, 10.0, 1000.0]
+    start = time.perf_counter()
+    open_z = as_edges(
+        *neighbor_list(positions, np.diag([10.0, 10.0, 0.0]), [True, True, False], 5.0)
+    )
+    assert time.perf_counter() - start < 10.0
+    tall = as_edges(*neighbor_list(positions, np.diag([10.0, 10.0, 1e4]), True, 5.0))
+    assert open_z == tall
+
+
+def test_large_searches_run_in_a_worker_thread_with_the_same_result(monkeypatch, rng):
+    import allegro_ref.neighbors as module
+
+    positions = rng.uniform(0.0, 12.0, (150, 3))
+    direct = neighbor_list(positions, 12.0 * np.eye(3), True, 5.0)
+    monkeypatch.setattr(module, "_INTERRUPTIBLE_EDGES", 0.0)
+    threaded = neighbor_list(positions, 12.0 * np.eye(3), True, 5.0)
+    for a, b in zip(direct, threaded, strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ZeroDivisionError):
+        module._interruptible(lambda: 1 / 0)
+
+
+def test_ctrl_c_interrupts_a_long_native_call():
+    """SIGINT during a 30 s call that holds no Python frame (a sleep, like a native search)
+    ends the program within seconds."""
+    code = (
+        "import time\n"
+        "from allegro_ref.neighbors import _interruptible\n"
+        "print('started', flush=True)\n"
+        "_interruptible(lambda: time.sleep(30))\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    child = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert child.stdout.readline().strip() == "started"
+    time.sleep(0.3)
+    start = time.perf_counter()
+    child.send_signal(signal.SIGINT)
+    _, stderr = child.communicate(timeout=20)
+    assert time.perf_counter() - start < 5.0
+    assert "KeyboardInterrupt" in stderr

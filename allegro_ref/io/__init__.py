@@ -8,6 +8,7 @@ implementation's, stage by stage.
 
 from .nequip import (
     SUPPORTED_NEQUIP_VERSIONS,
+    NequipFileError,
     NequipVersionWarning,
     check_nequip_versions,
     config_from_nequip,
@@ -19,6 +20,7 @@ from .nequip_2022 import load_nequip_2022, model_from_nequip_2022
 
 __all__ = [
     "SUPPORTED_NEQUIP_VERSIONS",
+    "NequipFileError",
     "NequipVersionWarning",
     "check_nequip_versions",
     "config_from_nequip",

@@ -30,10 +30,11 @@ weights have the same names and shapes).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,7 @@ from ._torch_archive import TorchArchive, module_state_dict
 
 __all__ = [
     "SUPPORTED_NEQUIP_VERSIONS",
+    "NequipFileError",
     "NequipVersionWarning",
     "load_nequip",
     "model_from_nequip",
@@ -108,6 +110,33 @@ _PLAIN_TRAINING_MODULES = ("NequIPLightningModule", "ConFIGLightningModule")
 _EMA_TRAINING_MODULES = ("EMALightningModule", "EMAConFIGLightningModule")
 
 
+class NequipFileError(ValueError):
+    """An official file that cannot be imported: missing, damaged (truncated, flipped bytes),
+    not an official Allegro model, or holding entries of the wrong type, size or value
+    (non-finite weights). The message names the file and the entry."""
+
+
+# Builder arguments whose type is checked before conversion: name -> (types, description).
+_INTEGER_ARGUMENTS = (
+    "l_max",
+    "num_layers",
+    "num_scalar_features",
+    "num_tensor_features",
+    "radial_chemical_embed_dim",
+    "scalar_embed_mlp_hidden_layers_depth",
+    "scalar_embed_mlp_hidden_layers_width",
+    "allegro_mlp_hidden_layers_depth",
+    "allegro_mlp_hidden_layers_width",
+    "readout_mlp_hidden_layers_depth",
+    "readout_mlp_hidden_layers_width",
+)
+_BOOLEAN_ARGUMENTS = ("parity", "weight_individual_irreps", "forward_normalize")
+# Bounds far above any official model (l_max <= 6, widths <= 1024): a file may not make the
+# import build coupling tables or weights of gigabytes from a few bytes of config.
+_MAX_L = 12
+_MAX_WIDTH = 1 << 16
+
+
 class NequipVersionWarning(UserWarning):
     """A file written by nequip / nequip-allegro versions the import was not verified with."""
 
@@ -130,8 +159,11 @@ def load_nequip(path: str | os.PathLike, model_key: str = "sole_model") -> Alleg
             avg_num_neighbors, scales and shifts and every weight.
 
     Raises:
-        ValueError: a compiled model (``.nequip.pt2`` / ``.nequip.pth``), a file that is not an
-            official Allegro model, or options allegro_ref does not implement.
+        NequipFileError: (a ``ValueError``) a missing or damaged file, a file that is not an
+            official Allegro model, entries of the wrong type or size, non-finite weights;
+            the message names the file and the entry.
+        ValueError: a compiled model (``.nequip.pt2`` / ``.nequip.pth``) or options allegro_ref
+            does not implement.
     """
     name = os.fspath(path)
     from .nequip_2022 import is_nequip_2022_path, load_nequip_2022
@@ -145,17 +177,91 @@ def load_nequip(path: str | os.PathLike, model_key: str = "sole_model") -> Alleg
             "the training checkpoint (.ckpt) or the package (.nequip.zip) it was compiled from."
         )
     if not os.path.isfile(name):
-        raise ValueError(f"no such file: {name!r}")
+        raise NequipFileError(f"no such file: {name!r}")
     if name.endswith(".nequip.zip"):
-        builder_kwargs, state, versions = _read_package(name, model_key)
+        read = _read_package
     elif name.endswith(".ckpt"):
-        builder_kwargs, state, versions = _read_checkpoint(name, model_key)
+        read = _read_checkpoint
     else:
         raise ValueError(
             f"{name!r}: expected a nequip training checkpoint (.ckpt) or a package (.nequip.zip)"
         )
+    with _file_errors(name):
+        builder_kwargs, state, versions = read(name, model_key)
+        _check_entries(name, builder_kwargs, state, versions)
     check_nequip_versions(versions, repr(name))
-    return model_from_nequip(builder_kwargs, state)
+    with _file_errors(name):
+        return model_from_nequip(builder_kwargs, state)
+
+
+@contextlib.contextmanager
+def _file_errors(name: str) -> Iterator[None]:
+    """Every error reading or converting the file ``name`` as a ``NequipFileError`` that names
+    it: a ``ValueError`` (an unsupported option, a wrong shape, a damaged record) keeps its
+    message; a ``TypeError`` and the like (an entry of the wrong type deep in the model
+    description) says so."""
+    try:
+        yield
+    except NequipFileError:
+        raise
+    except ValueError as error:
+        message = str(error)
+        raise NequipFileError(message if name in message else f"{name!r}: {message}") from error
+    except (TypeError, AttributeError, KeyError, IndexError, OverflowError, RecursionError) as e:
+        raise NequipFileError(
+            f"{name!r}: its model description is malformed ({type(e).__name__}: {e!s:.200})"
+        ) from e
+
+
+def _check_entries(path: str, builder_kwargs: Any, state: Any, versions: Any) -> None:
+    """Types, bounds and finiteness of what a file gave, before anything is built from it."""
+    if not isinstance(builder_kwargs, Mapping):
+        raise NequipFileError(
+            f"{path!r}: the model builder arguments are {type(builder_kwargs).__name__}, "
+            "not a mapping"
+        )
+    if versions is not None and not (
+        isinstance(versions, Mapping) and all(isinstance(k, str) for k in versions)
+    ):
+        raise NequipFileError(f"{path!r}: versions is {versions!r:.80}, not a mapping")
+    for key in _INTEGER_ARGUMENTS:
+        value = builder_kwargs.get(key)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_WIDTH
+        ):
+            raise NequipFileError(
+                f"{path!r}: model argument {key} = {value!r:.80} is not an integer in "
+                f"[0, {_MAX_WIDTH}]"
+            )
+    if isinstance(builder_kwargs.get("l_max"), int) and builder_kwargs["l_max"] > _MAX_L:
+        raise NequipFileError(
+            f"{path!r}: model argument l_max = {builder_kwargs['l_max']} is above {_MAX_L}"
+        )
+    for key in _BOOLEAN_ARGUMENTS:
+        value = builder_kwargs.get(key)
+        if value is not None and not isinstance(value, bool):
+            raise NequipFileError(f"{path!r}: model argument {key} = {value!r:.80} is not a bool")
+    names = builder_kwargs.get("type_names")
+    if not (isinstance(names, list | tuple) and names and all(isinstance(n, str) for n in names)):
+        raise NequipFileError(
+            f"{path!r}: model argument type_names = {names!r:.80} is not a list of names"
+        )
+    r_max = builder_kwargs.get("r_max")
+    if isinstance(r_max, bool) or not isinstance(r_max, int | float) or not 0 < r_max < np.inf:
+        raise NequipFileError(
+            f"{path!r}: model argument r_max = {r_max!r:.80} is not a positive number"
+        )
+    if not isinstance(state, Mapping):
+        raise NequipFileError(f"{path!r}: the weights are {type(state).__name__}, not a mapping")
+    for key, value in state.items():
+        if not isinstance(key, str) or not isinstance(value, np.ndarray):
+            raise NequipFileError(
+                f"{path!r}: weight {key!r:.80} is {type(value).__name__}, not a tensor"
+            )
+        if value.dtype.kind not in "fiub":
+            raise NequipFileError(f"{path!r}: weight {key} has dtype {value.dtype}")
+        if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+            raise NequipFileError(f"{path!r}: weight {key} holds non-finite values (NaN or inf)")
 
 
 def _read_checkpoint(path: str, model_key: str):
@@ -164,11 +270,18 @@ def _read_checkpoint(path: str, model_key: str):
     checkpoint = TorchArchive(path).load()
     hyper = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
     if not isinstance(hyper, dict) or "model" not in hyper or "state_dict" not in checkpoint:
-        raise ValueError(f"{path!r} is not a nequip training checkpoint (no model hyperparameters)")
-    info = hyper.get("info_dict") or {}
+        raise NequipFileError(
+            f"{path!r} is not a nequip training checkpoint (no model hyperparameters)"
+        )
+    info = _entry(path, hyper, "info_dict", "hyper_parameters.info_dict")
+    training = _entry(path, info, "training_module", "info_dict.training_module")
     versions = info.get("versions")
-    module = str((info.get("training_module") or {}).get("_target_", "")).rsplit(".", 1)[-1]
-    state = dict(checkpoint["state_dict"])
+    module = str(training.get("_target_", "")).rsplit(".", 1)[-1]
+    state = checkpoint["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(key, str) for key in state):
+        raise NequipFileError(f"{path!r}: its state_dict is not a mapping of names to tensors")
+    if not isinstance(hyper["model"], dict):
+        raise NequipFileError(f"{path!r}: hyper_parameters.model is not a mapping")
     models = sorted({key.split(".")[1] for key in state if key.startswith("model.")})
     if models != [model_key]:
         raise ValueError(
@@ -232,16 +345,41 @@ def _read_package(path: str, model_key: str):
     archive = TorchArchive(path)
     if not archive.is_package:
         raise ValueError(f"{path!r} is not a torch.package archive (nequip-package build)")
-    metadata = yaml.safe_load(archive.read_text("model/package_metadata.txt")) or {}
-    config = yaml.safe_load(archive.read_text("model/config.yaml")) or {}
-    builder_kwargs = (config.get("training_module") or {}).get("model")
+    metadata = {"metadata": _yaml(path, archive, "model/package_metadata.txt", yaml)}
+    config = {"config": _yaml(path, archive, "model/config.yaml", yaml)}
+    config = _entry(path, config, "config", "config.yaml")
+    training = _entry(path, config, "training_module", "config.yaml: training_module")
+    builder_kwargs = training.get("model")
     if builder_kwargs is None:
-        raise ValueError(f"{path!r}: its config.yaml has no training_module.model section")
+        raise NequipFileError(f"{path!r}: its config.yaml has no training_module.model section")
+    metadata = _entry(path, metadata, "metadata", "package_metadata.txt")
     models = archive.load("model/eager_model.pkl")
-    modules = (getattr(models, "state", None) or {}).get("_modules", {})
+    state = getattr(models, "state", None)
+    modules = (state if isinstance(state, dict) else {}).get("_modules")
+    if not isinstance(modules, dict):
+        raise NequipFileError(f"{path!r}: model/eager_model.pkl is not a pickled torch module")
     if model_key not in modules:
         raise ValueError(f"{path!r} holds the models {sorted(modules)}, not {model_key!r}")
     return builder_kwargs, module_state_dict(modules[model_key]), metadata.get("versions")
+
+
+def _entry(path: str, parent: Mapping, key: str, name: str) -> dict:
+    """``parent[key]`` as a dict (``{}`` when absent or null); a ``NequipFileError`` naming the
+    entry when it is something else."""
+    value = parent.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise NequipFileError(f"{path!r}: {name} is {type(value).__name__}, not a mapping")
+    return value
+
+
+def _yaml(path: str, archive: TorchArchive, record: str, yaml: Any) -> Any:
+    """A YAML record of a package, parsed safely."""
+    try:
+        return yaml.safe_load(archive.read_text(record))
+    except yaml.YAMLError as error:
+        raise NequipFileError(f"{path!r}: {record} is not valid YAML ({error!s:.200})") from error
 
 
 def check_nequip_versions(versions: Mapping[str, str] | None, source: str = "the file") -> None:

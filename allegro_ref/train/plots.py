@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from .._files import atomic_write
 from ..backend import to_numpy
 from .data import Graph, batches
 from .loss import predict
@@ -47,7 +48,8 @@ def learning_curve(history: Sequence[dict[str, float]], path: str | os.PathLike)
         ax.set_xlabel("epoch")
         ax.set_ylabel(quantity)
         ax.legend()
-    fig.savefig(path, dpi=120)
+    with atomic_write(path) as handle:
+        fig.savefig(handle, format=os.path.splitext(path)[1][1:] or "png", dpi=120)
     plt.close(fig)
 
 
@@ -96,5 +98,6 @@ def parity_plot(model, graphs: Sequence[Graph], path: str | os.PathLike, batch_s
         ax.set_xlabel(f"reference {name} ({unit})")
         ax.set_ylabel(f"predicted {name} ({unit})")
         ax.set_aspect("equal")
-    fig.savefig(path, dpi=120)
+    with atomic_write(path) as handle:
+        fig.savefig(handle, format=os.path.splitext(path)[1][1:] or "png", dpi=120)
     plt.close(fig)

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from .._files import atomic_write
 from .._validation import CHEMICAL_SYMBOLS
 from ..backend import to_numpy
 from ..model import AllegroConfig, AllegroModel
@@ -269,7 +270,7 @@ class Trainer:
                 results[name] = evaluate(
                     best.model, self.graphs[name], self.weights, self.config.batch_size
                 )
-        with open(os.path.join(out, "test_metrics.json"), "w") as handle:
+        with atomic_write(os.path.join(out, "test_metrics.json"), "w") as handle:
             json.dump(_nan_to_none(results), handle, indent=2)  # strict JSON: null, not NaN
         self.final_metrics = results
         if self.config.plots and self.history:
@@ -285,7 +286,7 @@ class Trainer:
 
     def _write_metrics(self) -> None:
         path = os.path.join(self.output_dir, _METRICS)
-        with open(path, "w", newline="") as handle:
+        with atomic_write(path, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(self.history[0]))
             writer.writeheader()
             writer.writerows(self.history)
@@ -315,10 +316,8 @@ class Trainer:
             "early_stopping": self.early_stopping.state_dict() if self.early_stopping else None,
             "rng": self.rng.bit_generator.state,
         }
-        temporary = path + ".tmp"
-        with open(temporary, "wb") as handle:
+        with atomic_write(path) as handle:
             np.savez(handle, **{_STATE_KEY: np.asarray(json.dumps(state))}, **arrays)
-        os.replace(temporary, path)
 
     @classmethod
     def resume(cls, path: str | os.PathLike, max_epochs: int | None = None) -> Trainer:

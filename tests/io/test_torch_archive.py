@@ -100,8 +100,12 @@ def test_tensors_are_strided_views_of_their_storage():
     assert read_pickle(scalar, load)["t"] == 5.0
     empty = _torch_like_pickle(offset=0, size=(0, 3), stride=(3, 1))
     assert read_pickle(empty, load)["t"].shape == (0, 3)
-    with pytest.raises(ValueError, match="outside its storage"):
+    with pytest.raises(ValueError, match="beyond its storage"):
         read_pickle(_torch_like_pickle(offset=3, size=(2, 2), stride=(1, 2)), load)
+    # stride 0: 200 x 200 elements from a 6-element storage (a tiny file declaring a huge
+    # tensor) is refused before anything is allocated
+    with pytest.raises(ValueError, match=r"size \[200, 200\], stride \[0, 0\].*beyond"):
+        read_pickle(_torch_like_pickle(offset=0, size=(200, 200), stride=(0, 0)), load)
 
 
 def test_real_checkpoint_state_dict():
