@@ -140,7 +140,7 @@ def test_live_official_models(name, seed):
     """Fresh seeds of every fixture option set (and a few more): the official eager model and
     the import agree to 1e-10 (float64) / 1e-5 (float32) on energies, per-atom energies,
     forces and stress."""
-    torch, script = _official_stack()
+    _torch, script = _official_stack()
     options = {**script.MODELS.get(name, LIVE_EXTRA.get(name)), "seed": seed}
     official, config = script.build(options)
     state = {k: v.detach().numpy() for k, v in official.state_dict().items()}
