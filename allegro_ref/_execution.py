@@ -19,13 +19,13 @@ system; both start at 128 KiB, so that memory is page-faulted in (and zeroed) ag
 chunk: 6-17 % of the CPU time of a step for 256 and 1000 Cu atoms (l_max 2, one thread, float32
 and float64). Two remedies:
 
-- :func:`keep_host_memory` sets both thresholds with ``mallopt`` (32 MiB and 256 MiB). That is
+- `keep_host_memory` sets both thresholds with ``mallopt`` (32 MiB and 256 MiB). That is
   process-wide and cannot be undone (``mallopt`` has no getter, and setting a threshold switches
   glibc's dynamic adjustment off for good), so the library does it only in processes it owns:
   its worker processes (``num_processes > 1``), or the caller's process when asked
   (``Potential(keep_host_memory=True)`` or the environment variable
   ``ALLEGRO_REF_KEEP_HOST_MEMORY=1``).
-- By default a serial ``map`` calls :func:`grow_malloc_thresholds` instead, which changes no
+- By default a serial ``map`` calls `grow_malloc_thresholds` instead, which changes no
   setting: it frees one just-under-32-MiB block, and glibc's own dynamic rule (mallopt(3): on
   freeing a mapped block above the threshold, the mmap threshold becomes its size and the trim
   threshold twice that) raises the thresholds to 32 MiB and 64 MiB, as it would after any
@@ -125,9 +125,9 @@ class Executor:
         num_threads: BLAS threads while a serial ``map`` runs (restored after it); ``None``
             leaves the BLAS as the process has it.
         num_processes: 1 (serial) or the number of worker processes.
-        keep_host_memory: apply :func:`keep_host_memory` in this process before a serial
+        keep_host_memory: apply `keep_host_memory` in this process before a serial
             ``map`` (default: only if ``ALLEGRO_REF_KEEP_HOST_MEMORY=1``; otherwise
-            :func:`grow_malloc_thresholds`). Workers always apply it.
+            `grow_malloc_thresholds`). Workers always apply it.
     """
 
     def __init__(
@@ -151,7 +151,7 @@ class Executor:
 
         ``function`` must be a module-level function (pickled by reference). The workers start
         on the first such call and keep the ``function`` and the copy of ``state`` (e.g. the
-        model) they got then, until :meth:`close`.
+        model) they got then, until `close`.
         """
         if self.num_processes > 1 and num_inputs > 1:
             # a few tasks per worker: fewer messages, still balanced

@@ -4,7 +4,7 @@ A config has four parts (the YAML file mirrors it; see docs/training.md for a fu
 
 - data: one file split by seed (``data_path``, ``n_train``, ``n_val``, ``n_test``) or three
   files (``train_path``, ``val_path``, ``test_path``);
-- ``model``: the fields of :class:`~allegro_ref.model.AllegroConfig`. ``type_names`` defaults to
+- ``model``: the fields of `AllegroConfig`. ``type_names`` defaults to
   the species of the data (by atomic number). The normalizations the official trainer takes from
   the training data may be given as numbers or left to the data:
   ``avg_num_neighbors: auto`` (mean coordination; ``per_type`` for one value per centre type),
