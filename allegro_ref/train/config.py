@@ -92,6 +92,7 @@ class TrainConfig:
     _base_dir: str = field(default=".", repr=False)
 
     def __post_init__(self):
+        _check_types(self)
         if self.init_from is None and "r_max" not in self.model:
             raise ValueError("the model section needs r_max (the cutoff radius in Å)")
         if self.init_from is not None and self.model:
@@ -151,3 +152,40 @@ class TrainConfig:
             out[name] = None if out[name] is None else os.path.abspath(self.path(name))
         out["betas"] = list(self.betas)
         return out
+
+
+_INTEGERS = ("n_train", "n_val", "n_test", "split_seed", "seed", "batch_size", "max_epochs")
+_NUMBERS = ("energy_weight", "forces_weight", "stress_weight", "lr", "eps", "ema_decay")
+_BOOLEANS = ("train_scales_shifts", "progress", "plots")
+_STRINGS = (
+    "init_from",
+    "data_path",
+    "train_path",
+    "val_path",
+    "test_path",
+    "energy_key",
+    "forces_key",
+    "stress_key",
+    "dtype",
+    "output_dir",
+    "backend",
+)
+_MAPPINGS = ("model", "lr_schedule", "early_stopping")
+
+
+def _check_types(config: TrainConfig) -> None:
+    """A `ValueError` naming the first setting of the wrong type (a YAML file can hold
+    anything): integers, numbers, booleans (`true`/`false`, not strings), strings, mappings."""
+    kinds = (
+        (_INTEGERS, int, "an integer"),
+        (_NUMBERS, int | float, "a number"),
+        (_BOOLEANS, bool, "true or false"),
+        (_STRINGS, str, "a string"),
+        (_MAPPINGS, dict, "a mapping"),
+    )
+    for names, kind, what in kinds:
+        for name in names:
+            value = getattr(config, name)
+            wrong_bool = isinstance(value, bool) and kind is not bool
+            if value is not None and (wrong_bool or not isinstance(value, kind)):
+                raise ValueError(f"setting {name} must be {what}, got {value!r:.80}")
