@@ -86,17 +86,22 @@ def read_config(args: argparse.Namespace, parser: ArgumentParser) -> TrainConfig
             raise
         parser.error(f"config {args.config}: {type(error).__name__}: {one_line(error)}")
     _check_paths(config, args.config, parser)
+    _apply_overrides(config, args)
+    if args.resume:
+        checkpoint = os.path.join(config.path("output_dir"), "checkpoint.npz")
+        if not os.path.exists(checkpoint):
+            parser.error(f"--resume: no checkpoint at {checkpoint}")
+    return config
+
+
+def _apply_overrides(config: TrainConfig, args: argparse.Namespace) -> None:
+    """The command line's `--max-epochs`, `--output-dir` and `--no-progress`."""
     if args.max_epochs is not None:
         config.max_epochs = args.max_epochs
     if args.output_dir is not None:
         config.output_dir = os.path.abspath(args.output_dir)
     if args.no_progress:
         config.progress = False
-    if args.resume:
-        checkpoint = os.path.join(config.path("output_dir"), "checkpoint.npz")
-        if not os.path.exists(checkpoint):
-            parser.error(f"--resume: no checkpoint at {checkpoint}")
-    return config
 
 
 def _check_paths(config: TrainConfig, source: str, parser: ArgumentParser) -> None:
