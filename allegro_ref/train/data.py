@@ -18,6 +18,9 @@ and is stored as a full ``[3, 3]`` matrix. A missing label is NaN.
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import lzma
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from .._files import atomic_write
 from .._validation import atom_types_from_species, check_cell_and_pbc, check_positions
 from ..backend import device, namespace
 from ..neighbors import edge_vectors, neighbor_list, within_pair_cutoffs
@@ -41,6 +45,9 @@ __all__ = [
     "collate",
     "batches",
 ]
+
+# File name endings write_structures compresses, and the module that does it.
+_COMPRESSIONS = {".gz": gzip, ".bz2": bz2, ".xz": lzma}
 
 
 @dataclass(frozen=True)
@@ -179,11 +186,21 @@ def read_structures(
 
 def write_structures(path: str | os.PathLike, structures: Sequence[Structure]) -> None:
     """Write structures with their labels as extended XYZ (compressed if the name ends in
-    ``.gz``, ``.bz2`` or ``.xz``). ASE writes per-atom columns (positions, forces) with 8
-    decimals and the energy and stress at full precision."""
+    `.gz`, `.bz2` or `.xz`). ASE writes per-atom columns (positions, forces) with 8
+    decimals and the energy and stress at full precision. The file is replaced atomically
+    (`atomic_write`): a write that fails half way leaves the previous file intact."""
     import ase.io
 
-    ase.io.write(os.fspath(path), [s.to_atoms() for s in structures], format="extxyz")
+    name = os.fspath(path)
+    frames = [s.to_atoms() for s in structures]
+    compression = _COMPRESSIONS.get(os.path.splitext(name)[1])
+    if compression is None:
+        with atomic_write(name, "w", encoding="utf-8") as text:
+            ase.io.write(text, frames, format="extxyz")
+        return
+    # the compressed stream ends (its trailer written) before atomic_write renames the file
+    with atomic_write(name) as raw, compression.open(raw, "wt", encoding="utf-8") as text:
+        ase.io.write(text, frames, format="extxyz")
 
 
 def split_structures(
