@@ -188,4 +188,15 @@ def _check_types(config: TrainConfig) -> None:
             value = getattr(config, name)
             wrong_bool = isinstance(value, bool) and kind is not bool
             if value is not None and (wrong_bool or not isinstance(value, kind)):
-                raise ValueError(f"setting {name} must be {what}, got {value!r:.80}")
+                hint = ""
+                if isinstance(value, str) and kind is not str and _is_number(value):
+                    hint = " (YAML reads a number like 1e-3 as text: write 1.0e-3)"
+                raise ValueError(f"setting {name} must be {what}, got {value!r:.80}{hint}")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
