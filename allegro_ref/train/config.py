@@ -34,8 +34,16 @@ class TrainConfig:
     Attributes:
         data_path: one labelled data file (any ASE-readable file or ``.db``), split by
             ``split_seed`` into ``n_train`` / ``n_val`` / ``n_test`` (rest if None).
-        train_path, val_path, test_path: alternatively, one file each (test optional).
-        energy_key, forces_key, stress_key: label names when not the standard ones.
+        n_train: structures of `data_path` for training.
+        n_val: structures of `data_path` for validation.
+        n_test: structures of `data_path` for the test (None: the rest).
+        split_seed: seed of the random split of `data_path`.
+        train_path: alternatively to `data_path`, the training file.
+        val_path: the validation file (with `train_path`).
+        test_path: the test file (optional, with `train_path`).
+        energy_key: the energy label's name when not the standard one.
+        forces_key: the forces label's name when not the standard one.
+        stress_key: the stress label's name when not the standard one.
         model: ``AllegroConfig`` fields; ``r_max`` is required (see module docstring) unless
             ``init_from`` is given.
         init_from: a model file (``Potential.save``, e.g. a previous run's ``model.npz`` or an
@@ -43,8 +51,12 @@ class TrainConfig:
             model settings, normalizations included, replace ``model``.
         dtype: network dtype, ``"float64"`` or ``"float32"``.
         seed: seed of the weight initialization and of the batch order.
-        energy_weight, forces_weight, stress_weight: loss weights (normalized to sum 1).
-        lr, betas, eps: Adam (official defaults lr 1e-3 in the tutorials; PyTorch betas/eps).
+        energy_weight: loss weight of the per-atom energy (the three are normalized to sum 1).
+        forces_weight: loss weight of the forces.
+        stress_weight: loss weight of the stress.
+        lr: Adam's learning rate (1e-3 in the official tutorials).
+        betas: Adam's decay rates of the moments (PyTorch's defaults).
+        eps: Adam's denominator offset (PyTorch's default).
         ema_decay: decay of the weight average used for validation and the saved model.
         train_scales_shifts: also train the per-type energy scales and shifts.
         batch_size: structures per optimizer step.
