@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import math
 import os
 import sys
 import time
@@ -58,19 +57,21 @@ def fcc_atom_count(text: str) -> int:
     """A number of atoms of a cubic fcc supercell, 4k³ (k = 1 ... `MAX_CELLS_PER_SIDE`); the
     error names the nearest valid counts."""
     atoms = positive_int(text)
-    k = round((atoms / 4) ** (1 / 3))
-    if 4 * k**3 == atoms and k <= MAX_CELLS_PER_SIDE:
-        return atoms
     largest = 4 * MAX_CELLS_PER_SIDE**3
     if atoms > largest:
         raise argparse.ArgumentTypeError(f"{atoms} atoms is more than the {largest} allowed")
-    below = max(1, math.floor((atoms / 4) ** (1 / 3)))
-    while 4 * (below + 1) ** 3 <= atoms:  # guard against rounding in the cube root
-        below += 1
-    options = sorted({4 * below**3, 4 * (below + 1) ** 3})
+    k = round((atoms / 4) ** (1 / 3))  # exact for 4k³; then the largest k with 4k³ <= atoms
+    while 4 * k**3 > atoms:
+        k -= 1
+    while 4 * (k + 1) ** 3 <= atoms:
+        k += 1
+    if 4 * k**3 == atoms:
+        return atoms
+    nearest = [str(4 * m**3) for m in (k, k + 1) if m >= 1]
     raise argparse.ArgumentTypeError(
         f"a cubic fcc supercell of k×k×k cells has 4k³ atoms (4, 32, 108, 256, 500, ...); "
-        f"{atoms} is not one: the nearest are {' and '.join(map(str, options))}"
+        f"{atoms} is not one: the nearest {'is' if len(nearest) == 1 else 'are'} "
+        f"{' and '.join(nearest)}"
     )
 
 
