@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -110,8 +112,9 @@ def test_serial_map_applies_the_host_memory_policy_asked_for(monkeypatch, keep_h
     assert calls == ["grow" if keep_host_memory is False else "mallopt"]
 
 
-def _pid(state, x):
-    return os.getpid()
+def _sleep_in_worker(state, directory):
+    Path(directory, str(os.getpid())).touch()  # "I hold a task"
+    time.sleep(60)
 
 
 def _exit_in_worker(state, x):
@@ -120,16 +123,30 @@ def _exit_in_worker(state, x):
     return x
 
 
-def test_a_killed_worker_raises_a_clear_error_and_the_next_map_starts_new_workers():
+def test_a_killed_worker_raises_a_clear_error_and_the_next_map_starts_new_workers(tmp_path):
+    """A worker killed while it holds a task: the waiting map raises within seconds (the other
+    worker's task would take a minute), and the next map starts new workers."""
     executor = Executor(num_processes=2)
+    outcome = {}
+
+    def run():
+        try:
+            executor.map(_sleep_in_worker, None, [(str(tmp_path),)] * 2, 2)
+        except WorkerProcessError as error:
+            outcome["error"] = error
+
+    waiting = threading.Thread(target=run, daemon=True)
     try:
-        pids = set(executor.map(_pid, None, [(i,) for i in range(8)], 8))
-        os.kill(pids.pop(), signal.SIGKILL)
+        waiting.start()
+        deadline = time.monotonic() + 120
+        while not any(tmp_path.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.05)
         start = time.perf_counter()
-        with pytest.raises(WorkerProcessError, match="worker process .* ended"):
-            executor.map(_pid, None, [(i,) for i in range(8)], 8)
-        assert time.perf_counter() - start < 30
-        assert isinstance(WorkerProcessError(), RuntimeError)
+        os.kill(int(next(tmp_path.iterdir()).name), signal.SIGKILL)
+        waiting.join(30)
+        assert not waiting.is_alive() and time.perf_counter() - start < 30
+        assert re.search("worker process .* ended", str(outcome["error"]))
+        assert isinstance(outcome["error"], RuntimeError)
         # the broken pool was discarded: new workers, the same results as serially
         assert executor.map(_affine, 3, [(1, 2), (4, 5)], 2) == [5, 17]
     finally:
