@@ -10,7 +10,14 @@ thread limit, and with glibc's malloc told to keep its memory.
 - or on ``num_processes`` spawned worker processes that hold a copy of ``state`` (taken when
   they start, on the first ``map``), one BLAS thread each. Not threads: the OpenBLAS that NumPy
   wheels bundle (0.3.31) returns wrong matrix products when two threads of one process call it
-  at once (measured here: 1 step in 3 differed at 16 384 atoms, and the heap got corrupted).
+  at once (1 step in 3 differed at 16 384 atoms, and the heap got corrupted).
+
+**Workers that die.** The workers are a `concurrent.futures.ProcessPoolExecutor`, whose
+manager thread watches every worker process: when one ends while the pool is in use (killed,
+out of memory, a crash in a native library, or unable to start at all, as when the main
+script was read from standard input and the spawned interpreter cannot import it again),
+the waiting ``map`` raises `WorkerProcessError` at once instead of waiting for results that
+will never come. The pool is then discarded; the next ``map`` starts new workers.
 
 **Host memory (glibc malloc).** A chunked evaluation allocates and frees tens of MB of NumPy
 temporaries per chunk. Blocks above glibc's ``M_MMAP_THRESHOLD`` are fresh mappings, unmapped on
@@ -19,13 +26,13 @@ system; both start at 128 KiB, so that memory is page-faulted in (and zeroed) ag
 chunk: 6-17 % of the CPU time of a step for 256 and 1000 Cu atoms (l_max 2, one thread, float32
 and float64). Two remedies:
 
-- :func:`keep_host_memory` sets both thresholds with ``mallopt`` (32 MiB and 256 MiB). That is
+- `keep_host_memory` sets both thresholds with ``mallopt`` (32 MiB and 256 MiB). That is
   process-wide and cannot be undone (``mallopt`` has no getter, and setting a threshold switches
   glibc's dynamic adjustment off for good), so the library does it only in processes it owns:
   its worker processes (``num_processes > 1``), or the caller's process when asked
   (``Potential(keep_host_memory=True)`` or the environment variable
   ``ALLEGRO_REF_KEEP_HOST_MEMORY=1``).
-- By default a serial ``map`` calls :func:`grow_malloc_thresholds` instead, which changes no
+- By default a serial ``map`` calls `grow_malloc_thresholds` instead, which changes no
   setting: it frees one just-under-32-MiB block, and glibc's own dynamic rule (mallopt(3): on
   freeing a mapped block above the threshold, the mmap threshold becomes its size and the trim
   threshold twice that) raises the thresholds to 32 MiB and 64 MiB, as it would after any
@@ -44,13 +51,22 @@ import functools
 import math
 import multiprocessing
 import os
+import pickle
 import weakref
 from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from threadpoolctl import threadpool_limits
 
-__all__ = ["Executor", "keep_host_memory", "grow_malloc_thresholds", "KEEP_HOST_MEMORY_ENV"]
+__all__ = [
+    "Executor",
+    "WorkerProcessError",
+    "keep_host_memory",
+    "grow_malloc_thresholds",
+    "KEEP_HOST_MEMORY_ENV",
+]
 
 KEEP_HOST_MEMORY_ENV = "ALLEGRO_REF_KEEP_HOST_MEMORY"
 
@@ -114,6 +130,11 @@ def grow_malloc_thresholds() -> bool:
     return True
 
 
+class WorkerProcessError(BrokenProcessPool):
+    """A worker process ended while its results were awaited (or could not start); a
+    `RuntimeError` (through `concurrent.futures.process.BrokenProcessPool`)."""
+
+
 def _keep_host_memory_requested() -> bool:
     return os.environ.get(KEEP_HOST_MEMORY_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -125,9 +146,9 @@ class Executor:
         num_threads: BLAS threads while a serial ``map`` runs (restored after it); ``None``
             leaves the BLAS as the process has it.
         num_processes: 1 (serial) or the number of worker processes.
-        keep_host_memory: apply :func:`keep_host_memory` in this process before a serial
+        keep_host_memory: apply `keep_host_memory` in this process before a serial
             ``map`` (default: only if ``ALLEGRO_REF_KEEP_HOST_MEMORY=1``; otherwise
-            :func:`grow_malloc_thresholds`). Workers always apply it.
+            `grow_malloc_thresholds`). Workers always apply it.
     """
 
     def __init__(
@@ -151,13 +172,10 @@ class Executor:
 
         ``function`` must be a module-level function (pickled by reference). The workers start
         on the first such call and keep the ``function`` and the copy of ``state`` (e.g. the
-        model) they got then, until :meth:`close`.
+        model) they got then, until `close`.
         """
         if self.num_processes > 1 and num_inputs > 1:
-            # a few tasks per worker: fewer messages, still balanced
-            per_task = math.ceil(num_inputs / (4 * self.num_processes))
-            pool = self._workers(function, state)
-            return list(pool.imap(_run_in_worker, inputs, per_task))
+            return self._map_on_workers(function, state, inputs, num_inputs)
         if self.keep_host_memory:
             keep_host_memory()
         else:
@@ -168,12 +186,47 @@ class Executor:
         with blas_threads:
             return [function(state, *x) for x in inputs]
 
-    def _workers(self, function: Callable, state: Any):
-        """The pool of ``num_processes`` worker processes, started on first use."""
+    def _map_on_workers(
+        self, function: Callable, state: Any, inputs: Iterable[tuple], num_inputs: int
+    ) -> list:
+        # a few tasks per worker: fewer messages, still balanced
+        per_task = math.ceil(num_inputs / (4 * self.num_processes))
+        try:
+            pool = self._workers(function, state)
+            return list(pool.map(_run_in_worker, inputs, chunksize=per_task))
+        except BrokenProcessPool as error:
+            self.close()
+            raise WorkerProcessError(
+                f"a worker process (of {self.num_processes}) ended before returning its "
+                f"results ({error}). If none could start: the workers are spawned and import "
+                "the main script again, so it must be a file (not standard input or an "
+                "interactive prompt) whose top-level code runs under "
+                "`if __name__ == '__main__':`. Otherwise it was killed, ran out of memory or "
+                "crashed; num_processes=1 evaluates in this process"
+            ) from error
+
+    def _workers(self, function: Callable, state: Any) -> ProcessPoolExecutor:
+        """The pool of ``num_processes`` worker processes, started on first use.
+
+        The task (``function`` and ``state``, pickled now) reaches each worker through a queue
+        rather than in the worker's start-up arguments: those are written to the new process
+        through a pipe whose read end the parent holds open until the write ends, so a worker
+        that dies while reading more than the pipe holds (64 KiB; a model's weights are more)
+        would block the caller forever, before the pool could notice.
+        """
         if self._pool is None:
             context = multiprocessing.get_context("spawn")
-            self._pool = context.Pool(self.num_processes, _start_worker, (function, state))
-            self._stop_workers = weakref.finalize(self, self._pool.terminate)
+            tasks = context.Queue()
+            task = pickle.dumps((function, state), protocol=pickle.HIGHEST_PROTOCOL)
+            for _ in range(self.num_processes):
+                tasks.put(task)  # a feeder thread writes it; put never blocks
+            self._pool = ProcessPoolExecutor(
+                self.num_processes,
+                mp_context=context,
+                initializer=_start_worker,
+                initargs=(tasks,),
+            )
+            self._stop_workers = weakref.finalize(self, _stop, self._pool, tasks)
         return self._pool
 
     def close(self) -> None:
@@ -191,19 +244,25 @@ class Executor:
         return state
 
 
-# The function and state of a worker process, set once when the worker starts.
-_worker_task: tuple[Callable, Any] | None = None
+def _stop(pool: ProcessPoolExecutor, tasks: Any) -> None:
+    """Stop the workers of ``pool`` and drop the copies of the task no worker took."""
+    pool.shutdown(wait=True, cancel_futures=True)
+    tasks.cancel_join_thread()
+    tasks.close()
 
 
-def _start_worker(function: Callable, state: Any) -> None:
-    """Initializer of a worker process: keep the task, one BLAS thread, glibc keeps memory
-    (the process is the library's)."""
-    global _worker_task
-    _worker_task = (function, state)
+# The function and state of a worker process ("task"), set once when the worker starts.
+_WORKER_TASK: dict[str, tuple[Callable, Any]] = {}
+
+
+def _start_worker(tasks: Any) -> None:
+    """Initializer of a worker process: take the task from the queue ``tasks``, one BLAS
+    thread, glibc keeps memory (the process is the library's)."""
+    _WORKER_TASK["task"] = pickle.loads(tasks.get())
     threadpool_limits(1, user_api="blas")  # for the worker's lifetime
     keep_host_memory()
 
 
 def _run_in_worker(chunk_input: tuple) -> Any:
-    function, state = _worker_task
+    function, state = _WORKER_TASK["task"]
     return function(state, *chunk_input)

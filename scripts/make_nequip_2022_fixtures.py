@@ -361,8 +361,8 @@ def train_fixture(folder: Path) -> None:
         atoms.calc = EMT()
         atoms.get_potential_energy()
         frames.append(atoms)
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
         write(tmp / "frames.xyz", frames, format="extxyz")
         (tmp / "train.yaml").write_text(yaml.safe_dump(TRAIN_CONFIG))
         env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import platform
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from allegro_ref import _execution
-from allegro_ref._execution import Executor
+from allegro_ref._execution import Executor, WorkerProcessError
 
 GLIBC = platform.libc_ver()[0] == "glibc"
 
@@ -102,3 +110,88 @@ def test_serial_map_applies_the_host_memory_policy_asked_for(monkeypatch, keep_h
     calls.clear()
     Executor(keep_host_memory=keep_host_memory).map(_affine, 3, [(0, 0)], 1)
     assert calls == ["grow" if keep_host_memory is False else "mallopt"]
+
+
+def _sleep_in_worker(state, directory):
+    Path(directory, str(os.getpid())).touch()  # "I hold a task"
+    time.sleep(60)
+
+
+def _exit_in_worker(state, x):
+    if x == 1:
+        os._exit(3)  # the worker process ends without returning
+    return x
+
+
+def test_a_killed_worker_raises_a_clear_error_and_the_next_map_starts_new_workers(tmp_path):
+    """A worker killed while it holds a task: the waiting map raises within seconds (the other
+    worker's task would take a minute), and the next map starts new workers."""
+    executor = Executor(num_processes=2)
+    outcome = {}
+
+    def run():
+        try:
+            executor.map(_sleep_in_worker, None, [(str(tmp_path),)] * 2, 2)
+        except WorkerProcessError as error:
+            outcome["error"] = error
+
+    waiting = threading.Thread(target=run, daemon=True)
+    try:
+        waiting.start()
+        deadline = time.monotonic() + 120
+        while not any(tmp_path.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        start = time.perf_counter()
+        os.kill(int(next(tmp_path.iterdir()).name), signal.SIGKILL)
+        waiting.join(30)
+        assert not waiting.is_alive() and time.perf_counter() - start < 30
+        assert re.search("worker process .* ended", str(outcome["error"]))
+        assert isinstance(outcome["error"], RuntimeError)
+        # the broken pool was discarded: new workers, the same results as serially
+        assert executor.map(_affine, 3, [(1, 2), (4, 5)], 2) == [5, 17]
+    finally:
+        executor.close()
+
+
+def test_a_worker_that_dies_during_a_map_raises_instead_of_waiting():
+    executor = Executor(num_processes=2)
+    try:
+        with pytest.raises(WorkerProcessError):
+            executor.map(_exit_in_worker, None, [(i,) for i in range(4)], 4)
+    finally:
+        executor.close()
+
+
+_FROM_STANDARD_INPUT = """
+import numpy as np
+from allegro_ref import Potential
+from allegro_ref.model import AllegroModel
+from tests.models import tiny_config
+
+model = AllegroModel.init(tiny_config(), seed=0)
+potential = Potential(model, num_processes=2, chunk_bytes=1)
+positions = np.random.default_rng(0).uniform(0, 6, (12, 3))
+potential.compute(positions, np.full(12, 29), np.eye(3) * 6, [True] * 3)
+"""
+
+
+def test_workers_that_cannot_start_end_in_a_clear_error_not_a_hang():
+    """A script read from standard input cannot be imported again by the spawned workers: they
+    die at start-up, and compute raises (it used to wait forever)."""
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-"],
+        input=_FROM_STANDARD_INPUT,
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "WorkerProcessError" in done.stderr and "__main__" in done.stderr
+    assert time.perf_counter() - start < 60

@@ -8,14 +8,14 @@ tensor storage. Two layouts exist:
   ``<root>/.data/<key>.storage``, next to the Python source of the packaged code.
 
 Unpickling an arbitrary pickle runs whatever callables it names, so these files are normally
-unsafe to open. :func:`read_pickle` restricts the globals a pickle may name (the method the
+unsafe to open. `read_pickle` restricts the globals a pickle may name (the method the
 ``pickle`` documentation gives under "Restricting Globals"): tensors are rebuilt as NumPy arrays
 from the raw storage bytes, ``OrderedDict`` and ``set`` become their builtins, and *every other
-class* (torch modules, e3nn irreps, ...) becomes an inert :class:`Opaque` record of its pickled
+class* (torch modules, e3nn irreps, ...) becomes an inert `Opaque` record of its pickled
 state. Nothing from the file is imported or executed, and torch is not needed.
 
 A pickled ``torch.nn.Module`` is such a record whose state holds ``_parameters``, ``_buffers``,
-``_non_persistent_buffers_set`` and ``_modules``; :func:`module_state_dict` walks it to give the
+``_non_persistent_buffers_set`` and ``_modules``; `module_state_dict` walks it to give the
 names and arrays ``Module.state_dict()`` would give.
 
 Damaged or hostile files end in ``TorchArchiveError`` (a ``ValueError``) naming the file
@@ -259,7 +259,7 @@ class TorchArchive:
             raise TorchArchiveError(f"{self.path!s}: record {name!r} is not UTF-8 text") from error
 
     def load(self, name: str = "data.pkl") -> Any:
-        """Unpickle the record ``name`` with :func:`read_pickle`'s restrictions."""
+        """Unpickle the record ``name`` with `read_pickle`'s restrictions."""
         storages: dict[str, np.ndarray] = {}
         data = self._read(name)
         with self._open() as archive:
@@ -327,13 +327,13 @@ def read_pickle(data: bytes, load_storage: Callable[[str, np.dtype, int], np.nda
     """Unpickle ``data`` naming no callable but tensor rebuilders and plain containers.
 
     ``load_storage(key, dtype, numel)`` returns the 1-D array of one tensor storage. Classes
-    other than the allowed ones come back as :class:`Opaque` records; nothing is imported.
+    other than the allowed ones come back as `Opaque` records; nothing is imported.
     """
     return _RestrictedUnpickler(data, load_storage).load()
 
 
 def module_state_dict(module: Any, prefix: str = "") -> dict[str, np.ndarray]:
-    """``Module.state_dict()`` of a pickled torch module (an :class:`Opaque` record): every
+    """``Module.state_dict()`` of a pickled torch module (an `Opaque` record): every
     parameter and persistent buffer, named by its dotted path, in torch's order (a module's own
     parameters, then its buffers, then its children's, depth first)."""
     if not isinstance(module, Opaque) or not isinstance(module.state, dict):

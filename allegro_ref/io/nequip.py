@@ -2,17 +2,17 @@
 
 The official model is built by ``allegro.model.AllegroModel(**builder_kwargs)`` (the ``model:``
 section of a training config) and holds its weights in a PyTorch ``state_dict``. This module
-turns both into an :class:`~allegro_ref.model.AllegroModel`:
+turns both into an `AllegroModel`:
 
-- :func:`load_nequip` reads a file written by the official tools: a Lightning training
+- `load_nequip` reads a file written by the official tools: a Lightning training
   checkpoint (``.ckpt``) or a package (``.nequip.zip`` from ``nequip-package build``). Both are
   read with NumPy alone and without running any code from the file
-  (:mod:`allegro_ref.io._torch_archive`); torch is not needed. Compiled models (``.nequip.pt2``
+  (`allegro_ref.io._torch_archive`); torch is not needed. Compiled models (``.nequip.pt2``
   from AOTInductor, ``.nequip.pth`` TorchScript) are refused: they hold compiled code, and the
   only way to evaluate them is to run it.
-- :func:`model_from_nequip` does the conversion from builder arguments and a state_dict (as
+- `model_from_nequip` does the conversion from builder arguments and a state_dict (as
   NumPy arrays), e.g. of a model built in memory;
-- :func:`config_from_nequip` and :func:`params_from_nequip_state_dict` are its two halves.
+- `config_from_nequip` and `params_from_nequip_state_dict` are its two halves.
 
 Every option allegro_ref does not implement (a ZBL pair potential, another nonlinearity, another
 radial embedding, ...) is refused with a ``ValueError`` naming it, never ignored. Layouts:
@@ -23,7 +23,7 @@ official buffers that are pure functions of the config (``w3j``: √(2l+1)·3j p
 of conventions.
 
 Versions: files record the versions of the code that wrote them; anything other than
-nequip 0.19.x with nequip-allegro 0.8.x triggers a :class:`NequipVersionWarning` (the import is
+nequip 0.19.x with nequip-allegro 0.8.x triggers a `NequipVersionWarning` (the import is
 verified only against those; older or newer releases may compute something else even when the
 weights have the same names and shapes).
 """
@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from ..model import AllegroConfig, AllegroModel
+from ..model.allegro_2022 import Allegro2022Model
 from ..nn import coupling_tensor
 from ._torch_archive import TorchArchive, module_state_dict
 
@@ -145,7 +146,7 @@ class NequipVersionWarning(UserWarning):
 # Files
 # ---------------------------------------------------------------------------------------------
 def load_nequip(path: str | os.PathLike, model_key: str = "sole_model") -> AllegroModel:
-    """An :class:`AllegroModel` (NumPy parameters) from an official nequip-allegro file.
+    """An `AllegroModel` (NumPy parameters) from an official nequip-allegro file.
 
     Args:
         path: a training checkpoint ``*.ckpt`` (Lightning; the evaluation weights are taken:
@@ -224,6 +225,13 @@ def _check_entries(path: str, builder_kwargs: Any, state: Any, versions: Any) ->
         isinstance(versions, Mapping) and all(isinstance(k, str) for k in versions)
     ):
         raise NequipFileError(f"{path!r}: versions is {versions!r:.80}, not a mapping")
+    _check_builder_arguments(path, builder_kwargs)
+    _check_weights(path, state)
+
+
+def _check_builder_arguments(path: str, builder_kwargs: Mapping) -> None:
+    """Integers within bounds, booleans that are bools, a list of type names, a positive
+    finite ``r_max``."""
     for key in _INTEGER_ARGUMENTS:
         value = builder_kwargs.get(key)
         if value is not None and (
@@ -251,6 +259,10 @@ def _check_entries(path: str, builder_kwargs: Any, state: Any, versions: Any) ->
         raise NequipFileError(
             f"{path!r}: model argument r_max = {r_max!r:.80} is not a positive number"
         )
+
+
+def _check_weights(path: str, state: Any) -> None:
+    """A mapping of names to finite numeric arrays."""
     if not isinstance(state, Mapping):
         raise NequipFileError(f"{path!r}: the weights are {type(state).__name__}, not a mapping")
     for key, value in state.items():
@@ -383,8 +395,8 @@ def _yaml(path: str, archive: TorchArchive, record: str, yaml: Any) -> Any:
 
 
 def check_nequip_versions(versions: Mapping[str, str] | None, source: str = "the file") -> None:
-    """Warn (:class:`NequipVersionWarning`) unless ``versions`` (package -> version string, as
-    nequip records them) are in :data:`SUPPORTED_NEQUIP_VERSIONS`."""
+    """Warn (`NequipVersionWarning`) unless ``versions`` (package -> version string, as
+    nequip records them) are in `SUPPORTED_NEQUIP_VERSIONS`."""
     if not versions:
         warnings.warn(
             f"{source} does not record which nequip / nequip-allegro versions wrote it; the "
@@ -412,15 +424,21 @@ def check_nequip_versions(versions: Mapping[str, str] | None, source: str = "the
 # ---------------------------------------------------------------------------------------------
 def model_from_nequip(
     builder_kwargs: Mapping[str, Any], state_dict: Mapping[str, Any]
-) -> AllegroModel:
-    """An :class:`AllegroModel` from the official builder arguments and state_dict.
+) -> AllegroModel | Allegro2022Model:
+    """An `AllegroModel` from the official builder arguments and state_dict.
 
     Args:
-        builder_kwargs: the keyword arguments of ``allegro.model.AllegroModel`` (with or without
-            its ``_target_``); must include ``model_dtype``.
-        state_dict: name -> array (NumPy, or anything ``np.asarray`` takes), as
-            ``GraphModel.state_dict()`` gives it (prefixes ``model.func.`` accepted).
+        builder_kwargs: the keyword arguments of `allegro.model.AllegroModel` (with or without
+            its `_target_`); must include `model_dtype`. A nequip 0.6 config of an Allegro 0.3
+            model (its `model_builders` name `allegro.model.Allegro`) is passed on to
+            `model_from_nequip_2022` and gives an `Allegro2022Model`.
+        state_dict: name -> array (NumPy, or anything `np.asarray` takes), as
+            `GraphModel.state_dict()` gives it (prefixes `model.func.` accepted).
     """
+    from .nequip_2022 import is_nequip_2022_config, model_from_nequip_2022
+
+    if is_nequip_2022_config(builder_kwargs):
+        return model_from_nequip_2022(builder_kwargs, state_dict)
     dtype = builder_kwargs.get("model_dtype")
     if dtype not in ("float32", "float64"):
         raise ValueError(f"model_dtype must be 'float32' or 'float64', got {dtype!r}")
@@ -443,9 +461,9 @@ def _per_type(config: AllegroConfig, values: np.ndarray) -> float | dict[str, fl
 
 
 def config_from_nequip(builder_kwargs: Mapping[str, Any]) -> AllegroConfig:
-    """An :class:`AllegroConfig` from the official ``AllegroModel`` builder arguments.
+    """An `AllegroConfig` from the official `AllegroModel` builder arguments.
 
-    Raises ``ValueError`` naming any option allegro_ref does not implement (a pair potential
+    Raises `ValueError` naming any option allegro_ref does not implement (a pair potential
     such as ZBL, another nonlinearity, another radial embedding, another builder, ...) or does
     not know.
     """
@@ -457,10 +475,24 @@ def config_from_nequip(builder_kwargs: Mapping[str, Any]) -> AllegroConfig:
             "(models wrapped by nequip.model.modify or loaded from another file by "
             "ModelFromCheckpoint / ModelFromPackage are not read)"
         )
-    config: dict[str, Any] = {}
-    for key in _SAME_NAME:
-        if key in args:
-            config[key] = args.pop(key)
+    config = {key: args.pop(key) for key in _SAME_NAME if key in args}
+    _pop_fixed_options(args)
+    config.update(_radial_embedding_options(args.pop("radial_chemical_embed", None)))
+    for key in _IGNORED:
+        args.pop(key, None)
+    if args:
+        raise ValueError(f"unsupported or unknown official model options {sorted(args)}")
+    if config.get("avg_num_neighbors") is None:
+        raise ValueError("the official model needs avg_num_neighbors; none was given")
+    for key in ("per_type_energy_scales", "per_type_energy_shifts"):
+        if key in config:
+            config[key] = _scale_or_shift(key, config[key])
+    return AllegroConfig(**config)
+
+
+def _pop_fixed_options(args: dict[str, Any]) -> None:
+    """Remove the options allegro_ref accepts only at their official default (`_FIXED`) from
+    `args`; a `ValueError` for any other value."""
     for key, supported in _FIXED.items():
         if key in args:
             value = args.pop(key)
@@ -469,30 +501,35 @@ def config_from_nequip(builder_kwargs: Mapping[str, Any]) -> AllegroConfig:
                     f"official option {key}={value!r} is not supported by allegro_ref "
                     f"(only {supported!r})"
                 )
-    embed = dict(args.pop("radial_chemical_embed", None) or {"_target_": _EMBED_TARGET})
+
+
+def _radial_embedding_options(embed: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The `AllegroConfig` fields of the official `radial_chemical_embed` section (only the
+    two-body Bessel scalar embedding is implemented)."""
+    embed = dict(embed or {"_target_": _EMBED_TARGET})
     if embed.pop("_target_", _EMBED_TARGET) != _EMBED_TARGET:
         raise ValueError(
             f"radial_chemical_embed must be {_EMBED_TARGET}; allegro_ref implements only the "
             "two-body Bessel scalar embedding"
         )
-    config["num_bessels"] = embed.pop("num_bessels", 8)
-    config["bessel_trainable"] = embed.pop("bessel_trainable", False)
-    config["polynomial_cutoff_p"] = float(embed.pop("polynomial_cutoff_p", 6.0))
+    options = {
+        "num_bessels": embed.pop("num_bessels", 8),
+        "bessel_trainable": embed.pop("bessel_trainable", False),
+        "polynomial_cutoff_p": float(embed.pop("polynomial_cutoff_p", 6.0)),
+    }
     if embed:
         raise ValueError(f"unsupported radial_chemical_embed options {sorted(embed)}")
-    for key in _IGNORED:
-        args.pop(key, None)
-    if args:
-        raise ValueError(f"unsupported or unknown official model options {sorted(args)}")
-    if config.get("avg_num_neighbors") is None:
-        raise ValueError("the official model needs avg_num_neighbors; none was given")
-    for key in ("per_type_energy_scales", "per_type_energy_shifts"):
-        value = config.get(key)
-        if isinstance(value, list | tuple):
-            raise ValueError(f"{key} must be a number or a dict type name -> number, got a list")
-        if value is not None and not isinstance(value, dict):
-            config[key] = float(value)
-    return AllegroConfig(**config)
+    return options
+
+
+def _scale_or_shift(key: str, value: Any) -> Any:
+    """A per-type energy scale or shift as `AllegroConfig` takes it: None, a float or a dict
+    type name -> number (a list is refused: its order would be ambiguous)."""
+    if isinstance(value, list | tuple):
+        raise ValueError(f"{key} must be a number or a dict type name -> number, got a list")
+    if value is not None and not isinstance(value, dict):
+        return float(value)
+    return value
 
 
 def _mlp_weights(state: Mapping[str, np.ndarray], prefix: str) -> list[np.ndarray]:
@@ -513,30 +550,21 @@ def params_from_nequip_state_dict(
 ) -> dict[str, np.ndarray]:
     """allegro_ref parameters (float64 NumPy) from an official state_dict.
 
-    Keys may carry the ``model.func.`` / ``model.`` prefixes of the official wrappers. Raises
-    ``ValueError`` for a missing key or a shape that does not match ``config``, and when the
-    stored ``w3j`` couplings or per-edge-type cutoffs differ from allegro_ref's (a convention
+    Keys may carry the `model.func.` / `model.` prefixes of the official wrappers. Raises
+    `ValueError` for a missing key or a shape that does not match `config`, and when the
+    stored `w3j` couplings or per-edge-type cutoffs differ from allegro_ref's (a convention
     mismatch).
     """
-    state = {}
-    for key, value in state_dict.items():
-        for prefix in ("model.func.", "func.", "model."):
-            if key.startswith(prefix):
-                key = key[len(prefix) :]
-                break
-        state[key] = np.asarray(value, dtype=np.float64)
-
-    def take(key: str) -> np.ndarray:
-        if key not in state:
-            raise ValueError(f"official state_dict has no {key!r}")
-        return state[key]
-
+    state = {
+        _without_wrapper_prefix(key): np.asarray(value, dtype=np.float64)
+        for key, value in state_dict.items()
+    }
     params: dict[str, np.ndarray] = {
-        "bessel_frequencies": take("radial_chemical_embed.bessel_encode.bessel_weights").reshape(
-            -1
-        ),
-        "center_embed": take("radial_chemical_embed.type_embed.center_embed.weight"),
-        "neighbor_embed": take("radial_chemical_embed.type_embed.neighbor_embed.weight"),
+        "bessel_frequencies": _take(
+            state, "radial_chemical_embed.bessel_encode.bessel_weights"
+        ).reshape(-1),
+        "center_embed": _take(state, "radial_chemical_embed.type_embed.center_embed.weight"),
+        "neighbor_embed": _take(state, "radial_chemical_embed.type_embed.neighbor_embed.weight"),
     }
     groups = {
         "basis_linear": "radial_chemical_embed.type_embed.basis_linear",
@@ -549,27 +577,58 @@ def params_from_nequip_state_dict(
     for ours, theirs in groups.items():
         for i, weight in enumerate(_mlp_weights(state, theirs)):
             params[f"{ours}.{i}"] = weight
+    params.update(_tensor_product_weights(state, config))
+    params.update(_scales_and_shifts(state, config))
+    _check_couplings(state, config)
+    _check_cutoffs(state, config)
+    AllegroModel(config, params)  # validates names and shapes with a clear message
+    return params
+
+
+def _without_wrapper_prefix(key: str) -> str:
+    """A state_dict key without the first of the official wrappers' prefixes it starts with."""
+    for prefix in ("model.func.", "func.", "model."):
+        if key.startswith(prefix):
+            return key[len(prefix) :]
+    return key
+
+
+def _take(state: Mapping[str, np.ndarray], key: str) -> np.ndarray:
+    if key not in state:
+        raise ValueError(f"official state_dict has no {key!r}")
+    return state[key]
+
+
+def _tensor_product_weights(
+    state: Mapping[str, np.ndarray], config: AllegroConfig
+) -> dict[str, np.ndarray]:
+    """`tp.{k}` of every layer, reshaped from the official flat `allegro.tps.{k}.weights`."""
     shapes = config.parameter_shapes()
+    params = {}
     for k in range(config.num_layers):
-        weights = take(f"allegro.tps.{k}.weights")
+        weights = _take(state, f"allegro.tps.{k}.weights")
         if weights.size != int(np.prod(shapes[f"tp.{k}"])):
             raise ValueError(
                 f"allegro.tps.{k}.weights has shape {weights.shape}; the config gives "
                 f"{shapes[f'tp.{k}']}"
             )
         params[f"tp.{k}"] = weights.reshape(shapes[f"tp.{k}"])
+    return params
+
+
+def _scales_and_shifts(
+    state: Mapping[str, np.ndarray], config: AllegroConfig
+) -> dict[str, np.ndarray]:
+    """The per-type energy scales and shifts, one per type (an omitted one is the identity)."""
+    params = {}
     for ours, theirs in (
         ("per_type_energy_scales", "scales"),
         ("per_type_energy_shifts", "shifts"),
     ):
-        key = f"per_type_energy_scale_shift.{theirs}"
-        value = state.get(key)
+        value = state.get(f"per_type_energy_scale_shift.{theirs}")
         if value is None or value.size == 0:  # omitted scale/shift = identity
             value = np.full(1, 1.0 if theirs == "scales" else 0.0)
         params[ours] = np.broadcast_to(value.reshape(-1), (config.num_types,)).copy()
-    _check_couplings(state, config)
-    _check_cutoffs(state, config)
-    AllegroModel(config, params)  # validates names and shapes with a clear message
     return params
 
 

@@ -4,7 +4,7 @@ A config has four parts (the YAML file mirrors it; see docs/training.md for a fu
 
 - data: one file split by seed (``data_path``, ``n_train``, ``n_val``, ``n_test``) or three
   files (``train_path``, ``val_path``, ``test_path``);
-- ``model``: the fields of :class:`~allegro_ref.model.AllegroConfig`. ``type_names`` defaults to
+- ``model``: the fields of `AllegroConfig`. ``type_names`` defaults to
   the species of the data (by atomic number). The normalizations the official trainer takes from
   the training data may be given as numbers or left to the data:
   ``avg_num_neighbors: auto`` (mean coordination; ``per_type`` for one value per centre type),
@@ -34,8 +34,16 @@ class TrainConfig:
     Attributes:
         data_path: one labelled data file (any ASE-readable file or ``.db``), split by
             ``split_seed`` into ``n_train`` / ``n_val`` / ``n_test`` (rest if None).
-        train_path, val_path, test_path: alternatively, one file each (test optional).
-        energy_key, forces_key, stress_key: label names when not the standard ones.
+        n_train: structures of `data_path` for training.
+        n_val: structures of `data_path` for validation.
+        n_test: structures of `data_path` for the test (None: the rest).
+        split_seed: seed of the random split of `data_path`.
+        train_path: alternatively to `data_path`, the training file.
+        val_path: the validation file (with `train_path`).
+        test_path: the test file (optional, with `train_path`).
+        energy_key: the energy label's name when not the standard one.
+        forces_key: the forces label's name when not the standard one.
+        stress_key: the stress label's name when not the standard one.
         model: ``AllegroConfig`` fields; ``r_max`` is required (see module docstring) unless
             ``init_from`` is given.
         init_from: a model file (``Potential.save``, e.g. a previous run's ``model.npz`` or an
@@ -43,8 +51,12 @@ class TrainConfig:
             model settings, normalizations included, replace ``model``.
         dtype: network dtype, ``"float64"`` or ``"float32"``.
         seed: seed of the weight initialization and of the batch order.
-        energy_weight, forces_weight, stress_weight: loss weights (normalized to sum 1).
-        lr, betas, eps: Adam (official defaults lr 1e-3 in the tutorials; PyTorch betas/eps).
+        energy_weight: loss weight of the per-atom energy (the three are normalized to sum 1).
+        forces_weight: loss weight of the forces.
+        stress_weight: loss weight of the stress.
+        lr: Adam's learning rate (1e-3 in the official tutorials).
+        betas: Adam's decay rates of the moments (PyTorch's defaults).
+        eps: Adam's denominator offset (PyTorch's default).
         ema_decay: decay of the weight average used for validation and the saved model.
         train_scales_shifts: also train the per-type energy scales and shifts.
         batch_size: structures per optimizer step.
@@ -92,6 +104,7 @@ class TrainConfig:
     _base_dir: str = field(default=".", repr=False)
 
     def __post_init__(self):
+        _check_types(self)
         if self.init_from is None and "r_max" not in self.model:
             raise ValueError("the model section needs r_max (the cutoff radius in Å)")
         if self.init_from is not None and self.model:
@@ -151,3 +164,51 @@ class TrainConfig:
             out[name] = None if out[name] is None else os.path.abspath(self.path(name))
         out["betas"] = list(self.betas)
         return out
+
+
+_INTEGERS = ("n_train", "n_val", "n_test", "split_seed", "seed", "batch_size", "max_epochs")
+_NUMBERS = ("energy_weight", "forces_weight", "stress_weight", "lr", "eps", "ema_decay")
+_BOOLEANS = ("train_scales_shifts", "progress", "plots")
+_STRINGS = (
+    "init_from",
+    "data_path",
+    "train_path",
+    "val_path",
+    "test_path",
+    "energy_key",
+    "forces_key",
+    "stress_key",
+    "dtype",
+    "output_dir",
+    "backend",
+)
+_MAPPINGS = ("model", "lr_schedule", "early_stopping")
+
+
+def _check_types(config: TrainConfig) -> None:
+    """A `ValueError` naming the first setting of the wrong type (a YAML file can hold
+    anything): integers, numbers, booleans (`true`/`false`, not strings), strings, mappings."""
+    kinds = (
+        (_INTEGERS, int, "an integer"),
+        (_NUMBERS, int | float, "a number"),
+        (_BOOLEANS, bool, "true or false"),
+        (_STRINGS, str, "a string"),
+        (_MAPPINGS, dict, "a mapping"),
+    )
+    for names, kind, what in kinds:
+        for name in names:
+            value = getattr(config, name)
+            wrong_bool = isinstance(value, bool) and kind is not bool
+            if value is not None and (wrong_bool or not isinstance(value, kind)):
+                hint = ""
+                if isinstance(value, str) and kind is not str and _is_number(value):
+                    hint = " (YAML reads a number like 1e-3 as text: write 1.0e-3)"
+                raise ValueError(f"setting {name} must be {what}, got {value!r:.80}{hint}")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

@@ -1,14 +1,14 @@
 """Training data: labelled structures, their neighbour lists, splits and batches.
 
-A :class:`Structure` is one labelled configuration on the host (NumPy): positions, species,
+A `Structure` is one labelled configuration on the host (NumPy): positions, species,
 cell, periodicity and the reference energy, forces and stress (any of them may be missing).
-:func:`read_structures` reads them from any file ASE can read (extxyz first) or from an
-``ase.db`` database. :func:`split_structures` draws a reproducible train/validation/test split.
+`read_structures` reads them from any file ASE can read (extxyz first) or from an
+``ase.db`` database. `split_structures` draws a reproducible train/validation/test split.
 
 Training evaluates the same structures many times, so each structure's neighbour list is built
-once (:func:`build_graph`, with ``allegro_ref.neighbors``) and kept as a :class:`Graph`.
-Several graphs form one :class:`Batch` by concatenating their atoms and edges, with the atom
-indices of structure s offset by the number of atoms before it (:func:`collate`): the batch is
+once (`build_graph`, with ``allegro_ref.neighbors``) and kept as a `Graph`.
+Several graphs form one `Batch` by concatenating their atoms and edges, with the atom
+indices of structure s offset by the number of atoms before it (`collate`): the batch is
 one disjoint graph, which the model evaluates in one pass, and every per-structure quantity is
 a segment sum over ``atom_structure`` or ``edge_structure``.
 
@@ -18,6 +18,9 @@ and is stored as a full ``[3, 3]`` matrix. A missing label is NaN.
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import lzma
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from .._files import atomic_write
 from .._validation import atom_types_from_species, check_cell_and_pbc, check_positions
 from ..backend import device, namespace
 from ..neighbors import edge_vectors, neighbor_list, within_pair_cutoffs
@@ -41,6 +45,9 @@ __all__ = [
     "collate",
     "batches",
 ]
+
+# File name endings write_structures compresses, and the module that does it.
+_COMPRESSIONS = {".gz": gzip, ".bz2": bz2, ".xz": lzma}
 
 
 @dataclass(frozen=True)
@@ -99,7 +106,7 @@ def structure_from_atoms(
     forces_key: str | None = None,
     stress_key: str | None = None,
 ) -> Structure:
-    """A :class:`Structure` from an ``ase.Atoms``.
+    """A `Structure` from an ``ase.Atoms``.
 
     Labels come from the attached calculator's results (what ASE's readers produce for the
     standard names ``energy``, ``forces``, ``stress``), or, when a key is given, from
@@ -163,7 +170,7 @@ def read_structures(
         path: the file.
         index: which frames, in ASE's syntax (``":"`` all, ``"-10:"``, ``3``, a slice).
         energy_key: where the energy label is when not under the standard name (see
-            :func:`structure_from_atoms`).
+            `structure_from_atoms`).
         forces_key: likewise for the forces.
         stress_key: likewise for the stress.
     """
@@ -179,11 +186,21 @@ def read_structures(
 
 def write_structures(path: str | os.PathLike, structures: Sequence[Structure]) -> None:
     """Write structures with their labels as extended XYZ (compressed if the name ends in
-    ``.gz``, ``.bz2`` or ``.xz``). ASE writes per-atom columns (positions, forces) with 8
-    decimals and the energy and stress at full precision."""
+    `.gz`, `.bz2` or `.xz`). ASE writes per-atom columns (positions, forces) with 8
+    decimals and the energy and stress at full precision. The file is replaced atomically
+    (`atomic_write`): a write that fails half way leaves the previous file intact."""
     import ase.io
 
-    ase.io.write(os.fspath(path), [s.to_atoms() for s in structures], format="extxyz")
+    name = os.fspath(path)
+    frames = [s.to_atoms() for s in structures]
+    compression = _COMPRESSIONS.get(os.path.splitext(name)[1])
+    if compression is None:
+        with atomic_write(name, "w", encoding="utf-8") as text:
+            ase.io.write(text, frames, format="extxyz")
+        return
+    # the compressed stream ends (its trailer written) before atomic_write renames the file
+    with atomic_write(name) as raw, compression.open(raw, "wt", encoding="utf-8") as text:
+        ase.io.write(text, frames, format="extxyz")
 
 
 def split_structures(
@@ -230,7 +247,7 @@ class Graph:
 
 
 def build_graph(structure: Structure, type_names: Sequence[str], r_max: float, cutoff_matrix=None):
-    """The :class:`Graph` of ``structure`` for a model with these ``type_names`` and cutoff
+    """The `Graph` of ``structure`` for a model with these ``type_names`` and cutoff
     ``r_max`` (Å); ``cutoff_matrix`` ``[T, T]`` (Å, from ``AllegroConfig.cutoff_matrix()``)
     prunes edges to per-type-pair cutoffs when given."""
     cell, pbc = check_cell_and_pbc(structure.cell, structure.pbc)
@@ -282,7 +299,7 @@ class Batch:
 
 
 def collate(graphs: Sequence[Graph], like: Any = None) -> Batch:
-    """Concatenate ``graphs`` into one :class:`Batch`, on the namespace and device of ``like``
+    """Concatenate ``graphs`` into one `Batch`, on the namespace and device of ``like``
     (an array, or a model: its ``namespace`` and ``device``; NumPy if None). Atom indices of
     graph s are offset by the number of atoms in graphs 0..s−1."""
     if not graphs:
@@ -317,9 +334,9 @@ def collate(graphs: Sequence[Graph], like: Any = None) -> Batch:
 def batches(
     graphs: Sequence[Graph], batch_size: int, rng: np.random.Generator | None = None, like=None
 ):
-    """Yield :class:`Batch` es of ``batch_size`` graphs (the last one may be smaller), in a
+    """Yield `Batch` es of ``batch_size`` graphs (the last one may be smaller), in a
     random order drawn from ``rng`` (in the given order if None), on the namespace and device
-    of ``like`` (see :func:`collate`)."""
+    of ``like`` (see `collate`)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     order = np.arange(len(graphs)) if rng is None else rng.permutation(len(graphs))

@@ -1,36 +1,57 @@
 r"""The training loss and its exact gradient with respect to every parameter.
 
-Loss of a batch of B structures (N atoms), with normalized weights c_E + c_F + c_σ = 1 (the
-official ``EnergyForceLoss`` normalizes its coefficients the same way; its default is 1 : 1)::
+Loss of a batch of $B$ structures ($N$ atoms), with normalized weights
+$c_E + c_F + c_\sigma = 1$ (the official `EnergyForceLoss` normalizes its coefficients the same
+way; its default is 1 : 1):
 
-    L = c_E · mean_s ((E_s − E_s^ref) / n_s)²          per-atom energy MSE, (eV/atom)²
-      + c_F · mean_{i,a} (F_ia − F_ia^ref)²            force MSE, (eV/Å)²
-      + c_σ · mean_{s,a,b} (σ_sab − σ_sab^ref)²        stress MSE over structures with a stress
-                                                       (0 if the batch has none)
+$$
+L = c_E \operatorname*{mean}_s \Big(\frac{E_s - E_s^\mathrm{ref}}{n_s}\Big)^2
+  + c_F \operatorname*{mean}_{i,a} \big(F_{ia} - F_{ia}^\mathrm{ref}\big)^2
+  + c_\sigma \operatorname*{mean}_{s,a,b} \big(\sigma_{sab} - \sigma_{sab}^\mathrm{ref}\big)^2,
+$$
 
-Predictions come from one forward pass (atomic energies E_i) and one backward pass with
-∂E/∂E_i = 1, which gives g_e = ∂E/∂r_e for every edge e = (i → j); then E_s = Σ_{i∈s} E_i,
-F_k = Σ_{e: center k} g_e − Σ_{e: neighbor k} g_e, σ_s = sym((1/V_s) Σ_{e∈s} r_e ⊗ g_e)
-(``allegro_ref._derivatives``).
+the per-atom energy MSE in (eV/atom)², the force MSE in (eV/Å)² and the stress MSE over the
+structures that have a stress (0 if the batch has none).
 
-**Gradient.** With the cotangents a_i = ∂L/∂E_{s(i)}, v_k = ∂L/∂F_k and Σ_s = ∂L/∂σ_s (all
-cheap, on the predictions), the chain rule gives
+Predictions come from one forward pass (atomic energies $E_i$) and one backward pass with
+$\partial E / \partial E_i = 1$, which gives $g_e = \partial E / \partial r_e$ for every edge
+$e = (i \to j)$; then $E_s = \sum_{i \in s} E_i$,
+$F_k = \sum_{e:\,\mathrm{center}\ k} g_e - \sum_{e:\,\mathrm{neighbor}\ k} g_e$ and
+$\sigma_s = \operatorname{sym}\big(\frac{1}{V_s} \sum_{e \in s} r_e \otimes g_e\big)$
+(`allegro_ref._derivatives`).
 
-    ∂L/∂θ = ∂/∂θ [ Σ_i a_i E_i ] + ∂/∂θ [ Σ_e w_e · g_e ],
-    w_e = v_{i(e)} − v_{j(e)} + Σ_{s(e)} r_e / V_{s(e)}
+**Gradient.** With the cotangents $a_i = \partial L / \partial E_{s(i)}$,
+$v_k = \partial L / \partial F_k$ and $\Sigma_s = \partial L / \partial \sigma_s$ (all cheap, on
+the predictions), the chain rule gives
 
-(forces and stress are linear in the g_e: Σ_k v_k·F_k = Σ_e g_e·(v_i − v_j), and
-Σ_ab Σ_ab σ_ab = Σ_e g_e·(Σ r_e)/V for symmetric Σ). The second term is a *mixed second
-derivative*, ∂/∂θ of the directional derivative of E along w. We get it by **complex-step
-differentiation** through the model's own hand-written backward: every operation of the model is
-complex-analytic, so for a small real h
+$$
+\frac{\partial L}{\partial \theta}
+  = \frac{\partial}{\partial \theta} \Big[\sum_i a_i E_i\Big]
+  + \frac{\partial}{\partial \theta} \Big[\sum_e w_e \cdot g_e\Big],
+\qquad
+w_e = v_{i(e)} - v_{j(e)} + \Sigma_{s(e)} \frac{r_e}{V_{s(e)}}
+$$
 
-    E(r + i h w) = E(r) + i h (w · ∂E/∂r) + O(h²)   and   ∂E/∂θ(r + i h w) = P + i h Q + O(h²),
+(forces and stress are linear in the $g_e$: $\sum_k v_k \cdot F_k = \sum_e g_e \cdot (v_i - v_j)$,
+and $\sum_{ab} \Sigma_{ab} \sigma_{ab} = \sum_e g_e \cdot \Sigma r_e / V$ for symmetric
+$\Sigma$). The second term is a *mixed second derivative*, $\partial / \partial \theta$ of the
+directional derivative of $E$ along $w$. We get it by **complex-step differentiation** through
+the model's own hand-written backward: every operation of the model is complex-analytic, so for
+a small real $h$
 
-with P = ∂E/∂θ(r) and Q = ∂/∂θ (w · ∂E/∂r) exactly what we need. Im(·)/h involves no
-subtraction, so it is exact to rounding for any tiny h (unlike finite differences). One complex
-forward and backward pass gives the *whole* gradient: backpropagating the cotangent
-c_i = 1 + i h a_i (instead of 1) gives Im Σ_i c_i ∂E_i/∂θ(r + ihw) = h (Q + Σ_i a_i P_i) + O(h³).
+$$
+E(r + i h w) = E(r) + i h \, (w \cdot \partial E / \partial r) + O(h^2)
+\quad\text{and}\quad
+\frac{\partial E}{\partial \theta}(r + i h w) = P + i h Q + O(h^2),
+$$
+
+with $P = \partial E / \partial \theta(r)$ and
+$Q = \partial / \partial \theta \, (w \cdot \partial E / \partial r)$ exactly what we need.
+$\mathrm{Im}(\cdot)/h$ involves no subtraction, so it is exact to rounding for any tiny $h$
+(unlike finite differences). One complex forward and backward pass gives the *whole* gradient:
+backpropagating the cotangent $c_i = 1 + i h a_i$ (instead of 1) gives
+$\mathrm{Im} \sum_i c_i \, \partial E_i / \partial \theta(r + i h w) = h (Q + \sum_i a_i P_i)
++ O(h^3)$.
 
 Cost: one real forward + backward (predictions) and one complex forward + backward (≈ 3-4 real
 passes) per step.
@@ -46,7 +67,7 @@ from .._derivatives import (
     stress_from_virial,
     virials_from_edge_gradients,
 )
-from ..backend import namespace, segment_sum
+from ..backend import namespace, scatter_sum
 from ..nn import gather
 from .data import Batch
 
@@ -111,7 +132,7 @@ def _predict(model, batch: Batch) -> tuple[dict[str, Any], Any]:
     # the virial of each structure: the edges' terms summed over the structure of each edge
     virials = virials_from_edge_gradients(batch.edge_vectors, g, batch.edge_structure, n_structures)
     predictions = {
-        "energy": segment_sum(atomic_energies, batch.atom_structure, n_structures),
+        "energy": scatter_sum(atomic_energies, batch.atom_structure, n_structures),
         "forces": forces_from_edge_gradients(g, batch.centers, batch.neighbors, n_atoms),
         "stress": stress_from_virial(virials, batch.volume),
     }

@@ -1,21 +1,22 @@
-"""Optimizer, weight averaging, learning-rate schedule and early stopping.
+r"""Optimizer, weight averaging, learning-rate schedule and early stopping.
 
 All of them act on parameter dicts ``{name: array}`` (any backend) and have a ``state_dict()``
 / ``load_state_dict()`` pair holding everything needed to resume a run bit for bit.
 
-- :class:`Adam` (Kingma & Ba 2015), with PyTorch's defaults, which the official trainer uses:
-  β = (0.9, 0.999), ε = 1e-8, no weight decay. For gradient g at step t = 1, 2, ...::
-
-      m ← β₁ m + (1 − β₁) g,   v ← β₂ v + (1 − β₂) g²,
-      θ ← θ − lr · m̂ / (√v̂ + ε),   m̂ = m / (1 − β₁ᵗ),  v̂ = v / (1 − β₂ᵗ).
-
-- :class:`ExponentialMovingAverage` of the weights, as the official ``EMALightningModule``:
-  θ̄ ← d θ̄ + (1 − d) θ after every optimizer step, with the warm-up d_n = min(d, (1 + n) / (10 + n))
-  (n = number of earlier averaging steps; the average starts as a copy of the weights), so the
-  early, poor weights are forgotten quickly. Validation, test and the saved model use θ̄.
-- :class:`ReduceLROnPlateau`: multiply the learning rate by ``factor`` when the monitored
+- `Adam` (Kingma & Ba 2015), with PyTorch's defaults, which the official trainer uses:
+  $\beta = (0.9, 0.999)$, $\epsilon = 10^{-8}$, no weight decay. For the gradient $g$ at step
+  $t = 1, 2, \dots$: $m \leftarrow \beta_1 m + (1 - \beta_1) g$,
+  $v \leftarrow \beta_2 v + (1 - \beta_2) g^2$,
+  $\theta \leftarrow \theta - \mathrm{lr} \, \hat m / (\sqrt{\hat v} + \epsilon)$ with
+  $\hat m = m / (1 - \beta_1^t)$ and $\hat v = v / (1 - \beta_2^t)$.
+- `ExponentialMovingAverage` of the weights, as the official ``EMALightningModule``:
+  $\bar\theta \leftarrow d \, \bar\theta + (1 - d) \, \theta$ after every optimizer step, with
+  the warm-up $d_n = \min\big(d, (1 + n) / (10 + n)\big)$ ($n$ = number of earlier averaging
+  steps; the average starts as a copy of the weights), so the early, poor weights are forgotten
+  quickly. Validation, test and the saved model use $\bar\theta$.
+- `ReduceLROnPlateau`: multiply the learning rate by ``factor`` when the monitored
   validation loss has not improved by a relative ``threshold`` for ``patience`` epochs.
-- :class:`EarlyStopping`: stop when the validation loss has not improved by ``min_delta`` for
+- `EarlyStopping`: stop when the validation loss has not improved by ``min_delta`` for
   ``patience`` epochs.
 """
 
@@ -47,7 +48,7 @@ class Adam:
     """Adam on the parameters named in ``trainable`` (module docstring).
 
     Args:
-        params: the initial parameters (not modified; :meth:`step` returns new arrays).
+        params: the initial parameters (not modified; `step` returns new arrays).
         trainable: names of the parameters to optimize (others are returned unchanged).
         lr: learning rate; betas, eps: Adam's constants.
     """

@@ -1,7 +1,8 @@
 """Dataset statistics that set a model's normalizations before training.
 
-The official trainer computes these on the training set and writes them into the model
-(shared/reference/allegro_official.md §3):
+The official trainer (nequip 0.19 with nequip-allegro 0.8: its data statistics manager, and
+Musaelian et al., Nat. Commun. 14, 579 (2023)) computes these on the training set and writes
+them into the model:
 
 - ``avg_num_neighbors`` N̄: the mean number of edges per atom (full list, so the coordination
   number), N̄ = E / N over the training set, or per centre type N̄_t = E_t / N_t;

@@ -1,4 +1,4 @@
-"""The training loop: data in, a trained :class:`~allegro_ref.Potential` out.
+"""The training loop: data in, a trained `Potential` out.
 
 One epoch = one pass over the training structures in a random order (``seed``), in batches of
 ``batch_size``; per batch: predictions, loss and its exact parameter gradient
@@ -8,7 +8,7 @@ set; its loss drives the optional learning-rate schedule and early stopping, and
 averaged weights are saved as the model. Everything is written to ``output_dir``:
 
 - ``metrics.csv``: one row per epoch (losses, MAEs and RMSEs, learning rate, wall time);
-- ``checkpoint.npz``: weights, Adam moments, EMA, schedule, random state: :meth:`Trainer.resume`
+- ``checkpoint.npz``: weights, Adam moments, EMA, schedule, random state: `Trainer.resume`
   continues a run exactly as if it had not stopped;
 - ``model.npz``: the best averaged weights (``Potential.load``);
 - ``test_metrics.json``, ``learning_curve.png``, ``parity.png`` at the end.
@@ -65,7 +65,7 @@ class Trainer:
     """A training run (module docstring).
 
     Args:
-        config: a :class:`TrainConfig` or a dict of its fields.
+        config: a `TrainConfig` or a dict of its fields.
     """
 
     def __init__(self, config: TrainConfig | dict[str, Any]):
@@ -248,7 +248,7 @@ class Trainer:
         return model
 
     def potential(self) -> Potential:
-        """A :class:`Potential` with the current averaged weights."""
+        """A `Potential` with the current averaged weights."""
         return Potential(self.averaged_model())
 
     def evaluate(self, graphs: Sequence[Graph], model: AllegroModel | None = None) -> dict:
@@ -260,7 +260,7 @@ class Trainer:
         )
 
     def finish(self) -> None:
-        """Test the best model and draw the figures (end of :meth:`fit`)."""
+        """Test the best model and draw the figures (end of `fit`)."""
         out = self.output_dir
         best = Potential.load(os.path.join(out, _MODEL)) if self.history else self.potential()
         best = best.to(self.config.backend)
@@ -322,7 +322,7 @@ class Trainer:
     @classmethod
     def resume(cls, path: str | os.PathLike, max_epochs: int | None = None) -> Trainer:
         """A trainer continuing the run saved in the checkpoint ``path`` (optionally with a
-        new ``max_epochs``); :meth:`fit` then goes on from the saved epoch."""
+        new ``max_epochs``); `fit` then goes on from the saved epoch."""
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
         state = json.loads(str(arrays.pop(_STATE_KEY)))
@@ -369,7 +369,7 @@ def evaluate(
     batch_size: int = 8,
 ) -> dict[str, float]:
     """Loss (with ``weights``, default 1 : 1 energy and forces) and errors of ``model`` on
-    ``graphs`` (see :meth:`Trainer.evaluate`)."""
+    ``graphs`` (see `Trainer.evaluate`)."""
     weights = LossWeights() if weights is None else weights
     if not graphs:
         raise ValueError("evaluate needs at least one structure")

@@ -68,6 +68,20 @@ def test_load_nequip_dispatches_2022_files():
         assert type(load_nequip(path)).__name__ == "Allegro2022Model"
 
 
+def test_model_from_nequip_dispatches_2022_configs():
+    """The one conversion entry point takes a nequip 0.6 config too: the same model as
+    model_from_nequip_2022."""
+    from allegro_ref.io import model_from_nequip
+
+    config, state, _, _ = fixture_model_inputs("B")
+    model = model_from_nequip(config, state)
+    direct = model_from_nequip_2022(config, state)
+    assert type(model).__name__ == "Allegro2022Model"
+    assert model.config == direct.config and model.dtype == direct.dtype
+    for name, value in direct.params.items():
+        np.testing.assert_array_equal(model.params[name], value)
+
+
 def test_config_is_recognised_and_options_carried():
     config, state, _, _ = fixture_model_inputs("B")
     assert is_nequip_2022_config(config)

@@ -72,6 +72,31 @@ def test_write_structures_round_trip(tmp_path):
         np.testing.assert_array_equal(a.pbc, b.pbc)
 
 
+@pytest.mark.parametrize("suffix", [".xyz", ".xyz.gz", ".xyz.bz2", ".xyz.xz"])
+def test_write_structures_compresses_by_name_and_replaces_atomically(tmp_path, suffix, monkeypatch):
+    """Every ending gives a file ASE reads back; a write that fails half way leaves the previous
+    file as it was and no temporary file behind."""
+    import ase.io
+
+    structures = random_structures(0)
+    path = tmp_path / f"frames{suffix}"
+    write_structures(path, structures)
+    before = path.read_bytes()
+    assert [a.species for a in read_structures(path)] == [b.species for b in structures]
+
+    real_write = ase.io.write
+
+    def write_then_fail(handle, frames, **kwargs):
+        real_write(handle, frames[:1], **kwargs)
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(ase.io, "write", write_then_fail)
+    with pytest.raises(OSError, match="No space left"):
+        write_structures(path, structures[::-1])
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
 def test_custom_label_keys_and_missing_labels():
     from ase import Atoms
 

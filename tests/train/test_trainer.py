@@ -146,6 +146,26 @@ def test_early_stopping_and_separate_files(data_file, tmp_path):
     assert trainer.epoch == 3 and not trainer.graphs["test"]
 
 
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ({"batch_size": "5"}, "batch_size must be an integer, got '5'"),
+        ({"max_epochs": 2.5}, "max_epochs must be an integer"),
+        ({"n_train": True}, "n_train must be an integer, got True"),
+        ({"lr": "1e-3"}, "lr must be a number, got '1e-3' \\(YAML reads"),
+        ({"plots": "false"}, "plots must be true or false, got 'false'"),
+        ({"dtype": 32}, "dtype must be a string"),
+        ({"lr_schedule": [0.5, 5]}, "lr_schedule must be a mapping"),
+    ],
+)
+def test_config_settings_of_the_wrong_type_are_named(setting, message):
+    """A YAML file can hold anything: each setting's type is checked, with its name."""
+    with pytest.raises(ValueError, match=message):
+        TrainConfig.from_dict(
+            {"model": MODEL, "data_path": "x", "n_train": 1, "n_val": 1, **setting}
+        )
+
+
 def test_config_errors(data_file, tmp_path):
     with pytest.raises(ValueError, match="r_max"):
         TrainConfig(model={}, data_path="x", n_train=1, n_val=1)
