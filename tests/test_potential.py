@@ -771,8 +771,8 @@ def test_worker_processes_give_the_same_numbers_and_stop(potential):
         assert pool is not None and copy.copy(parallel)._executor._pool is None
         parallel.close()
         assert parallel._executor._pool is None
-        with pytest.raises(ValueError, match="Pool not running"):
-            pool.apply(abs, (-1,))
+        with pytest.raises(RuntimeError, match="after shutdown"):
+            pool.submit(abs, -1)
 
 
 def test_execution_settings_are_kept_by_to_and_settable(potential):
