@@ -25,7 +25,13 @@ import numpy as np
 import pytest
 
 from allegro_ref._validation import atom_types_from_species
-from allegro_ref.lammps import _owners_from_tags, _voigt, evaluate_domain
+from allegro_ref.lammps import (
+    _neighbor_ranks,
+    _owner_candidates,
+    _owners_from_tags,
+    _voigt,
+    evaluate_domain,
+)
 from allegro_ref.model import AllegroConfig, AllegroModel
 from allegro_ref.neighbors import neighbor_list
 from allegro_ref.potential import Potential
@@ -215,6 +221,56 @@ def test_owners_from_tags_and_voigt():
     t = np.arange(9.0).reshape(3, 3)
     np.testing.assert_array_equal(_voigt(t), [0.0, 4.0, 8.0, 2.0, 4.0, 6.0])
     np.testing.assert_array_equal(_voigt(np.stack([t, 2 * t])), [_voigt(t), 2 * _voigt(t)])
+
+
+def slabs(n: int) -> np.ndarray:
+    """Bounds ``[n, 2, 3]`` of n slabs along the first fractional axis."""
+    lo = np.zeros((n, 3))
+    hi = np.ones((n, 3))
+    lo[:, 0], hi[:, 0] = np.arange(n) / n, np.arange(1, n + 1) / n
+    return np.stack([lo, hi], axis=1)
+
+
+def test_neighbor_ranks_of_slabs_and_grids():
+    """Neighbor ranks: the slabs within reach, across periodic boundaries only if periodic,
+    all of them once the reach exceeds a slab; a symmetric relation on a 3×2×2 grid."""
+    periodic, open_x = np.array([True, True, True]), np.array([False, True, True])
+    reach = np.full(3, 0.1)
+    np.testing.assert_array_equal(_neighbor_ranks(slabs(4), 0, reach, periodic), [1, 3])
+    np.testing.assert_array_equal(_neighbor_ranks(slabs(4), 0, reach, open_x), [1])
+    np.testing.assert_array_equal(_neighbor_ranks(slabs(4), 0, reach + 0.2, periodic), [1, 2, 3])
+    np.testing.assert_array_equal(_neighbor_ranks(slabs(1), 0, reach, periodic), [])
+    splits = [np.array([0.0, 0.3, 0.7, 1.0]), np.array([0.0, 0.55, 1.0]), np.array([0, 0.5, 1])]
+    corners = np.stack(np.meshgrid(*[np.arange(len(x) - 1) for x in splits], indexing="ij"), -1)
+    corners = corners.reshape(-1, 3)
+    bounds = np.stack(
+        [
+            np.stack([splits[d][corners[:, d]] for d in range(3)], -1),
+            np.stack([splits[d][corners[:, d] + 1] for d in range(3)], -1),
+        ],
+        axis=1,
+    )
+    for reach in (np.array([0.05, 0.3, 0.1]), np.array([0.35, 0.01, 0.6])):
+        near = np.zeros((12, 12), dtype=bool)
+        for rank in range(12):
+            near[rank, _neighbor_ranks(bounds, rank, reach, open_x)] = True
+        np.testing.assert_array_equal(near, near.T)
+
+
+def test_owner_candidates_wrap_and_boundaries():
+    """A ghost's owner: wrapped along periodic axes, the end slabs extended along open axes,
+    both slabs named for a point on (or within rounding of) their boundary."""
+    points = np.array(
+        [[0.1, 0.5, 0.5], [-0.1, 0.5, 0.5], [0.25, 0.5, 0.5], [1.5 - 1e-15, 2.0, -3.0]]
+    )
+    pairs = _owner_candidates(points, slabs(4), np.array([True, True, True]))
+    assert sorted(zip(*(a.tolist() for a in pairs), strict=True)) == [
+        (0, 0), (1, 3), (2, 0), (2, 1), (3, 1), (3, 2)
+    ]  # fmt: skip
+    pairs = _owner_candidates(points, slabs(4), np.array([False, True, True]))
+    assert sorted(zip(*(a.tolist() for a in pairs), strict=True)) == [
+        (0, 0), (1, 0), (2, 0), (2, 1), (3, 3)
+    ]  # fmt: skip
 
 
 # -------------------------------------------------------------------------------------------
