@@ -96,14 +96,16 @@ def report(args, comm, fix: AllegroFix, natoms: int, elapsed: float, state: dict
     thermo = state["thermo"]
     for key, value in thermo.items():
         print(f"final {key:6s} {value:22.12f}")
-    per_step = 1e3 / args.steps
+    # `run N` evaluates the forces N + 1 times (once in its set-up): times are per evaluation
+    per_step = 1e3 / s.calls
     print(
-        f"time: {elapsed * per_step:.1f} ms/step wall; slowest rank per step: "
+        f"time: {elapsed * per_step:.1f} ms/step wall (per force evaluation, {s.calls} of them); "
+        f"slowest rank per step: "
         f"{slowest[0] * per_step:.1f} ms in allegro_ref, of which "
         f"{slowest[1] * per_step:.1f} ms evaluating, {slowest[2] * per_step:.1f} ms in the ghost "
         f"force exchange and {slowest[3] * per_step:.1f} ms in reductions (waiting included)"
     )
-    per_rank_step = 1.0 / args.steps / comm.size
+    per_rank_step = 1.0 / s.calls / comm.size
     print(
         f"work: {totals[0] * per_rank_step:.0f} edges per rank per step (all centered on owned "
         f"atoms); {totals[1] * per_rank_step:.0f} ghosts per rank owned by another rank"
