@@ -6,9 +6,10 @@ volume, and agreement of the final state with the 1-rank run.
 Runs ``examples/lammps/run_md.py`` (NVE fcc Cu, default random-weight Cu-sized model) under
 ``mpiexec -n K`` with ``OMP_NUM_THREADS=1`` and prints one table row per size and rank count:
 
-- wall time per step, and the slowest rank's time inside allegro_ref: evaluating (neighbor list
-  + network), the ghost-force exchange and the reductions (both include waiting for the other
-  ranks);
+- wall time per step (per force evaluation), and the slowest rank's time inside allegro_ref:
+  evaluating (neighbor list + network), the ghost-force exchange and the reductions (both
+  include waiting for the other ranks); ``cpu``, the CPU time spent evaluating, summed over the
+  ranks: the total work, which a loaded machine does not inflate;
 - edges per rank and the duplicated fraction of the work, ``1 - E_1 / (K · edges per rank)``
   with ``E_1`` the edges of the 1-rank run (the network's cost is linear in edges);
 - communication per rank and step: ``fwd`` = 24 bytes per ghost owned by another rank, the
@@ -41,6 +42,7 @@ PATTERNS = {
     "evaluate": r"of which ([\d.]+) ms evaluating",
     "exchange": r"([\d.]+) ms in the ghost force exchange",
     "reduce": r"and ([\d.]+) ms in reductions",
+    "cpu": r"cpu: ([\d.]+) ms of CPU time",
     "edges": r"work: (\d+) edges per rank",
     "remote": r"(\d+) ghosts per rank owned by another rank",
     "rev": r"communication: (\d+) bytes",
@@ -125,6 +127,7 @@ def main() -> None:
     )
     print(
         f"{'atoms':>6} {'ranks':>5} {'wall':>8} {'allegro':>8} {'evaluate':>8} {'exchange':>8} "
+        f"{'cpu':>8} "
         f"{'reduce':>7} {'edges/rank':>10} {'dup %':>6} {'fwd':>8} {'rev':>8} {'fwd@2r':>8} "
         f"{'max|dx| Å':>10} {'|dE| eV':>9}"
     )
@@ -139,7 +142,7 @@ def main() -> None:
                 old_forward = 24.0 * census(n_ranks, cells, 2 * r_max + 1.0)
                 print(
                     f"{4 * cells**3:6d} {n_ranks:5d} {r['wall']:8.1f} {r['allegro']:8.1f} "
-                    f"{r['evaluate']:8.1f} {r['exchange']:8.1f} {r['reduce']:7.1f} "
+                    f"{r['evaluate']:8.1f} {r['exchange']:8.1f} {r['cpu']:8.1f} {r['reduce']:7.1f} "
                     f"{r['edges']:10.0f} {duplicated:6.1f} {r['fwd']:8.0f} {r['rev']:8.0f} "
                     f"{old_forward:8.0f} {r['dx']:10.1e} {r['de']:9.1e}",
                     flush=True,

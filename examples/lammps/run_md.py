@@ -84,7 +84,9 @@ def report(args, comm, fix: AllegroFix, natoms: int, elapsed: float, state: dict
     the final state, and saves or compares it."""
     s = fix.stats
     slowest = np.array([s.seconds, s.seconds_evaluate, s.seconds_exchange, s.seconds_reduce])
-    totals = np.array([s.edges, s.remote_ghosts, s.bytes_sent], dtype=np.float64)
+    totals = np.array(
+        [s.edges, s.remote_ghosts, s.bytes_sent, s.cpu_seconds_evaluate], dtype=np.float64
+    )
     comm.Allreduce(MPI.IN_PLACE, slowest, op=MPI.MAX)
     comm.Allreduce(MPI.IN_PLACE, totals, op=MPI.SUM)
     if comm.rank != 0:
@@ -105,6 +107,7 @@ def report(args, comm, fix: AllegroFix, natoms: int, elapsed: float, state: dict
         f"{slowest[1] * per_step:.1f} ms evaluating, {slowest[2] * per_step:.1f} ms in the ghost "
         f"force exchange and {slowest[3] * per_step:.1f} ms in reductions (waiting included)"
     )
+    print(f"cpu: {totals[3] * per_step:.1f} ms of CPU time evaluating per step, all ranks together")
     per_rank_step = 1.0 / s.calls / comm.size
     print(
         f"work: {totals[0] * per_rank_step:.0f} edges per rank per step (all centered on owned "
