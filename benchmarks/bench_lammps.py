@@ -33,6 +33,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "lammps" / "run_md.py"
 MPIEXEC = str(Path(sys.executable).parent / "mpiexec")
 
@@ -81,7 +83,6 @@ def census(n_ranks: int, cells: int, cutoff: float) -> float:
 def census_worker(cells: int, cutoff: float) -> None:
     """(under mpiexec) The set-up of run_md.py, ``run 0`` without a potential, and the mean
     number of ghosts per rank whose atom ID no atom of the rank has."""
-    import numpy as np
     from mpi4py import MPI
 
     from allegro_ref.lammps import _owners_from_tags, open_lammps
@@ -104,6 +105,50 @@ def census_worker(cells: int, cutoff: float) -> None:
     lmp.close()
 
 
+def cost_model(t_edge: float, edges_per_atom: float, args) -> None:
+    """Prints the estimated step time of a cubic sub-domain of n atoms, for both couplings, and
+    strong and weak scaling from it (see docs/lammps.md, "Cost model")."""
+    from allegro_ref.model import presets
+
+    r_max, skin, rho = presets.cu_small().r_max, 1.0, 4 / 3.61**3  # fcc Cu, atoms/Å³
+    alpha, beta = args.latency * 1e-6, args.bandwidth * 1e9
+
+    def step(n: float, n_ranks: float, old: bool) -> tuple[float, float, float, float]:
+        side = (n / rho) ** (1 / 3)
+        shell = (2 * r_max if old else r_max) + skin
+        ghosts = rho * ((side + 2 * shell) ** 3 - side**3)
+        evaluated = rho * (side + 2 * r_max) ** 3 if old else n
+        compute = evaluated * edges_per_atom * t_edge
+        volume = 24 * ghosts * (1 if old else 2)  # forward positions (+ reverse forces)
+        messages = 6 if old else 6 + 26
+        comm = messages * alpha + volume / beta + 2 * alpha * max(np.log2(n_ranks), 1)
+        return compute, comm, volume, 1 - n / evaluated
+
+    print(
+        f"# cost model (estimate): t_edge {t_edge * 1e6:.2f} µs, {edges_per_atom:.1f} edges/atom, "
+        f"latency {args.latency} µs, bandwidth {args.bandwidth} GB/s"
+    )
+    print(
+        f"{'atoms/rank':>10} {'coupling':>8} {'dup %':>6} {'bytes':>10} {'comm ms':>8} "
+        f"{'compute ms':>11} {'efficiency':>10}"
+    )
+    for n in (1e3, 1e4, 1e5, 1e6):
+        for old in (True, False):
+            compute, comm, volume, dup = step(n, 1024, old)
+            ideal = n * edges_per_atom * t_edge
+            print(
+                f"{n:10.0f} {'2·r_max' if old else 'reverse':>8} {100 * dup:6.1f} {volume:10.3g} "
+                f"{comm * 1e3:8.3f} {compute * 1e3:11.1f} {ideal / (compute + comm):10.3f}"
+            )
+    for total in (1e6, 1e8):
+        ranks = [p for p in (8, 64, 512, 4096, 32768) if total / p >= 100]
+        cells = []
+        for p in ranks:
+            compute, comm, _, _ = step(total / p, p, False)
+            cells.append(f"P={p}: {total * edges_per_atom * t_edge / (compute + comm):.3g}")
+        print(f"strong scaling, {total:.0e} atoms, speed-up over one rank: " + ", ".join(cells))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cells", type=int, nargs="+", default=[8], help="4·n³ atoms each")
@@ -111,9 +156,21 @@ def main() -> None:
     parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--census-worker", nargs=2, type=float, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--cost-model",
+        nargs=2,
+        type=float,
+        metavar=("T_EDGE_US", "EDGES_PER_ATOM"),
+        help="only print the cost-model estimate for this time per edge and edges per atom",
+    )
+    parser.add_argument("--latency", type=float, default=2.0, help="µs per message (estimate)")
+    parser.add_argument("--bandwidth", type=float, default=10.0, help="GB/s per rank (estimate)")
     args = parser.parse_args()
     if args.census_worker:
         census_worker(int(args.census_worker[0]), args.census_worker[1])
+        return
+    if args.cost_model:
+        cost_model(args.cost_model[0] * 1e-6, args.cost_model[1], args)
         return
     from allegro_ref.model import presets
 
