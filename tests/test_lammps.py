@@ -346,6 +346,8 @@ def base_spec(**overrides):
         steps=0,
         units="metal",
         processors="* * *",
+        before_fix=[],
+        minimize=False,
         drift=None,
     )
     spec.update(overrides)
@@ -392,6 +394,29 @@ def test_lammps_cell_shorter_than_two_cutoffs(tmp_path, potential, n_ranks, proc
     positions, species, arrays = structure_arrays(7, cell, n_atoms=40)
     out = run_lammps(tmp_path, n_ranks, base_spec(processors=processors), arrays)
     assert_matches_potential(out, potential, positions, species, cell)
+
+
+@lammps
+def test_lammps_tiled_decomposition(tmp_path, potential):
+    """``comm_style tiled`` with recursive bisection (``balance 1.0 rcb``) on 4 ranks, triclinic:
+    sub-domains that form no grid; the owners are still found from the bounds alone."""
+    cell = lammps_cell(True)
+    positions, species, arrays = structure_arrays(5, cell)
+    spec = base_spec(before_fix=["comm_style tiled", "balance 1.0 rcb"])
+    out = run_lammps(tmp_path, 4, spec, arrays)
+    assert_matches_potential(out, potential, positions, species, cell)
+    assert out["remote_ghosts"] > 0
+
+
+@lammps
+def test_lammps_minimize(tmp_path, potential):
+    """``minimize`` on 2 ranks lowers the energy, and at the minimizer's last positions LAMMPS
+    still equals Potential.compute."""
+    cell = lammps_cell(False)
+    positions, species, arrays = structure_arrays(5, cell)
+    out = run_lammps(tmp_path, 2, base_spec(minimize=True), arrays)
+    assert out["energy"] < potential.compute(positions, species, cell)["energy"] - 0.1
+    assert_matches_potential(out, potential, out["unwrapped"], species, cell, check_edges=False)
 
 
 @lammps
@@ -528,6 +553,8 @@ def _driver(input_path: str, output_path: str) -> None:
         thermo_modify norm no
         """
     )
+    for command in spec["before_fix"]:
+        lmp.command(command)
     potential = Potential.from_config(AllegroConfig.from_dict(spec["config"]), seed=spec["seed"])
     fix = AllegroFix(lmp, potential, spec["species"])
     if spec["steps"]:
@@ -539,6 +566,8 @@ def _driver(input_path: str, output_path: str) -> None:
         lmp.command("fix integrate all nve")
         lmp.command("thermo 10")
     owners_before = _owner_ranks(lmp, comm)
+    if spec["minimize"]:
+        lmp.command("minimize 0.0 1e-6 50 500")
     lmp.command(f"run {spec['steps']}")
     owners_after = _owner_ranks(lmp, comm)
 
