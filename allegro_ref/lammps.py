@@ -402,9 +402,10 @@ class GhostExchange:
             for q, buffer in zip(self.neighbors, outgoing, strict=True)
         ]
         MPI.Request.Waitall(requests)
-        forces = np.zeros((self.n_local, 3), dtype=np.float64)
-        np.add.at(forces, self._receive_index, received)
-        return forces
+        index = self._receive_index
+        return np.stack(
+            [np.bincount(index, received[:, k], minlength=self.n_local) for k in range(3)], axis=1
+        )
 
 
 # -------------------------------------------------------------------------------------------

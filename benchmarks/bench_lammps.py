@@ -122,11 +122,13 @@ def cost_model(t_edge: float, edges_per_atom: float, args) -> None:
         volume = 24 * ghosts * (1 if old else 2)  # forward positions (+ reverse forces)
         messages = 6 if old else 6 + 26
         comm = messages * alpha + volume / beta + 2 * alpha * max(np.log2(n_ranks), 1)
+        comm += 0 if old else ghosts * args.host_ns_per_ghost * 1e-9  # packing, summing
         return compute, comm, volume, 1 - n / evaluated
 
     print(
         f"# cost model (estimate): t_edge {t_edge * 1e6:.2f} µs, {edges_per_atom:.1f} edges/atom, "
-        f"latency {args.latency} µs, bandwidth {args.bandwidth} GB/s"
+        f"latency {args.latency} µs, bandwidth {args.bandwidth} GB/s, "
+        f"{args.host_ns_per_ghost} ns per ghost on the host"
     )
     print(
         f"{'atoms/rank':>10} {'coupling':>8} {'dup %':>6} {'bytes':>10} {'comm ms':>8} "
@@ -165,6 +167,12 @@ def main() -> None:
     )
     parser.add_argument("--latency", type=float, default=2.0, help="µs per message (estimate)")
     parser.add_argument("--bandwidth", type=float, default=10.0, help="GB/s per rank (estimate)")
+    parser.add_argument(
+        "--host-ns-per-ghost",
+        type=float,
+        default=100.0,
+        help="host time of the reverse exchange per ghost, ns (NumPy packing and summing)",
+    )
     args = parser.parse_args()
     if args.census_worker:
         census_worker(int(args.census_worker[0]), args.census_worker[1])
