@@ -326,7 +326,16 @@ class GhostExchange:
             answers; the 48-byte share of the bounds' allgather not included).
     """
 
-    def __init__(self, comm, tags, n_local, fractional, bounds, reach, periodic):
+    def __init__(
+        self,
+        comm: Any,
+        tags: np.ndarray,
+        n_local: int,
+        fractional: np.ndarray,
+        bounds: np.ndarray,
+        reach: np.ndarray,
+        periodic: np.ndarray,
+    ):
         self.comm = comm
         self.n_local = int(n_local)
         tags = np.asarray(tags, dtype=np.int64)
