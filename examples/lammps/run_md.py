@@ -7,8 +7,8 @@
 LAMMPS reads the set-up from ``in.cu_fcc.lammps`` (next to this file), decomposes the box over
 the MPI ranks, and calls allegro_ref on every rank at every step through ``fix external``
 (``allegro_ref.lammps.AllegroFix``). At the end rank 0 prints the final energies with 12 decimals
-(identical for every rank count, to float64 rounding), the time per step, and the share of the
-network's work spent on ghost centers that another rank also evaluates.
+(identical for every rank count, to float64 rounding), the time per step, the edges evaluated
+per rank, and the bytes of ghost forces each rank sends to its neighbors per step.
 
 The potential is ``--model FILE`` (written by ``Potential.save``, e.g. the shipped
 ``allegro_ref/pretrained/cu_emt.npz``), else a seeded random model with the architecture of the
@@ -80,13 +80,15 @@ def final_state(lmp, natoms: int, by_site: np.ndarray) -> dict:
 
 
 def report(args, comm, fix: AllegroFix, natoms: int, elapsed: float, state: dict) -> None:
-    """(every rank) Reduce the timings and edge counts; rank 0 prints them and the final
-    state, and saves or compares it."""
+    """(every rank) Reduce the timings, edge counts and message sizes; rank 0 prints them and
+    the final state, and saves or compares it."""
     s = fix.stats
-    slowest = np.array([s.seconds, s.seconds_evaluate, s.seconds_reduce])
-    edges = np.array([s.owned_edges, s.ghost_edges], dtype=np.float64)
+    slowest = np.array([s.seconds, s.seconds_evaluate, s.seconds_exchange, s.seconds_reduce])
+    totals = np.array(
+        [s.edges, s.remote_ghosts, s.bytes_sent, s.cpu_seconds_evaluate], dtype=np.float64
+    )
     comm.Allreduce(MPI.IN_PLACE, slowest, op=MPI.MAX)
-    comm.Allreduce(MPI.IN_PLACE, edges, op=MPI.SUM)
+    comm.Allreduce(MPI.IN_PLACE, totals, op=MPI.SUM)
     if comm.rank != 0:
         return
     print(
@@ -96,16 +98,24 @@ def report(args, comm, fix: AllegroFix, natoms: int, elapsed: float, state: dict
     thermo = state["thermo"]
     for key, value in thermo.items():
         print(f"final {key:6s} {value:22.12f}")
+    # `run N` evaluates the forces N + 1 times (once in its set-up): times are per evaluation
+    per_step = 1e3 / s.calls
     print(
-        f"time: {elapsed / args.steps * 1e3:.1f} ms/step wall; slowest rank per step: "
-        f"{slowest[0] / args.steps * 1e3:.1f} ms in allegro_ref, of which "
-        f"{slowest[1] / args.steps * 1e3:.1f} ms evaluating and "
-        f"{slowest[2] / args.steps * 1e3:.1f} ms in reductions (waiting included)"
+        f"time: {elapsed * per_step:.1f} ms/step wall (per force evaluation, {s.calls} of them); "
+        f"slowest rank per step: "
+        f"{slowest[0] * per_step:.1f} ms in allegro_ref, of which "
+        f"{slowest[1] * per_step:.1f} ms evaluating, {slowest[2] * per_step:.1f} ms in the ghost "
+        f"force exchange and {slowest[3] * per_step:.1f} ms in reductions (waiting included)"
+    )
+    print(f"cpu: {totals[3] * per_step:.1f} ms of CPU time evaluating per step, all ranks together")
+    per_rank_step = 1.0 / s.calls / comm.size
+    print(
+        f"work: {totals[0] * per_rank_step:.0f} edges per rank per step (all centered on owned "
+        f"atoms); {totals[1] * per_rank_step:.0f} ghosts per rank owned by another rank"
     )
     print(
-        f"work: {edges.sum() / args.steps / comm.size:.0f} edges per rank per step, "
-        f"{100 * edges[1] / edges.sum():.1f}% of them centered on ghosts owned by another rank "
-        f"(duplicated work)"
+        f"communication: {totals[2] * per_rank_step:.0f} bytes of ghost forces sent per rank "
+        f"per step"
     )
     if args.output:
         np.savez(
