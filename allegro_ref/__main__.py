@@ -253,7 +253,7 @@ def run_md(args: argparse.Namespace, model: Any) -> int:
 
 def copper_supercell(n_atoms: int, temperature: float, seed: int):
     """A cubic fcc Cu supercell of `n_atoms` = 4k³ atoms (a = 3.61 Å), rattled by 0.02 Å, with
-    Maxwell-Boltzmann velocities at `temperature` K and no centre-of-mass motion."""
+    Maxwell-Boltzmann velocities at `temperature` K and no center-of-mass motion."""
     from ase.build import bulk
     from ase.md.velocitydistribution import Stationary
 

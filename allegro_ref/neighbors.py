@@ -1,6 +1,6 @@
-"""Neighbour list with periodic images, and the edge vectors built from it.
+"""Neighbor list with periodic images, and the edge vectors built from it.
 
-An *edge* e = (i, j, S) is a directed pair: centre atom i, neighbour atom j and an integer
+An *edge* e = (i, j, S) is a directed pair: center atom i, neighbor atom j and an integer
 lattice shift S (row vector), with the edge vector
 
     r_e = x_j - x_i + S @ cell        [Å]  (cell rows = lattice vectors, as in ASE)
@@ -8,7 +8,7 @@ lattice shift S (row vector), with the edge vector
 The list is *full* (both i -> j and j -> i), keeps every edge with |r_e| < cutoff, never holds
 the zero-shift self pair (i, i, 0), and holds every periodic image inside the cutoff as its own
 edge: a cell smaller than the cutoff gives many edges between the same two atoms, and an atom
-sees its own images. Edges are sorted by centre, then neighbour (images of one pair keep the
+sees its own images. Edges are sorted by center, then neighbor (images of one pair keep the
 order of the underlying library), which is the order the model's segment sums expect.
 
 The search runs on the host with vesin (BSD-3), whatever array library the caller uses: this is
@@ -48,11 +48,11 @@ __all__ = [
 ]
 
 
-#: Most edges a neighbour list may hold unless ``max_edges`` says otherwise: about 2·10⁹ edges
+#: Most edges a neighbor list may hold unless ``max_edges`` says otherwise: about 2·10⁹ edges
 #: take ~140 GB on the host (vesin's 28 bytes per edge, then 40 bytes of int64 copies). Ten
 #: million atoms of a liquid (0.1 atoms/Å³) with a 5 Å cutoff need ~5·10⁸.
 MAX_EDGES = 2_000_000_000
-#: Most neighbours per atom the input may imply (density × volume of the cutoff sphere): dense
+#: Most neighbors per atom the input may imply (density × volume of the cutoff sphere): dense
 #: solids (0.2 atoms/Å³) with a 12 Å cutoff give ~1500; 20000 is reached only by atoms
 #: or periodic images packed far closer than any physical matter (e.g. a 0.01 Å cell).
 MAX_NEIGHBORS_PER_ATOM = 20_000
@@ -86,7 +86,7 @@ def neighbor_list(
     *,
     max_edges: int | None = None,
 ) -> tuple[Any, Any, Any]:
-    """Full directed neighbour list with periodic images.
+    """Full directed neighbor list with periodic images.
 
     Args:
         positions: ``[n_atoms, 3]`` Cartesian positions, Å (any supported array library).
@@ -100,8 +100,8 @@ def neighbor_list(
     Returns:
         ``(centers, neighbors, shifts)``: ``[n_edges]``, ``[n_edges]`` and ``[n_edges, 3]``
             int64 arrays in the namespace and on the device of ``positions``, with
-            r_e = positions[neighbors] - positions[centers] + shifts @ cell, sorted by centre
-            then neighbour.
+            r_e = positions[neighbors] - positions[centers] + shifts @ cell, sorted by center
+            then neighbor.
 
     Raises:
         ValueError: bad shapes, non-finite numbers, a singular periodic cell, or an input
@@ -113,7 +113,7 @@ def neighbor_list(
       ``MAX_PERIODIC_IMAGES``, hₖ the height of the
       cell across periodic direction k. Nearly parallel lattice vectors (a near-singular cell)
       or a cell much smaller than the cutoff are refused here instead of running for hours.
-    - neighbours per atom, estimated as ρ · 4/3 π r_c³ with ρ = atoms / volume (periodic
+    - neighbors per atom, estimated as ρ · 4/3 π r_c³ with ρ = atoms / volume (periodic
       directions: the cell; open directions: the extent of the atoms, at least 2 r_c), ≤
       ``MAX_NEIGHBORS_PER_ATOM``, and
       atoms × that ≤ ``max_edges``.
@@ -167,7 +167,7 @@ def neighbor_list(
         kept = np.einsum("ek,ek->e", vectors, vectors) < cutoff * cutoff
         kept &= np.all(shifts[:, ~host_pbc] == 0, axis=1)
         centers, neighbors, shifts = centers[kept], neighbors[kept], shifts[kept]
-    # vesin sorts by centre only; a stable sort on (centre, neighbour) keeps it deterministic.
+    # vesin sorts by center only; a stable sort on (center, neighbor) keeps it deterministic.
     key = centers * max(1, host_positions.shape[0]) + neighbors
     if key.size and not bool(np.all(key[1:] >= key[:-1])):
         order = np.argsort(key, kind="stable")
@@ -457,10 +457,10 @@ def within_pair_cutoffs(
 
     Args:
         vectors: ``[n_edges, 3]`` edge vectors, Å.
-        centers: ``[n_edges]`` integer index of each edge's centre atom.
-        neighbors: ``[n_edges]`` integer index of each edge's neighbour atom.
+        centers: ``[n_edges]`` integer index of each edge's center atom.
+        neighbors: ``[n_edges]`` integer index of each edge's neighbor atom.
         atom_types: ``[n_atoms]`` integer types (indices into the model's type names).
-        cutoff_matrix: ``[n_types, n_types]`` float64 NumPy array, Å (row: centre type).
+        cutoff_matrix: ``[n_types, n_types]`` float64 NumPy array, Å (row: center type).
 
     Returns:
         ``[n_kept]`` int64 indices into the edges, increasing (so the sort order is kept); use

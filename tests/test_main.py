@@ -156,11 +156,11 @@ def test_cupy_backend_without_cupy_is_refused_up_front(monkeypatch, capsys):
 
 def test_a_failed_run_exits_1_with_one_line_unless_debug(capsys):
     def fail():
-        raise ValueError("the neighbour list\nrefused the cell")
+        raise ValueError("the neighbor list\nrefused the cell")
 
     assert run_reporting_errors(fail, prog="prog") == 1
     line = one_error_line(capsys.readouterr().err)
-    assert line == "prog: error: ValueError: the neighbour list refused the cell"
+    assert line == "prog: error: ValueError: the neighbor list refused the cell"
     with pytest.raises(ValueError, match="refused"):
         run_reporting_errors(fail, prog="prog", debug=True)
 

@@ -1,4 +1,4 @@
-"""Neighbour list: same edge sets as ase.neighborlist (an independent implementation) on
+"""Neighbor list: same edge sets as ase.neighborlist (an independent implementation) on
 triclinic cells smaller than the cutoff, mixed pbc, molecules, single atoms, unwrapped atoms."""
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def test_edge_invariants(system):
     centers, neighbors, shifts = neighbor_list(positions, cell, pbc, cutoff)
     vectors = edge_vectors(positions, cell, centers, neighbors, shifts)
     assert np.all(np.linalg.norm(vectors, axis=1) < cutoff)
-    # sorted by centre, then neighbour
+    # sorted by center, then neighbor
     key = centers * len(positions) + neighbors
     assert np.all(np.diff(key) >= 0)
     # no zero-shift self pair
@@ -191,7 +191,7 @@ def test_within_pair_cutoffs(backend, rng):
         cutoff_matrix,
     )
     np.testing.assert_array_equal(backend.to_numpy(kept), expected)
-    # the pruned list is the union over type pairs of the neighbour list at that pair's cutoff
+    # the pruned list is the union over type pairs of the neighbor list at that pair's cutoff
     union = []
     for ti in (0, 1):
         for tj in (0, 1):
@@ -320,7 +320,7 @@ def test_far_apart_clusters_same_edges_as_ase(seed):
         # coordinates whose differences overflow float64
         ([[0, 0, 0], [1.7e308, 0, 0], [-1.7e308, 0, 0]], None, False, "beyond 1e\\+12 Å"),
         ([[0, 0, 0]], np.eye(3) * 1e300, True, "cell reach 1e\\+300 Å"),
-        # 10⁵ atoms in a 10 Å periodic box: 8·10⁴ neighbours each
+        # 10⁵ atoms in a 10 Å periodic box: 8·10⁴ neighbors each
         (
             np.random.default_rng(0).uniform(0, 10, (100_000, 3)),
             np.eye(3) * 10,
@@ -369,7 +369,7 @@ def test_physical_extremes_pass_the_guards():
 
 def test_a_chain_too_long_for_the_library_grid_is_searched_correctly():
     """A chain of 250000 atoms 4 Å apart, 10⁶ Å long in an open box: no gap to close, and
-    vesin 0.6.2's own grid would have zero cells across it (SIGFPE); each atom's neighbours
+    vesin 0.6.2's own grid would have zero cells across it (SIGFPE); each atom's neighbors
     within 5 Å are the two next to it."""
     n = 250_000
     result = neighbor_list_in_child(np.c_[np.arange(n) * 4.0, np.zeros((n, 2))], None, False, 5.0)

@@ -634,7 +634,7 @@ def _scales_and_shifts(
 
 def _check_cutoffs(state: Mapping[str, np.ndarray], config: AllegroConfig) -> None:
     """Compare the official table of reciprocal cutoffs (``edge_norm._rmax_recip``: a scalar,
-    or [T·T] indexed centre·T + neighbour) with allegro_ref's ``config.cutoff_matrix()``."""
+    or [T·T] indexed center·T + neighbor) with allegro_ref's ``config.cutoff_matrix()``."""
     theirs = state.get("edge_norm._rmax_recip")
     if theirs is None:
         return
