@@ -93,9 +93,9 @@ def silu(z: Array) -> Array:
 
 
 def _silu_and_grad(xp, z):
-    """(silu(z), silu'(z)) with silu'(z) = σ(z) (1 + z σ(−z))."""
+    """(silu(z), silu'(z), σ(z)) with silu'(z) = σ(z) (1 + z σ(−z))."""
     sigma, one_minus_sigma = _sigmoids(xp, z, complement=True)
-    return z * sigma, sigma * (1.0 + z * one_minus_sigma)
+    return z * sigma, sigma * (1.0 + z * one_minus_sigma), sigma
 
 
 def _alphas(weights: Sequence[Any], nonlinearity: str | None) -> list[float]:
@@ -139,9 +139,9 @@ def mlp_forward(
         nonlinearity: `"silu"` or `None` (purely linear; all gains 1).
 
     Returns:
-        `(y, cache)`: `y` `[..., d_L]`; `cache` = `(x, [(h_{k+1}, silu'(z_k)) for the hidden
-            layers], nonlinearity)`: activations and slopes, so the backward evaluates no
-            exponential.
+        `(y, cache)`: `y` `[..., d_L]`; `cache` = `(x, [(h_{k+1}, silu'(z_k), σ(z_k)) for the
+            hidden layers], nonlinearity)`: activations, slopes and sigmoids (kept, not
+            recomputed), so neither the backward nor `mlp_jvp` evaluates an exponential.
 
     Raises:
         ValueError: an unknown nonlinearity, no weights, or widths and dtypes that do not chain.
@@ -168,10 +168,10 @@ def mlp_forward(
     for w, alpha in zip(weights[:-1], alphas[:-1], strict=True):
         z = h @ (alpha * w)
         if nonlinearity is None:
-            h, slope = z, None
+            h, slope, sigma = z, None, None
         else:
-            h, slope = _silu_and_grad(xp, z)
-        hidden.append((h, slope))
+            h, slope, sigma = _silu_and_grad(xp, z)
+        hidden.append((h, slope, sigma))
     y = h @ (alphas[-1] * weights[-1])
     return y, (x, hidden, nonlinearity)
 
@@ -207,7 +207,7 @@ def mlp_backward(
         if k == 0:
             h = x
         else:
-            h, slope = hidden[k - 1]
+            h, slope, _ = hidden[k - 1]
         if weight_gradients:
             h_rows = xp.reshape(h, (-1, h.shape[-1]))
             grad_rows = xp.reshape(grad, (-1, grad.shape[-1]))
@@ -221,10 +221,12 @@ def mlp_backward(
 # ---- forward-mode: the tangent of the forward, and of the backward ---------------------------
 
 
-def _silu_second(xp, z):
-    r"""$\mathrm{silu}''(z) = \sigma(z)\,\sigma(-z)\,(2 + z\,(\sigma(-z) - \sigma(z)))$ (real z)."""
-    sigma, one_minus_sigma = _sigmoids(xp, z, complement=True)
-    return sigma * one_minus_sigma * (2.0 + z * (one_minus_sigma - sigma))
+def _silu_second(slope, sigma):
+    r"""$\mathrm{silu}''(z) = \sigma (1 - \sigma) (2 + z (1 - 2\sigma))
+    = 2 \sigma (1 - \sigma) + (s - \sigma)(1 - 2 \sigma)$ from the slope
+    $s = \mathrm{silu}'(z) = \sigma + z \sigma (1 - \sigma)$ and $\sigma = \sigma(z)$ of the
+    forward (no exponential, no z; exact to rounding in absolute terms)."""
+    return 2.0 * sigma * (1.0 - sigma) + (slope - sigma) * (1.0 - 2.0 * sigma)
 
 
 def mlp_jvp(weights: Sequence[Array], cache: tuple, x_dot: Array) -> tuple[Array, tuple]:
@@ -242,18 +244,15 @@ def mlp_jvp(weights: Sequence[Array], cache: tuple, x_dot: Array) -> tuple[Array
             silu''(z_k) ż_k) for the hidden layers])`, the tangents of the forward cache, for
             [`mlp_backward_jvp`][allegro_ref.nn.mlp.mlp_backward_jvp].
     """
-    x, hidden, nonlinearity = cache
-    xp = namespace(x, x_dot)
+    _, hidden, nonlinearity = cache
     alphas = _alphas(weights, nonlinearity)
-    h, h_dot, tangents = x, x_dot, []
-    for k, (w, alpha) in enumerate(zip(weights[:-1], alphas[:-1], strict=True)):
+    h_dot, tangents = x_dot, []
+    for (_, slope, sigma), w, alpha in zip(hidden, weights[:-1], alphas[:-1], strict=True):
         z_dot = h_dot @ (alpha * w)
         if nonlinearity is None:
             h_dot, slope_dot = z_dot, None
         else:
-            z = h @ (alpha * w)  # recomputed: the forward keeps only silu(z) and silu'(z)
-            h_dot, slope_dot = hidden[k][1] * z_dot, _silu_second(xp, z) * z_dot
-        h = hidden[k][0]
+            h_dot, slope_dot = slope * z_dot, _silu_second(slope, sigma) * z_dot
         tangents.append((h_dot, slope_dot))
     return h_dot @ (alphas[-1] * weights[-1]), (x_dot, tangents)
 
