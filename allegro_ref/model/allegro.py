@@ -42,10 +42,22 @@ gradients as a `Tracks` of gradients. `AllegroModel` composes the stages, and
 `AllegroModel.intermediates` names the features of every stage (for layer-by-layer comparisons
 with another implementation). The result is exactly what nequip-allegro 0.8.3 computes.
 
+**Forward-over-reverse.** Each stage also has a `stage_jvp` (the tangent of its outputs from
+tangent inputs, with a typed tangent cache) and a `stage_backward_jvp` (its backward and the
+tangent of that backward, side by side), right below its backward:
+
+```python
+tangent_outputs, tangent = stage_jvp(params, ..., cache, tangent_inputs)
+(grads, grads_dot), grad_params_dot = stage_backward_jvp(params, cache, tangent, grads_out,
+                                                         grads_out_dot)
+```
+
+`AllegroModel.backward_jvp` composes them: the exact mixed second derivatives that training
+needs for the force and stress losses (`allegro_ref.train.loss`), in real arithmetic.
+
 Complex inputs: every operation of every stage is complex-analytic, so both directions also run
 on complex edge vectors (complex128 geometry, the complex dtype of the model's precision for
-the network). Training uses this for exact mixed second derivatives by complex-step
-differentiation (`allegro_ref.train.loss`).
+the network): complex-step differentiation, the independent check of `backward_jvp`.
 """
 
 from __future__ import annotations

@@ -21,9 +21,23 @@ cheap, on the predictions), the chain rule gives
 
 (forces and stress are linear in the g_e: Σ_k v_k·F_k = Σ_e g_e·(v_i − v_j), and
 Σ_ab Σ_ab σ_ab = Σ_e g_e·(Σ r_e)/V for symmetric Σ). The second term is a *mixed second
-derivative*, ∂/∂θ of the directional derivative of E along w. We get it by **complex-step
-differentiation** through the model's own hand-written backward: every operation of the model is
-complex-analytic, so for a small real h
+derivative*, ∂/∂θ of the directional derivative of E along w.
+
+**Forward-over-reverse** (today's family, `AllegroModel.backward_jvp`). Let
+P_c(r) = Σ_i c_i ∂E_i/∂θ(r) be what the backward computes with cotangent c. Its directional
+derivative as r moves along w and c along a, at c = 1, is
+
+    d/dε P_{1 + εa}(r + εw) |_{ε=0} = Σ_i a_i ∂E_i/∂θ + ∂/∂θ (w · ∂E/∂r)
+
+(the θ- and r-derivatives commute): the whole gradient at once. Every block has a `*_jvp`
+(the tangent of its forward outputs from tangent inputs) and a `*_backward_jvp` (the backward
+and, alongside, its tangent: the product rule on each of its lines), so this is one tangent
+forward pass and one backward pass carrying primal and tangent cotangents, in real arithmetic
+(≈ one forward and two backwards). The tangents of ∂L/∂r are never formed: no parameter lies
+below the edge vectors.
+
+**Complex step** (the 2022 family, and the independent test oracle): every operation of the
+model is complex-analytic, so for a small real h
 
     E(r + i h w) = E(r) + i h (w · ∂E/∂r) + O(h²)   and   ∂E/∂θ(r + i h w) = P + i h Q + O(h²),
 
@@ -32,8 +46,9 @@ subtraction, so it is exact to rounding for any tiny h (unlike finite difference
 forward and backward pass gives the *whole* gradient: backpropagating the cotangent
 c_i = 1 + i h a_i (instead of 1) gives Im Σ_i c_i ∂E_i/∂θ(r + ihw) = h (Q + Σ_i a_i P_i) + O(h³).
 
-Cost: one real forward + backward (predictions) and one complex forward + backward (≈ 3-4 real
-passes) per step.
+Cost per step: one real forward + backward (predictions), then the tangent forward and the
+primal-and-tangent backward (forward-over-reverse, about half the time of the complex forward
++ backward that complex step costs).
 """
 
 from __future__ import annotations
@@ -122,7 +137,8 @@ def loss_and_gradient(
     model, batch: Batch, weights: LossWeights = LossWeights(), gradient: bool = True
 ) -> LossResult:
     """The loss of ``batch`` (module docstring) and, if ``gradient``, ∂L/∂θ for every
-    parameter of ``model`` (exact to rounding; complex step for the force and stress terms)."""
+    parameter of ``model`` (exact to rounding; forward-over-reverse for the force and stress
+    terms, complex step for a model without ``backward_jvp``)."""
     xp = namespace(batch.edge_vectors)
     c_energy, c_forces, c_stress = weights.normalized()
     predictions, cache = _predict(model, batch)
