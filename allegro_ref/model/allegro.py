@@ -48,9 +48,12 @@ tangent of that backward, side by side), right below its backward:
 
 ```python
 tangent_outputs, tangent = stage_jvp(params, ..., cache, tangent_inputs)
-(grads, grads_dot), grad_params_dot = stage_backward_jvp(params, cache, tangent, grads_out,
-                                                         grads_out_dot)
+(grad_inputs, grad_inputs_dot), grad_params_dot = stage_backward_jvp(
+    params, cache, tangent, grad_outputs, grad_outputs_dot)
 ```
+
+(`grad_params_dot`: the tangents of $\partial L/\partial \theta$ of the entries the stage owns;
+the geometry stage returns only those, as nothing trainable lies below it).
 
 `AllegroModel.backward_jvp` composes them: the exact mixed second derivatives that training
 needs for the force and stress losses (`allegro_ref.train.loss`), in real arithmetic.
@@ -521,8 +524,8 @@ def two_body_backward_jvp(
     tangent: TwoBodyTangent,
     grad_h: Array,
     grad_h_dot: Array,
-) -> tuple[Array, Array, dict[str, Array]]:
-    r"""Tangent of `two_body_backward`: `(grad_radial, grad_radial_dot, grads_dot)`;
+) -> tuple[tuple[Array, Array], dict[str, Array]]:
+    r"""Tangent of `two_body_backward`: `((grad_radial, grad_radial_dot), grads_dot)`;
     $\dot{\bar t} = \dot{\bar z} \odot \rho + \bar z \odot \dot\rho$ for the type embeddings."""
     c, t = cache, tangent
     grad_z, grad_z_dot, grad_w = mlp_backward_jvp(
@@ -536,7 +539,7 @@ def two_body_backward_jvp(
     grads.update(_named("basis_linear", grad_w))
     grad_type_embedding = grad_z_dot * c.radial_embedding + grad_z * t.radial_embedding
     grads.update(_type_embedding_gradients(params, c, grad_type_embedding))
-    return grad_radial, grad_radial_dot, grads
+    return (grad_radial, grad_radial_dot), grads
 
 
 # -------------------------------------------------------------------------------------------
@@ -680,8 +683,8 @@ def initial_tracks_backward_jvp(
     tangent: InitialTracksTangent,
     grad_tracks: Tracks,
     grad_tracks_dot: Tracks,
-) -> tuple[Array, Array, dict[str, Array]]:
-    r"""Tangent of `initial_tracks_backward`: `(grad_h, grad_h_dot, grads_dot)` (the
+) -> tuple[tuple[Array, Array], dict[str, Array]]:
+    r"""Tangent of `initial_tracks_backward`: `((grad_h, grad_h_dot), grads_dot)` (the
     tangent of $\partial L/\partial Y$ is not formed)."""
     c, t = cache, tangent
     xp = namespace(grad_tracks.tensors)
@@ -705,7 +708,7 @@ def initial_tracks_backward_jvp(
         grad_weights, grad_weights_dot,
     )  # fmt: skip
     grads.update(_named("tensor_embed", grad_w))
-    return grad_h + grad_h_tensors, grad_h_dot + grad_h_tensors_dot, grads
+    return (grad_h + grad_h_tensors, grad_h_dot + grad_h_tensors_dot), grads
 
 
 # -------------------------------------------------------------------------------------------
@@ -1340,19 +1343,11 @@ class AllegroModel:
         for layer_cache, layer in zip(reversed(cache.layers), reversed(layers), strict=True):
             grad, g = layer_backward_jvp(params, layer_cache, layer, *grad)
             grads.update(g)
-        grad_h, grad_h_dot, g = initial_tracks_backward_jvp(
-            params, cache.initial_tracks, initial, *grad
-        )
+        grad, g = initial_tracks_backward_jvp(params, cache.initial_tracks, initial, *grad)
         grads.update(g)
-        grad_radial, grad_radial_dot, g = two_body_backward_jvp(
-            params, cache.two_body, two_body, grad_h, grad_h_dot
-        )
+        grad, g = two_body_backward_jvp(params, cache.two_body, two_body, *grad)
         grads.update(g)
-        grads.update(
-            geometry_backward_jvp(
-                params, cache.geometry_cache, geometry, grad_radial, grad_radial_dot
-            )
-        )
+        grads.update(geometry_backward_jvp(params, cache.geometry_cache, geometry, *grad))
         return grads
 
     def _tangents_forward(self, cache: ModelCache, edge_vectors_dot: Array) -> tuple:
