@@ -366,10 +366,11 @@ class EnvironmentTensorProduct:
         U, n = self.num_channels, groups.n_centers
         g_groups = _group_rows(xp, grad_out, groups, axis=1, masked=True)
         g_dot_groups = _group_rows(xp, grad_out_dot, groups, axis=1, masked=True)
-        grad_x = g_groups @ xp.matrix_transpose(folded)
-        grad_x_dot = g_dot_groups @ xp.matrix_transpose(folded) + g_groups @ xp.matrix_transpose(
-            folded_dot
-        )
+        folded_t, folded_dot_t = (
+            _copy_c_order(xp, xp.matrix_transpose(m)) for m in (folded, folded_dot)
+        )  # Mᵀ and Ṁᵀ, small; BLAS prefers them contiguous
+        grad_x = g_groups @ folded_t
+        grad_x_dot = g_dot_groups @ folded_t + g_groups @ folded_dot_t
         shape = (U, n, self.irreps_in1.dim * self.irreps_out.dim)
         grad_folded = xp.reshape(xp.matrix_transpose(x_groups) @ g_groups, shape)
         grad_folded_dot = xp.matrix_transpose(x_dot_groups) @ g_groups
