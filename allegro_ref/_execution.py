@@ -226,6 +226,11 @@ class Executor:
                 initializer=_start_worker,
                 initargs=(tasks,),
             )
+            # Start every worker with the pool, as it does under fork. On demand (CPython >=
+            # 3.11's default for spawn) a worker started while the pool's manager thread waits
+            # is not among the processes it watches, so its death would go unnoticed until
+            # another worker returns a result: possibly never.
+            self._pool._safe_to_dynamically_spawn_children = False
             self._stop_workers = weakref.finalize(self, _stop, self._pool, tasks)
         return self._pool
 

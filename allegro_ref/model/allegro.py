@@ -42,10 +42,25 @@ gradients as a `Tracks` of gradients. `AllegroModel` composes the stages, and
 `AllegroModel.intermediates` names the features of every stage (for layer-by-layer comparisons
 with another implementation). The result is exactly what nequip-allegro 0.8.3 computes.
 
+**Forward-over-reverse.** Each stage also has a `stage_jvp` (the tangent of its outputs from
+tangent inputs, with a typed tangent cache) and a `stage_backward_jvp` (its backward and the
+tangent of that backward, side by side), right below its backward:
+
+```python
+tangent_outputs, tangent = stage_jvp(params, ..., cache, tangent_inputs)
+(grad_inputs, grad_inputs_dot), grad_params_dot = stage_backward_jvp(
+    params, cache, tangent, grad_outputs, grad_outputs_dot)
+```
+
+(`grad_params_dot`: the tangents of $\partial L/\partial \theta$ of the entries the stage owns;
+the geometry stage returns only those, as nothing trainable lies below it).
+
+`AllegroModel.backward_jvp` composes them: the exact mixed second derivatives that training
+needs for the force and stress losses (`allegro_ref.train.loss`), in real arithmetic.
+
 Complex inputs: every operation of every stage is complex-analytic, so both directions also run
 on complex edge vectors (complex128 geometry, the complex dtype of the model's precision for
-the network). Training uses this for exact mixed second derivatives by complex-step
-differentiation (`allegro_ref.train.loss`).
+the network): complex-step differentiation, the independent check of `backward_jvp`.
 """
 
 from __future__ import annotations
@@ -60,19 +75,35 @@ from ..nn import (
     EdgeGroups,
     EnvironmentTensorProduct,
     bessel_basis_backward,
+    bessel_basis_backward_jvp,
     bessel_basis_forward,
+    bessel_basis_jvp,
     environment_density_backward,
+    environment_density_backward_jvp,
     environment_density_forward,
+    environment_density_jvp,
     gather,
     group_edges,
     mlp_backward,
+    mlp_backward_jvp,
     mlp_forward,
+    mlp_jvp,
     polynomial_cutoff_backward,
     polynomial_cutoff_forward,
+    polynomial_cutoff_jvp,
     scatter_sum,
 )
-from ..nn.irrep_weights import irrep_weighted_backward, irrep_weighted_forward
-from ..o3 import spherical_harmonics_backward, spherical_harmonics_forward
+from ..nn.irrep_weights import (
+    irrep_weighted_backward,
+    irrep_weighted_backward_jvp,
+    irrep_weighted_forward,
+    irrep_weighted_jvp,
+)
+from ..o3 import (
+    spherical_harmonics_backward,
+    spherical_harmonics_forward,
+    spherical_harmonics_jvp,
+)
 from .config import AllegroConfig
 
 __all__ = [
@@ -82,16 +113,31 @@ __all__ = [
     "Geometry",
     "geometry_forward",
     "geometry_backward",
+    "geometry_jvp",
+    "geometry_backward_jvp",
+    "GeometryTangent",
     "two_body_forward",
     "two_body_backward",
+    "two_body_jvp",
+    "two_body_backward_jvp",
+    "TwoBodyTangent",
     "Tracks",
     "initial_tracks_forward",
     "initial_tracks_backward",
+    "initial_tracks_jvp",
+    "initial_tracks_backward_jvp",
+    "InitialTracksTangent",
     "layer_forward",
     "layer_backward",
+    "layer_jvp",
+    "layer_backward_jvp",
+    "LayerTangent",
     "Energies",
     "readout_forward",
     "readout_backward",
+    "readout_jvp",
+    "readout_backward_jvp",
+    "ReadoutTangent",
     "ModelCache",
     "GeometryCache",
     "TwoBodyCache",
@@ -295,6 +341,61 @@ def geometry_backward(
     return grad_vectors, grads
 
 
+class GeometryTangent(NamedTuple):
+    """Tangents of the geometry stage along edge-vector tangents ``ṙ`` (``geometry_jvp``):
+    ``x`` [E] float64 ẋ, ``envelope`` [E] float64 u̇, ``radial`` [E, B] and ``sh`` [E, dim] in
+    the network dtype."""
+
+    x: Array
+    envelope: Array
+    radial: Array
+    sh: Array
+
+
+def geometry_jvp(cache: GeometryCache, edge_vectors_dot: Array, dtype: Any) -> GeometryTangent:
+    r"""Jacobian-vector product of `geometry_forward` along `edge_vectors_dot` `[E, 3]` Å:
+    $\dot x = (\hat r \cdot \dot r) / r_{cut}$, $\dot R = \dot b\, u + b\, \dot u$ and
+    $\dot Y$ (`spherical_harmonics_jvp`), cast to the network's `dtype`."""
+    c = cache
+    xp = namespace(edge_vectors_dot)
+    v_dot = xp.astype(edge_vectors_dot, c.edge_vectors.dtype)
+    x_dot = xp.sum(c.edge_vectors * v_dot, axis=-1) / c.lengths * c.inv_cutoff
+    bessel_dot = bessel_basis_jvp(c.bessel_cache, x_dot)
+    envelope_dot = polynomial_cutoff_jvp(c.envelope_cache, x_dot)
+    radial_dot = bessel_dot * c.envelope[:, None] + c.bessel * envelope_dot[:, None]
+    sh_dot = spherical_harmonics_jvp(c.sh_cache, v_dot)
+    return GeometryTangent(
+        x_dot, envelope_dot, xp.astype(radial_dot, dtype), xp.astype(sh_dot, dtype)
+    )
+
+
+def geometry_backward_jvp(
+    params: dict[str, Array],
+    cache: GeometryCache,
+    tangent: GeometryTangent,
+    grad_radial: Array,
+    grad_radial_dot: Array,
+) -> dict[str, Array]:
+    r"""Tangent of `geometry_backward`'s parameter gradient (forward-over-reverse), from
+    $\partial L/\partial R$ `[E, B]` and its tangent: with $\bar b = \bar R\, u$,
+    $\dot{\bar b} = \dot{\bar R}\, u + \bar R\, \dot u$ (`bessel_basis_backward_jvp`).
+    The tangent of $\partial L/\partial r$ is not formed: the edge vectors hold no parameter.
+    """
+    c = cache
+    xp = namespace(grad_radial)
+    grad_radial = xp.astype(grad_radial, c.edge_vectors.dtype)
+    grad_radial_dot = xp.astype(grad_radial_dot, c.edge_vectors.dtype)
+    grad_bessel = grad_radial * c.envelope[:, None]
+    grad_bessel_dot = (
+        grad_radial_dot * c.envelope[:, None] + grad_radial * tangent.envelope[:, None]
+    )
+    return {
+        "bessel_frequencies": bessel_basis_backward_jvp(
+            c.bessel_cache, tangent.x, grad_bessel, grad_bessel_dot
+        )
+    }
+
+
 # -------------------------------------------------------------------------------------------
 # 2. Two-body embedding
 # -------------------------------------------------------------------------------------------
@@ -377,15 +478,68 @@ def two_body_backward(
     )
     grads.update(_named("basis_linear", grad_w))
     if parameter_gradients:
-        grad_type_embedding = grad_z * c.radial_embedding
-        num_types, half = params["center_embed"].shape
-        grads["center_embed"] = scatter_sum(
-            grad_type_embedding[:, :half], c.center_types, num_types
-        )
-        grads["neighbor_embed"] = scatter_sum(
-            grad_type_embedding[:, half:], c.neighbor_types, num_types
-        )
+        grads.update(_type_embedding_gradients(params, c, grad_z * c.radial_embedding))
     return grad_radial, grads
+
+
+def _type_embedding_gradients(
+    params: dict[str, Array], cache: TwoBodyCache, grad_type_embedding: Array
+) -> dict[str, Array]:
+    """∂L/∂(center_embed, neighbor_embed) from ∂L/∂t [E, D]: each half scattered onto the
+    types of the edges' centers or neighbors."""
+    num_types, half = params["center_embed"].shape
+    return {
+        "center_embed": scatter_sum(grad_type_embedding[:, :half], cache.center_types, num_types),
+        "neighbor_embed": scatter_sum(
+            grad_type_embedding[:, half:], cache.neighbor_types, num_types
+        ),
+    }
+
+
+class TwoBodyTangent(NamedTuple):
+    """Tangents of the two-body stage (``two_body_jvp``): the radial embedding ρ̇ [E, D] and
+    the tangent caches of the two MLPs."""
+
+    radial_embedding: Array
+    basis: tuple
+    embed: tuple
+
+
+def two_body_jvp(
+    params: dict[str, Array], cache: TwoBodyCache, radial_dot: Array
+) -> tuple[Array, TwoBodyTangent]:
+    r"""Jacobian-vector product of `two_body_forward`: $\dot h$ `[E, S]` from $\dot R$
+    `[E, B]` ($\dot z = t \odot \dot\rho$: the type embedding does not move)."""
+    c = cache
+    rho_dot, basis = mlp_jvp(_mlp_weights(params, "basis_linear"), c.basis_cache, radial_dot)
+    h_dot, embed = mlp_jvp(
+        _mlp_weights(params, "scalar_embed_mlp"), c.embed_cache, c.type_embedding * rho_dot
+    )
+    return h_dot, TwoBodyTangent(rho_dot, basis, embed)
+
+
+def two_body_backward_jvp(
+    params: dict[str, Array],
+    cache: TwoBodyCache,
+    tangent: TwoBodyTangent,
+    grad_h: Array,
+    grad_h_dot: Array,
+) -> tuple[tuple[Array, Array], dict[str, Array]]:
+    r"""Tangent of `two_body_backward`: `((grad_radial, grad_radial_dot), grads_dot)`;
+    $\dot{\bar t} = \dot{\bar z} \odot \rho + \bar z \odot \dot\rho$ for the type embeddings."""
+    c, t = cache, tangent
+    grad_z, grad_z_dot, grad_w = mlp_backward_jvp(
+        _mlp_weights(params, "scalar_embed_mlp"), c.embed_cache, t.embed, grad_h, grad_h_dot
+    )
+    grads = _named("scalar_embed_mlp", grad_w)
+    grad_radial, grad_radial_dot, grad_w = mlp_backward_jvp(
+        _mlp_weights(params, "basis_linear"), c.basis_cache, t.basis,
+        grad_z * c.type_embedding, grad_z_dot * c.type_embedding,
+    )  # fmt: skip
+    grads.update(_named("basis_linear", grad_w))
+    grad_type_embedding = grad_z_dot * c.radial_embedding + grad_z * t.radial_embedding
+    grads.update(_type_embedding_gradients(params, c, grad_type_embedding))
+    return (grad_radial, grad_radial_dot), grads
 
 
 # -------------------------------------------------------------------------------------------
@@ -487,6 +641,74 @@ def initial_tracks_backward(
     )
     grads.update(_named("tensor_embed", grad_w))
     return (grad_h + grad_h_tensors, grad_sh), grads
+
+
+class InitialTracksTangent(NamedTuple):
+    """Tangents of stage 3 (``initial_tracks_jvp``): the MLP tangent caches and Ẏ."""
+
+    tensor_embed: tuple
+    sh: Array  # [E, dim]
+    projection: tuple
+
+
+def initial_tracks_jvp(
+    params: dict[str, Array], config: AllegroConfig, cache: InitialTracksCache, h_dot: Array,
+    sh_dot: Array,
+) -> tuple[Tracks, InitialTracksTangent]:  # fmt: skip
+    r"""Jacobian-vector product of `initial_tracks_forward`: the tangent `Tracks`
+    $(\dot V^0, (\dot x^0,), \dot w^0)$ from $\dot h$ `[E, S]` and $\dot Y$ `[E, dim]`."""
+    c = cache
+    xp = namespace(h_dot)
+    n_edges = h_dot.shape[0]
+    S, U, n_l = config.num_scalar_features, config.num_tensor_features, config.num_sh_irreps
+    weights_dot, tensor_embed = mlp_jvp(
+        _mlp_weights(params, "tensor_embed"), c.tensor_embed_cache, h_dot
+    )
+    weights_dot = xp.permute_dims(xp.reshape(weights_dot, (n_edges, U, n_l)), (1, 0, 2))
+    tensors_dot = irrep_weighted_jvp(c.irrep_weights_cache, weights_dot, sh_dot)
+    projection_dot, projection = mlp_jvp(
+        _mlp_weights(params, "first_projection"), c.projection_cache, h_dot
+    )
+    tracks_dot = Tracks(
+        tensors_dot,
+        (projection_dot[:, :S],),
+        xp.reshape(projection_dot[:, S:], (n_edges, U, n_l)),
+    )
+    return tracks_dot, InitialTracksTangent(tensor_embed, sh_dot, projection)
+
+
+def initial_tracks_backward_jvp(
+    params: dict[str, Array],
+    cache: InitialTracksCache,
+    tangent: InitialTracksTangent,
+    grad_tracks: Tracks,
+    grad_tracks_dot: Tracks,
+) -> tuple[tuple[Array, Array], dict[str, Array]]:
+    r"""Tangent of `initial_tracks_backward`: `((grad_h, grad_h_dot), grads_dot)` (the
+    tangent of $\partial L/\partial Y$ is not formed)."""
+    c, t = cache, tangent
+    xp = namespace(grad_tracks.tensors)
+    grad_projection, grad_projection_dot = (
+        xp.concat([g.latents[0], _flat_channels(xp, g.env_weights)], axis=-1)
+        for g in (grad_tracks, grad_tracks_dot)
+    )
+    grad_h, grad_h_dot, grad_w = mlp_backward_jvp(
+        _mlp_weights(params, "first_projection"), c.projection_cache, t.projection,
+        grad_projection, grad_projection_dot,
+    )  # fmt: skip
+    grads = _named("first_projection", grad_w)
+    grad_weights, grad_weights_dot = (
+        _flat_channels(xp, xp.permute_dims(g, (1, 0, 2)))  # [E, U·n_l]
+        for g in irrep_weighted_backward_jvp(
+            c.irrep_weights_cache, t.sh, grad_tracks.tensors, grad_tracks_dot.tensors
+        )
+    )
+    grad_h_tensors, grad_h_tensors_dot, grad_w = mlp_backward_jvp(
+        _mlp_weights(params, "tensor_embed"), c.tensor_embed_cache, t.tensor_embed,
+        grad_weights, grad_weights_dot,
+    )  # fmt: skip
+    grads.update(_named("tensor_embed", grad_w))
+    return (grad_h + grad_h_tensors, grad_h_dot + grad_h_tensors_dot), grads
 
 
 # -------------------------------------------------------------------------------------------
@@ -618,6 +840,102 @@ def layer_backward(
     return (Tracks(grad_tensors_in, grad_latents, grad_env_weights), grad_sh), grads
 
 
+class LayerTangent(NamedTuple):
+    """Tangents of layer k (``layer_jvp``): the tangent caches of the density, the tensor
+    product and the latent MLP."""
+
+    density: Any
+    tensor_product: Any
+    latent: tuple
+
+
+def layer_jvp(
+    params: dict[str, Array], config: AllegroConfig, cache: LayerCache, tracks_dot: Tracks,
+    sh_dot: Array,
+) -> tuple[Tracks, LayerTangent]:  # fmt: skip
+    r"""Jacobian-vector product of `layer_forward`: the tangent `Tracks` of layer k's output
+    from those of its input and $\dot Y$ `[E, dim]`, the four steps in order (each linear or
+    bilinear in what moves: the blocks' `*_jvp`)."""
+    c = cache
+    xp = namespace(sh_dot)
+    n_edges, n_atoms = sh_dot.shape[0], c.tensor_product_cache.n_atoms
+    S, U, n_l = config.num_scalar_features, config.num_tensor_features, config.num_sh_irreps
+    density_dot, density = environment_density_jvp(
+        c.density_cache, tracks_dot.env_weights, sh_dot, n_atoms
+    )
+    density_dot = density_dot * c.inv_sqrt_nbar[:, None, None]
+    tensors_dot, tensor_product = c.tensor_product.jvp(
+        c.tensor_product_cache, tracks_dot.tensors, density_dot
+    )
+    scalars_dot = xp.permute_dims(tensors_dot[:, :, 0], (1, 0))
+    latent_dot, latent = mlp_jvp(
+        _mlp_weights(params, f"latent.{c.k}"),
+        c.latent_cache,
+        xp.concat([*tracks_dot.latents, scalars_dot], axis=-1),
+    )
+    env_weights_dot = None
+    if c.k < config.num_layers - 1:
+        env_weights_dot = xp.reshape(latent_dot[:, S:], (n_edges, U, n_l))
+    tracks = Tracks(tensors_dot, (*tracks_dot.latents, latent_dot[:, :S]), env_weights_dot)
+    return tracks, LayerTangent(density, tensor_product, latent)
+
+
+def _latent_backward_jvp(params, cache: LayerCache, tangent: LayerTangent, grads: tuple):
+    """Step 4 of `layer_backward_jvp`: the latent MLP and the scalar extraction, for the
+    primal and the tangent gradient `Tracks` ``grads``; returns (∂L/∂x^j, ∂L/∂V^{k+1}) of both
+    and the tangent of the MLP's weight gradients."""
+    xp = namespace(grads[0].latents[-1])
+    S = grads[0].latents[-1].shape[1]
+    grad_out = [
+        g.latents[-1]
+        if g.env_weights is None
+        else xp.concat([g.latents[-1], _flat_channels(xp, g.env_weights)], axis=-1)
+        for g in grads
+    ]
+    *grad_z, grad_w = mlp_backward_jvp(
+        _mlp_weights(params, f"latent.{cache.k}"), cache.latent_cache, tangent.latent, *grad_out
+    )
+    latents, tensors = [], []
+    for g, z in zip(grads, grad_z, strict=True):
+        inputs = g.latents[:-1]
+        latents.append(tuple(a + z[:, S * j : S * (j + 1)] for j, a in enumerate(inputs)))
+        grad_scalars = xp.permute_dims(z[:, S * len(inputs) :], (1, 0))  # [U, E]
+        if g.tensors is None:  # the last layer: V^L reaches the loss only through s
+            tensors.append(grad_scalars[:, :, None])
+        else:
+            g.tensors[:, :, 0] = g.tensors[:, :, 0] + grad_scalars
+            tensors.append(g.tensors)
+    return latents, tensors, grad_w
+
+
+def layer_backward_jvp(
+    params: dict[str, Array],
+    cache: LayerCache,
+    tangent: LayerTangent,
+    grad_tracks: Tracks,
+    grad_tracks_dot: Tracks,
+) -> tuple[tuple[Tracks, Tracks], dict[str, Array]]:
+    r"""Tangent of `layer_backward` (forward-over-reverse): `((grad Tracks of the input, its
+    tangent), grads_dot)`, the four steps in reverse, each block's `backward_jvp` (the primal
+    backward runs alongside; the tangent of $\partial L/\partial Y$ is not formed)."""
+    c = cache
+    latents, tensors, grad_w = _latent_backward_jvp(
+        params, c, tangent, (grad_tracks, grad_tracks_dot)
+    )
+    grads = _named(f"latent.{c.k}", grad_w)
+    grad_x, grad_x_dot, grad_env, grad_env_dot, grads[f"tp.{c.k}"] = c.tensor_product.backward_jvp(
+        c.tensor_product_cache, tangent.tensor_product, *tensors
+    )
+    scale = c.inv_sqrt_nbar[:, None, None]
+    grad_w, grad_w_dot = environment_density_backward_jvp(
+        c.density_cache, tangent.density, grad_env * scale, grad_env_dot * scale
+    )
+    return (
+        Tracks(grad_x, latents[0], grad_w),
+        Tracks(grad_x_dot, latents[1], grad_w_dot),
+    ), grads
+
+
 # -------------------------------------------------------------------------------------------
 # 5. Readout and energies
 # -------------------------------------------------------------------------------------------
@@ -714,6 +1032,68 @@ def readout_backward(
     S = grad_features.shape[1] // c.num_latents
     grad_latents = tuple(grad_features[:, S * k : S * (k + 1)] for k in range(c.num_latents))
     return Tracks(None, grad_latents, None), grads
+
+
+class ReadoutTangent(NamedTuple):
+    """Tangents of the readout (``readout_jvp``): the MLP's tangent cache and the tangent of
+    Ẽ_i [N] float64."""
+
+    readout: tuple
+    reduced: Array
+
+
+def readout_jvp(
+    params: dict[str, Array], cache: ReadoutCache, tracks_dot: Tracks
+) -> ReadoutTangent:
+    r"""Jacobian-vector product of `readout_forward`: $\dot\varepsilon$ from the tangent
+    latents, then $\dot{\tilde E}_i = \sum_{e: c_e = i} \dot\varepsilon_e / \sqrt{2 \bar N}$."""
+    c = cache
+    xp = namespace(*tracks_dot.latents)
+    features_dot = xp.concat(tracks_dot.latents, axis=-1)
+    edge_energies_dot, readout = mlp_jvp(
+        _mlp_weights(params, "readout"), c.readout_cache, features_dot
+    )
+    reduced_dot = scatter_sum(edge_energies_dot[:, 0], c.centers, c.atom_types.shape[0])
+    reduced_dot = xp.astype(reduced_dot * c.energy_norm, c.reduced.dtype)
+    return ReadoutTangent(readout, reduced_dot)
+
+
+def readout_backward_jvp(
+    params: dict[str, Array],
+    cache: ReadoutCache,
+    tangent: ReadoutTangent,
+    grad_atomic_energies: Array,
+    grad_atomic_energies_dot: Array,
+) -> tuple[tuple[Tracks, Tracks], dict[str, Array]]:
+    r"""Tangent of `readout_backward`: `((grad Tracks, its tangent), grads_dot)`; for the
+    scales $\dot{\overline{\mathrm{scale}}}_t = \sum_{i: t_i = t} (\dot{\bar E}_i \tilde E_i +
+    \bar E_i \dot{\tilde E}_i)$."""
+    c = cache
+    xp = namespace(grad_atomic_energies)
+    grad, grad_dot = (
+        xp.astype(g, c.reduced.dtype) for g in (grad_atomic_energies, grad_atomic_energies_dot)
+    )
+    num_types = params["per_type_energy_shifts"].shape[0]
+    grads = {
+        "per_type_energy_shifts": scatter_sum(grad_dot, c.atom_types, num_types),
+        "per_type_energy_scales": scatter_sum(
+            grad_dot * c.reduced + grad * tangent.reduced, c.atom_types, num_types
+        ),
+    }
+    grad_edge, grad_edge_dot = (
+        gather(xp.astype(g * c.scales, c.energy_norm.dtype) * c.energy_norm, c.centers)[:, None]
+        for g in (grad, grad_dot)
+    )
+    grad_features, grad_features_dot, grad_w = mlp_backward_jvp(
+        _mlp_weights(params, "readout"), c.readout_cache, tangent.readout, grad_edge, grad_edge_dot
+    )
+    grads.update(_named("readout", grad_w))
+    S = grad_features.shape[1] // c.num_latents
+    tracks = tuple(
+        Tracks(None, tuple(g[:, S * k : S * (k + 1)] for k in range(c.num_latents)), None)
+        for g in (grad_features, grad_features_dot)
+    )
+    return tracks, grads
 
 
 # -------------------------------------------------------------------------------------------
@@ -923,6 +1303,68 @@ class AllegroModel:
         )
         grads.update(g)
         return (grad_vectors, grads) if parameter_gradients else grad_vectors
+
+    def backward_jvp(
+        self,
+        cache: ModelCache,
+        edge_vectors_dot: Array,
+        grad_atomic_energies: Array,
+        grad_atomic_energies_dot: Array,
+    ) -> dict[str, Array]:
+        r"""Forward-over-reverse: the tangent of `backward`'s parameter gradients as the edge
+        vectors move along `edge_vectors_dot` and the cotangent along
+        `grad_atomic_energies_dot`,
+
+        $$\frac{d}{d\epsilon} \sum_i (c_i + \epsilon \dot c_i)\,
+          \frac{\partial E_i}{\partial \theta}(r + \epsilon \dot r)\Big|_{\epsilon = 0}
+          = \frac{\partial}{\partial \theta}\Big[\sum_i \dot c_i E_i
+            + \sum_e \dot r_e \cdot \sum_i c_i \frac{\partial E_i}{\partial r_e}\Big],$$
+
+        the mixed second derivative that the force and stress losses need
+        (`allegro_ref.train.loss`). The stages' `*_jvp` carry the tangents forward, then their
+        `*_backward_jvp` run the backward and its tangent together, in reverse. Real
+        arithmetic, about the cost of one forward and two backwards.
+
+        Args:
+            cache: from `forward` (real edge vectors).
+            edge_vectors_dot: `[E, 3]` Å, the edge-vector tangent $\dot r$.
+            grad_atomic_energies: `[N]` float64, the cotangent $c$ (ones for the total energy).
+            grad_atomic_energies_dot: `[N]` float64, its tangent $\dot c$.
+
+        Returns:
+            name -> array shaped like the parameter, for every parameter.
+        """
+        tangents = self._tangents_forward(cache, edge_vectors_dot)
+        geometry, two_body, initial, layers, readout = tangents
+        params = cache.params
+        grad, grads = readout_backward_jvp(
+            params, cache.readout, readout, grad_atomic_energies, grad_atomic_energies_dot
+        )
+        for layer_cache, layer in zip(reversed(cache.layers), reversed(layers), strict=True):
+            grad, g = layer_backward_jvp(params, layer_cache, layer, *grad)
+            grads.update(g)
+        grad, g = initial_tracks_backward_jvp(params, cache.initial_tracks, initial, *grad)
+        grads.update(g)
+        grad, g = two_body_backward_jvp(params, cache.two_body, two_body, *grad)
+        grads.update(g)
+        grads.update(geometry_backward_jvp(params, cache.geometry_cache, geometry, *grad))
+        return grads
+
+    def _tangents_forward(self, cache: ModelCache, edge_vectors_dot: Array) -> tuple:
+        """The stages' `*_jvp` in order: (geometry, two-body, initial, (layers…), readout)
+        tangents."""
+        cfg, params = self.config, cache.params
+        geometry = geometry_jvp(cache.geometry_cache, edge_vectors_dot, cache.geometry.radial.dtype)
+        h_dot, two_body = two_body_jvp(params, cache.two_body, geometry.radial)
+        tracks_dot, initial = initial_tracks_jvp(
+            params, cfg, cache.initial_tracks, h_dot, geometry.sh
+        )
+        layers = []
+        for layer_cache in cache.layers:
+            tracks_dot, layer = layer_jvp(params, cfg, layer_cache, tracks_dot, geometry.sh)
+            layers.append(layer)
+        readout = readout_jvp(params, cache.readout, tracks_dot)
+        return geometry, two_body, initial, tuple(layers), readout
 
     def intermediates(self, cache: ModelCache) -> dict[str, Array]:
         """The features of every stage of the forward that made ``cache``, by name, in forward

@@ -9,15 +9,20 @@ from .environment import (
     EdgeGroups,
     EnvironmentDensityCache,
     environment_density_backward,
+    environment_density_backward_jvp,
     environment_density_forward,
+    environment_density_jvp,
     group_edges,
 )
-from .mlp import mlp_backward, mlp_forward, mlp_init, silu
+from .mlp import mlp_backward, mlp_backward_jvp, mlp_forward, mlp_init, mlp_jvp, silu
 from .radial import (
     bessel_basis_backward,
+    bessel_basis_backward_jvp,
     bessel_basis_forward,
+    bessel_basis_jvp,
     polynomial_cutoff_backward,
     polynomial_cutoff_forward,
+    polynomial_cutoff_jvp,
 )
 from .scatter import gather, gather_backward, scatter_sum, scatter_sum_backward
 from .tensor_product import (
@@ -30,11 +35,16 @@ from .tensor_product import (
 __all__ = [
     "bessel_basis_forward",
     "bessel_basis_backward",
+    "bessel_basis_jvp",
+    "bessel_basis_backward_jvp",
     "polynomial_cutoff_forward",
     "polynomial_cutoff_backward",
+    "polynomial_cutoff_jvp",
     "mlp_init",
     "mlp_forward",
     "mlp_backward",
+    "mlp_jvp",
+    "mlp_backward_jvp",
     "silu",
     "gather",
     "gather_backward",
@@ -45,6 +55,8 @@ __all__ = [
     "group_edges",
     "environment_density_forward",
     "environment_density_backward",
+    "environment_density_jvp",
+    "environment_density_backward_jvp",
     "EnvironmentTensorProduct",
     "EnvironmentTensorProductCache",
     "allowed_paths",

@@ -36,6 +36,8 @@ __all__ = [
     "group_edges",
     "environment_density_forward",
     "environment_density_backward",
+    "environment_density_jvp",
+    "environment_density_backward_jvp",
 ]
 
 
@@ -194,3 +196,62 @@ def environment_density_backward(
         grad_sh.append(w_groups[i, ...] @ g_l)  # [n, K, 2l+1]
     grad_weights = _ungroup_rows(xp, xp.stack(grad_w, axis=-1), groups)
     return grad_weights, _ungroup_rows(xp, xp.concat(grad_sh, axis=-1), groups)
+
+
+def environment_density_jvp(
+    cache: EnvironmentDensityCache, weights_dot: Array, sh_dot: Array, n_atoms: int
+) -> tuple[Array, EnvironmentDensityCache]:
+    r"""Jacobian-vector product of `environment_density_forward` (bilinear, so the product
+    rule): $\dot A_l[i] = \dot W_l[i]^T Y_l[i] + W_l[i]^T \dot Y_l[i]$.
+
+    Args:
+        cache: from the forward.
+        weights_dot: `[E, U, n_irreps]` tangent of the weights.
+        sh_dot: `[E, dim]` tangent of the features.
+        n_atoms: N, as given to the forward.
+
+    Returns:
+        `(density_dot [N, U, dim], tangent_cache)`: the tangent cache is the forward's cache
+            of the tangents (for `environment_density_backward_jvp`).
+    """
+    w_groups, sh_groups, irreps, groups = cache
+    xp = namespace(weights_dot, sh_dot)
+    w_dot = _group_rows(xp, _copy_c_order(xp, xp.permute_dims(weights_dot, (2, 0, 1))), groups, 1)
+    sh_dot = _group_rows(xp, sh_dot, groups, masked=True)
+    blocks = [
+        xp.matrix_transpose(w_dot[i, ...]) @ sh_groups[:, :, s]
+        + xp.matrix_transpose(w_groups[i, ...]) @ sh_dot[:, :, s]
+        for i, s in enumerate(irreps.slices())
+    ]
+    density_dot = _pad_atoms(xp, xp.concat(blocks, axis=-1), n_atoms)
+    return density_dot, EnvironmentDensityCache(w_dot, sh_dot, irreps, groups)
+
+
+def environment_density_backward_jvp(
+    cache: EnvironmentDensityCache,
+    tangent_cache: EnvironmentDensityCache,
+    grad_density: Array,
+    grad_density_dot: Array,
+) -> tuple[Array, Array]:
+    r"""Tangent of the weight gradient of `environment_density_backward`:
+    $\partial L/\partial w = Y_l G_l^T$ per $l$, so its tangent is
+    $\dot Y_l G_l^T + Y_l \dot G_l^T$.
+
+    Returns:
+        `(grad_weights, grad_weights_dot)`, both `[E, U, n_irreps]` (the primal runs
+            alongside; the tangent of $\partial L/\partial Y$ is not formed: nothing trainable
+            lies below the harmonics).
+    """
+    _, sh_groups, irreps, groups = cache
+    sh_dot = tangent_cache.sh_groups
+    xp = namespace(grad_density)
+    g = grad_density[: groups.n_centers, ...]
+    g_dot = grad_density_dot[: groups.n_centers, ...]
+    grad_w, grad_w_dot = [], []
+    for s in irreps.slices():
+        g_l = xp.matrix_transpose(g[:, :, s])  # [n, 2l+1, U]
+        grad_w.append(sh_groups[:, :, s] @ g_l)  # [n, K, U]
+        grad_w_dot.append(
+            sh_dot[:, :, s] @ g_l + sh_groups[:, :, s] @ xp.matrix_transpose(g_dot[:, :, s])
+        )
+    return tuple(_ungroup_rows(xp, xp.stack(a, axis=-1), groups) for a in (grad_w, grad_w_dot))

@@ -33,7 +33,12 @@ import numpy as np
 from ..backend import Array, as_constant, namespace
 from ..o3 import Irreps
 
-__all__ = ["irrep_weighted_forward", "irrep_weighted_backward"]
+__all__ = [
+    "irrep_weighted_forward",
+    "irrep_weighted_backward",
+    "irrep_weighted_jvp",
+    "irrep_weighted_backward_jvp",
+]
 
 
 @cache
@@ -86,6 +91,32 @@ def irrep_weighted_backward(cache: tuple, grad_out: Array) -> tuple[Array, Array
     expanded, features, expand = cache
     grad_weights = (grad_out * features) @ xp.matrix_transpose(as_constant(expand, like=grad_out))
     return grad_weights, _sum_to_shape(xp, grad_out * expanded, tuple(features.shape))
+
+
+def irrep_weighted_jvp(cache: tuple, weights_dot: Array, features_dot: Array) -> Array:
+    r"""Jacobian-vector product of `irrep_weighted_forward` (bilinear):
+    $\dot{\mathrm{out}} = (\dot w P) \odot Y + (w P) \odot \dot Y$, the shape of the output."""
+    expanded, features, expand = cache
+    return (
+        weights_dot @ as_constant(expand, like=weights_dot)
+    ) * features + expanded * features_dot
+
+
+def irrep_weighted_backward_jvp(
+    cache: tuple, features_dot: Array, grad_out: Array, grad_out_dot: Array
+) -> tuple[Array, Array]:
+    r"""Tangent of the weight gradient of `irrep_weighted_backward`: from
+    $\partial L/\partial w = (G \odot Y) P^T$, $(\dot G \odot Y + G \odot \dot Y) P^T$.
+
+    Returns:
+        `(grad_weights, grad_weights_dot)`, the shape of `weights` (the tangent of
+            $\partial L/\partial Y$ is not formed).
+    """
+    _, features, expand = cache
+    xp = namespace(grad_out)
+    expand_t = xp.matrix_transpose(as_constant(expand, like=grad_out))
+    grad_weights = (grad_out * features) @ expand_t
+    return grad_weights, (grad_out_dot * features + grad_out * features_dot) @ expand_t
 
 
 def _sum_to_shape(xp, a: Any, shape: tuple[int, ...]) -> Any:

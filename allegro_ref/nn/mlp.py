@@ -29,7 +29,7 @@ import numpy as np
 
 from ..backend import Array, namespace
 
-__all__ = ["mlp_init", "mlp_forward", "mlp_backward", "silu"]
+__all__ = ["mlp_init", "mlp_forward", "mlp_backward", "mlp_jvp", "mlp_backward_jvp", "silu"]
 
 _NONLINEARITIES = ("silu", None)
 
@@ -93,9 +93,9 @@ def silu(z: Array) -> Array:
 
 
 def _silu_and_grad(xp, z):
-    """(silu(z), silu'(z)) with silu'(z) = σ(z) (1 + z σ(−z))."""
+    """(silu(z), silu'(z), σ(z)) with silu'(z) = σ(z) (1 + z σ(−z))."""
     sigma, one_minus_sigma = _sigmoids(xp, z, complement=True)
-    return z * sigma, sigma * (1.0 + z * one_minus_sigma)
+    return z * sigma, sigma * (1.0 + z * one_minus_sigma), sigma
 
 
 def _alphas(weights: Sequence[Any], nonlinearity: str | None) -> list[float]:
@@ -139,9 +139,9 @@ def mlp_forward(
         nonlinearity: `"silu"` or `None` (purely linear; all gains 1).
 
     Returns:
-        `(y, cache)`: `y` `[..., d_L]`; `cache` = `(x, [(h_{k+1}, silu'(z_k)) for the hidden
-            layers], nonlinearity)`: activations and slopes, so the backward evaluates no
-            exponential.
+        `(y, cache)`: `y` `[..., d_L]`; `cache` = `(x, [(h_{k+1}, silu'(z_k), σ(z_k)) for the
+            hidden layers], nonlinearity)`: activations, slopes and sigmoids (kept, not
+            recomputed), so neither the backward nor `mlp_jvp` evaluates an exponential.
 
     Raises:
         ValueError: an unknown nonlinearity, no weights, or widths and dtypes that do not chain.
@@ -168,10 +168,10 @@ def mlp_forward(
     for w, alpha in zip(weights[:-1], alphas[:-1], strict=True):
         z = h @ (alpha * w)
         if nonlinearity is None:
-            h, slope = z, None
+            h, slope, sigma = z, None, None
         else:
-            h, slope = _silu_and_grad(xp, z)
-        hidden.append((h, slope))
+            h, slope, sigma = _silu_and_grad(xp, z)
+        hidden.append((h, slope, sigma))
     y = h @ (alphas[-1] * weights[-1])
     return y, (x, hidden, nonlinearity)
 
@@ -207,7 +207,7 @@ def mlp_backward(
         if k == 0:
             h = x
         else:
-            h, slope = hidden[k - 1]
+            h, slope, _ = hidden[k - 1]
         if weight_gradients:
             h_rows = xp.reshape(h, (-1, h.shape[-1]))
             grad_rows = xp.reshape(grad, (-1, grad.shape[-1]))
@@ -216,3 +216,80 @@ def mlp_backward(
         if k > 0 and nonlinearity is not None:
             grad = grad * slope
     return grad, (grad_weights if weight_gradients else None)
+
+
+# ---- forward-mode: the tangent of the forward, and of the backward ---------------------------
+
+
+def _silu_second(slope, sigma):
+    r"""$\mathrm{silu}''(z) = \sigma (1 - \sigma) (2 + z (1 - 2\sigma))
+    = 2 \sigma (1 - \sigma) + (s - \sigma)(1 - 2 \sigma)$ from the slope
+    $s = \mathrm{silu}'(z) = \sigma + z \sigma (1 - \sigma)$ and $\sigma = \sigma(z)$ of the
+    forward (no exponential, no z; exact to rounding in absolute terms)."""
+    return 2.0 * sigma * (1.0 - sigma) + (slope - sigma) * (1.0 - 2.0 * sigma)
+
+
+def mlp_jvp(weights: Sequence[Array], cache: tuple, x_dot: Array) -> tuple[Array, tuple]:
+    r"""Jacobian-vector product of [`mlp_forward`][allegro_ref.nn.mlp.mlp_forward] at the
+    point of `cache`: $\dot z_k = \dot h_k\, (\alpha_k W_k)$,
+    $\dot h_{k+1} = \mathrm{silu}'(z_k)\, \dot z_k$.
+
+    Args:
+        weights: the weights given to the forward (real dtype).
+        cache: from the forward.
+        x_dot: `[..., d_0]` tangent of the input.
+
+    Returns:
+        `(y_dot [..., d_L], tangent_cache)`; `tangent_cache` = `(x_dot, [(h_dot_{k+1},
+            silu''(z_k) ż_k) for the hidden layers])`, the tangents of the forward cache, for
+            [`mlp_backward_jvp`][allegro_ref.nn.mlp.mlp_backward_jvp].
+    """
+    _, hidden, nonlinearity = cache
+    alphas = _alphas(weights, nonlinearity)
+    h_dot, tangents = x_dot, []
+    for (_, slope, sigma), w, alpha in zip(hidden, weights[:-1], alphas[:-1], strict=True):
+        z_dot = h_dot @ (alpha * w)
+        if nonlinearity is None:
+            h_dot, slope_dot = z_dot, None
+        else:
+            h_dot, slope_dot = slope * z_dot, _silu_second(slope, sigma) * z_dot
+        tangents.append((h_dot, slope_dot))
+    return h_dot @ (alphas[-1] * weights[-1]), (x_dot, tangents)
+
+
+def mlp_backward_jvp(
+    weights: Sequence[Array], cache: tuple, tangent_cache: tuple, grad_y: Array, grad_y_dot: Array
+) -> tuple[Array, Array, list[Array]]:
+    r"""Tangent of [`mlp_backward`][allegro_ref.nn.mlp.mlp_backward] (forward-over-reverse),
+    the weights fixed: the input moves along `tangent_cache` (`mlp_jvp`) and the cotangent
+    along `grad_y_dot`. Per layer, the product rule on the backward's two lines:
+
+    $$\dot{\bar W}_k = \alpha_k (\dot h_k^T \bar z_k + h_k^T \dot{\bar z}_k), \quad
+      \dot{\bar h}_k = \dot{\bar z}_k (\alpha_k W_k)^T, \quad
+      \dot{\bar z}_{k-1} = \dot{\bar h}_k \odot \mathrm{silu}'(z_{k-1})
+        + \bar h_k \odot \mathrm{silu}''(z_{k-1})\, \dot z_{k-1}.$$
+
+    Returns:
+        `(grad_x, grad_x_dot, grad_weights_dot)`: the backward's $\partial L/\partial x$
+            `[..., d_0]` (the primal pass runs alongside), its tangent, and the tangents of the
+            weight gradients `[d_k, d_{k+1}]`.
+    """
+    x, hidden, nonlinearity = cache
+    x_dot, tangents = tangent_cache
+    xp = namespace(x, grad_y)
+    alphas = _alphas(weights, nonlinearity)
+    grad_weights_dot: list[Any] = [None] * len(weights)
+    grad, grad_dot = grad_y, grad_y_dot  # ∂L/∂z_k and its tangent, walking k downwards
+    for k in range(len(weights) - 1, -1, -1):
+        h, h_dot = (x, x_dot) if k == 0 else (hidden[k - 1][0], tangents[k - 1][0])
+        h_rows, grad_rows = xp.reshape(h, (-1, h.shape[-1])), xp.reshape(grad, (-1, grad.shape[-1]))
+        product = xp.reshape(h_dot, (-1, h.shape[-1])).T @ grad_rows
+        grad_weights_dot[k] = alphas[k] * (
+            product + h_rows.T @ xp.reshape(grad_dot, (-1, grad.shape[-1]))
+        )
+        scaled = (alphas[k] * weights[k]).T
+        grad, grad_dot = grad @ scaled, grad_dot @ scaled  # ∂L/∂h_k and its tangent
+        if k > 0 and nonlinearity is not None:
+            slope, slope_dot = hidden[k - 1][1], tangents[k - 1][1]
+            grad, grad_dot = grad * slope, grad_dot * slope + grad * slope_dot
+    return grad, grad_dot, grad_weights_dot

@@ -33,8 +33,11 @@ from ..backend import Array, namespace
 __all__ = [
     "bessel_basis_forward",
     "bessel_basis_backward",
+    "bessel_basis_jvp",
+    "bessel_basis_backward_jvp",
     "polynomial_cutoff_forward",
     "polynomial_cutoff_backward",
+    "polynomial_cutoff_jvp",
 ]
 
 # Below this |t|, j1(t) = (sin t − t cos t) / t² is summed as a Taylor series: the closed form
@@ -116,6 +119,36 @@ def bessel_basis_backward(cache: tuple, grad_b: Array) -> tuple[Array, Array]:
     return grad_x, xp.astype(grad_frequencies, frequencies.dtype)
 
 
+def bessel_basis_jvp(cache: tuple, x_dot: Array) -> Array:
+    r"""Jacobian-vector product of `bessel_basis_forward` (the frequencies fixed):
+    $\dot b_n = -\pi \omega_n^2 j_1(t_n)\, \dot x$, `[E, B]` from `x_dot` `[E]`."""
+    x, frequencies = cache
+    xp = namespace(x, x_dot)
+    omega = xp.astype(frequencies, x.dtype)[None, :]
+    t = math.pi * omega * x[:, None]
+    return ((-math.pi) * omega * omega * _j1(xp, t)) * x_dot[:, None]
+
+
+def bessel_basis_backward_jvp(
+    cache: tuple, x_dot: Array, grad_b: Array, grad_b_dot: Array
+) -> Array:
+    r"""Tangent of the frequency gradient of `bessel_basis_backward` as $x$ moves along `x_dot`
+    `[E]` and the cotangent along `grad_b_dot` `[E, B]`: from
+    $\partial L/\partial \omega_n = \sum_e \bar b_{en} \cos t_{en}$,
+
+    $$\dot{\overline{\omega}}_n = \sum_e \big(\dot{\bar b}_{en} \cos t_{en}
+      - \bar b_{en}\, \sin t_{en}\, \pi \omega_n \dot x_e\big)$$
+
+    (`[B]`, dtype of `frequencies`; the tangent of $\partial L/\partial x$ is not formed:
+    nothing trainable lies below $x$)."""
+    x, frequencies = cache
+    xp = namespace(x, grad_b)
+    omega = xp.astype(frequencies, x.dtype)[None, :]
+    t = math.pi * omega * x[:, None]
+    moved = grad_b * xp.sin(t) * (math.pi * omega) * x_dot[:, None]
+    return xp.astype(xp.sum(grad_b_dot * xp.cos(t) - moved, axis=0), frequencies.dtype)
+
+
 def _cutoff_coefficients(p: float) -> tuple[float, float, float, float]:
     """(a, b, c, k): u = 1 − a x^p + b x^(p+1) − c x^(p+2) and u' = −k x^(p−1) (1 − x)²."""
     return (p + 1) * (p + 2) / 2, p * (p + 2), p * (p + 1) / 2, p * (p + 1) * (p + 2) / 2
@@ -169,3 +202,9 @@ def polynomial_cutoff_backward(cache: tuple, grad_u: Array) -> Array:
     one_minus = 1.0 - xc
     du_dx = (-k) * xc ** (p - 1.0) * (one_minus * one_minus)
     return grad_u * du_dx
+
+
+def polynomial_cutoff_jvp(cache: tuple, x_dot: Array) -> Array:
+    r"""Jacobian-vector product of `polynomial_cutoff_forward`: $\dot u = u'(x)\, \dot x$ `[E]`
+    (elementwise, so the same product as the backward's)."""
+    return polynomial_cutoff_backward(cache, x_dot)

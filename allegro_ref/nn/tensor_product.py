@@ -312,6 +312,85 @@ class EnvironmentTensorProduct:
             grad_weights = xp.sum(grad_weights, axis=0)
         return grad_x, grad_env, grad_weights
 
+    def jvp(
+        self, cache: EnvironmentTensorProductCache, x_dot: Array, env_dot: Array
+    ) -> tuple[Array, EnvironmentTensorProductCache]:
+        r"""Jacobian-vector product of `forward` (the weights fixed; bilinear in x and A):
+        $\dot M = \dot A\, W$, $\dot{\mathrm{out}}_{ue} = \dot x_{ue} M_{uc_e} + x_{ue} \dot
+        M_{uc_e}$.
+
+        Args:
+            cache: from `forward`.
+            x_dot: `[U, E, d1]` tangent of x.
+            env_dot: `[N, U, d2]` tangent of the environments.
+
+        Returns:
+            `(out_dot [U, E, d_out], tangent_cache)`: the cache of the tangents (ẋ grouped, Ȧ,
+                Ṁ) for `backward_jvp`.
+        """
+        x_groups, _, folded, w, groups, n_atoms = cache
+        xp = namespace(x_dot, env_dot)
+        n, d1, d_out = groups.n_centers, self.irreps_in1.dim, self.irreps_out.dim
+        env_dot_by_channel = xp.permute_dims(env_dot[:n, ...], (1, 0, 2))
+        folded_dot = xp.reshape(env_dot_by_channel @ w, (self.num_channels, n, d1, d_out))
+        x_dot_groups = _group_rows(xp, x_dot, groups, axis=1)
+        out_dot = x_dot_groups @ folded + x_groups @ folded_dot
+        tangent = EnvironmentTensorProductCache(
+            x_dot_groups, env_dot_by_channel, folded_dot, w, groups, n_atoms
+        )
+        return _ungroup_rows(xp, out_dot, groups, axis=1), tangent
+
+    def backward_jvp(
+        self,
+        cache: EnvironmentTensorProductCache,
+        tangent_cache: EnvironmentTensorProductCache,
+        grad_out: Array,
+        grad_out_dot: Array,
+    ) -> tuple[Array, Array, Array, Array, Array]:
+        r"""Tangent of `backward` (forward-over-reverse): the inputs move along
+        `tangent_cache` (`jvp`), the cotangent $g$ along $\dot g$. The product rule on each
+        line of the backward:
+
+        $$\dot{\bar x} = \dot g M^T + g \dot M^T, \quad
+          \dot{\bar M} = \dot x^T g + x^T \dot g, \quad
+          \dot{\bar A} = \dot{\bar M} W^T, \quad
+          \dot{\bar\theta}_{up} = \textstyle\sum C_p (\dot A^T \bar M + A^T \dot{\bar M}).$$
+
+        Returns:
+            `(grad_x, grad_x_dot, grad_env, grad_env_dot, grad_weights_dot)` (the primal
+                backward runs alongside).
+        """
+        x_groups, env_by_channel, folded, w, groups, n_atoms = cache
+        x_dot_groups, env_dot_by_channel, folded_dot = tangent_cache[:3]
+        xp = namespace(grad_out, x_groups)
+        U, n = self.num_channels, groups.n_centers
+        g_groups = _group_rows(xp, grad_out, groups, axis=1, masked=True)
+        g_dot_groups = _group_rows(xp, grad_out_dot, groups, axis=1, masked=True)
+        folded_t, folded_dot_t = (
+            _copy_c_order(xp, xp.matrix_transpose(m)) for m in (folded, folded_dot)
+        )  # Mᵀ and Ṁᵀ, small; BLAS prefers them contiguous
+        grad_x = g_groups @ folded_t
+        grad_x_dot = g_dot_groups @ folded_t + g_groups @ folded_dot_t
+        shape = (U, n, self.irreps_in1.dim * self.irreps_out.dim)
+        grad_folded = xp.reshape(xp.matrix_transpose(x_groups) @ g_groups, shape)
+        grad_folded_dot = xp.matrix_transpose(x_dot_groups) @ g_groups
+        grad_folded_dot = grad_folded_dot + xp.matrix_transpose(x_groups) @ g_dot_groups
+        grad_folded_dot = xp.reshape(grad_folded_dot, shape)
+        grad_env, grad_env_dot = (
+            _pad_atoms(xp, xp.permute_dims(a @ xp.matrix_transpose(w), (1, 0, 2)), n_atoms)
+            for a in (grad_folded, grad_folded_dot)
+        )
+        per_channel = xp.matrix_transpose(env_dot_by_channel) @ grad_folded
+        per_channel = per_channel + xp.matrix_transpose(env_by_channel) @ grad_folded_dot
+        coupling = as_constant(
+            _env_major_coupling(self.irreps_in1, self.irreps_env, self.irreps_out), like=w
+        )
+        grad_weights_dot = xp.reshape(per_channel, (U, -1)) @ xp.matrix_transpose(coupling)
+        if not self.path_channel_coupling:
+            grad_weights_dot = xp.sum(grad_weights_dot, axis=0)
+        grad_x, grad_x_dot = (_ungroup_rows(xp, a, groups, axis=1) for a in (grad_x, grad_x_dot))
+        return grad_x, grad_x_dot, grad_env, grad_env_dot, grad_weights_dot
+
     def _env_coupling(self, xp, weights):
         """`W_u[β, (α γ)]` `[U or 1, d2, d1 · d_out]`: the weighted couplings of all paths."""
         coupling = as_constant(

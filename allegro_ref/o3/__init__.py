@@ -7,6 +7,7 @@ from ._spherical_harmonics import (
     spherical_harmonics,
     spherical_harmonics_backward,
     spherical_harmonics_forward,
+    spherical_harmonics_jvp,
     spherical_harmonics_with_grad,
 )
 from ._wigner import wigner_3j, wigner_D
@@ -21,4 +22,5 @@ __all__ = [
     "spherical_harmonics_with_grad",
     "spherical_harmonics_forward",
     "spherical_harmonics_backward",
+    "spherical_harmonics_jvp",
 ]

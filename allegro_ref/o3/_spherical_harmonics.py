@@ -72,6 +72,7 @@ __all__ = [
     "spherical_harmonics_with_grad",
     "spherical_harmonics_forward",
     "spherical_harmonics_backward",
+    "spherical_harmonics_jvp",
 ]
 
 NORMALIZATIONS = ("component", "norm", "integral")
@@ -458,6 +459,38 @@ def spherical_harmonics_backward(cache: SphericalHarmonicsCache, grad_Y: Array) 
             g = (g - u * xp.sum(u * g, axis=0)) * inv_norm[rows]
         out_t[:, rows] = g
     return _batch_view(xp, out_t, batch_shape)
+
+
+def spherical_harmonics_jvp(cache: SphericalHarmonicsCache, vectors_dot: Array) -> Array:
+    r"""Jacobian-vector product: $\dot Y_i = \sum_k \partial Y_i / \partial v_k\, \dot v_k$.
+
+    Args:
+        cache: from [`spherical_harmonics_forward`][allegro_ref.o3.spherical_harmonics_forward].
+        vectors_dot: `[..., 3]` tangent of the vectors.
+
+    Returns:
+        `[..., D]`, the tangent of the harmonics.
+
+    The same ladder relation as the backward, in the other direction: with `normalize=True`
+    the tangent of the unit vector, $\dot u = (\dot v - u (u \cdot \dot v)) / |v|$, then per
+    degree $l \ge 1$, $\dot Y_{l,i} = \sum_{kj} J_{l,ikj}\, \dot u_k\, Y_{l-1,j}$.
+    """
+    full_t, flat, inv_norm, degrees, normalization, batch_shape = cache
+    xp = namespace(vectors_dot)
+    n = full_t.shape[1]
+    d = xp.permute_dims(xp.reshape(vectors_dot, (n, 3)), (1, 0))  # [3, n]
+    if inv_norm is not None:
+        u = _unit_vectors_t(flat, slice(0, n), inv_norm)
+        d = (d - u * xp.sum(u * d, axis=0)) * inv_norm
+    blocks = []
+    for l in degrees:
+        if l == 0:  # Y_0 is constant
+            blocks.append(xp.zeros((1, n), dtype=full_t.dtype, device=device(full_t)))
+            continue
+        ladder = as_constant(_ladder_jacobian_matrix(l, normalization), like=full_t)
+        jacobian = xp.reshape(ladder @ full_t[(l - 1) ** 2 : l * l, :], (2 * l + 1, 3, n))
+        blocks.append(xp.sum(jacobian * d[None, :, :], axis=1))
+    return _batch_view(xp, xp.concat(blocks, axis=0), batch_shape)
 
 
 def spherical_harmonics_with_grad(
