@@ -2,10 +2,8 @@
 trainer's model against central finite differences, a short run that learns and saves a file
 `Potential.load` reads back as the 2022 family, an exact resume, and the config's refusals.
 
-The gradient is not compared with the official autograd here: the official fixtures of the 2022
-family (tests/fixtures/nequip2022_*.npz) hold the parameter gradient of a weighted energy sum
-only, which tests/model/test_allegro_2022.py checks; none holds a gradient through forces or
-stress.
+The comparison with the official autograd (double backward through forces and stress) is
+tests/train/test_official_gradients_2022.py.
 """
 
 from __future__ import annotations
