@@ -101,21 +101,20 @@ def model_fixture(name: str, options: dict, rng: np.random.Generator) -> dict[st
         }
         arrays.update({f"structure{i}/{k}": np.asarray(v) for k, v in structure.items()})
     n_atoms = torch.tensor([p["forces"].shape[0] for p in out], dtype=torch.float64)
-    energy = torch.stack([p["energy"] for p in out])
-    ref_energy = torch.tensor([label["energy"] for label in labels])
     periodic = [i for i, p in enumerate(out) if "stress" in p]
+    energy_error = torch.stack([p["energy"] for p in out]) - torch.tensor(
+        [label["energy"] for label in labels]
+    )
+    force_error = torch.cat([p["forces"] for p in out]) - torch.tensor(
+        np.concatenate([label["forces"] for label in labels])
+    )
+    stress_error = torch.stack([out[i]["stress"] for i in periodic]) - torch.tensor(
+        np.stack([labels[i]["stress"] for i in periodic])
+    )
     terms = {
-        "energy_mse": torch.mean(((energy - ref_energy) / n_atoms) ** 2),
-        "forces_mse": torch.mean(
-            (torch.cat([p["forces"] for p in out]) - torch.tensor(
-                np.concatenate([label["forces"] for label in labels])
-            )) ** 2
-        ),  # fmt: skip
-        "stress_mse": torch.mean(
-            (torch.stack([out[i]["stress"] for i in periodic]) - torch.tensor(
-                np.stack([labels[i]["stress"] for i in periodic])
-            )) ** 2
-        ),  # fmt: skip
+        "energy_mse": torch.mean((energy_error / n_atoms) ** 2),
+        "forces_mse": torch.mean(force_error**2),
+        "stress_mse": torch.mean(stress_error**2),
     }
     total = sum(WEIGHTS)
     loss = sum(w / total * t for w, t in zip(WEIGHTS, terms.values(), strict=True))
