@@ -4,7 +4,9 @@ A config has four parts (the YAML file mirrors it; see docs/training.md for a fu
 
 - data: one file split by seed (``data_path``, ``n_train``, ``n_val``, ``n_test``) or three
   files (``train_path``, ``val_path``, ``test_path``);
-- ``model``: the fields of `AllegroConfig`. ``type_names`` defaults to
+- ``model``: the model family and its config's fields. ``family: allegro`` (the default:
+  today's `AllegroConfig`) or ``family: allegro-2022`` (the paper's architecture,
+  `Allegro2022Config`); the other keys are that config's fields. ``type_names`` defaults to
   the species of the data (by atomic number). The normalizations the official trainer takes from
   the training data may be given as numbers or left to the data:
   ``avg_num_neighbors: auto`` (mean coordination; ``per_type`` for one value per centre type),
@@ -22,9 +24,13 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._weights_file import FAMILIES
+
 __all__ = ["TrainConfig"]
 
 AUTO = "auto"
+#: ``model.family`` when not given: today's architecture.
+DEFAULT_FAMILY = "allegro"
 
 
 @dataclass
@@ -44,8 +50,9 @@ class TrainConfig:
         energy_key: the energy label's name when not the standard one.
         forces_key: the forces label's name when not the standard one.
         stress_key: the stress label's name when not the standard one.
-        model: ``AllegroConfig`` fields; ``r_max`` is required (see module docstring) unless
-            ``init_from`` is given.
+        model: ``family`` (``"allegro"``, the default, or ``"allegro-2022"``) and the fields
+            of that family's config (`AllegroConfig` or `Allegro2022Config`); ``r_max`` is
+            required (see module docstring) unless ``init_from`` is given.
         init_from: a model file (``Potential.save``, e.g. a previous run's ``model.npz`` or an
             imported official model) whose weights start the training (fine-tuning); its
             model settings, normalizations included, replace ``model``.
@@ -105,6 +112,9 @@ class TrainConfig:
 
     def __post_init__(self):
         _check_types(self)
+        family = self.model.get("family", DEFAULT_FAMILY)
+        if family not in FAMILIES:  # the names the weights file records
+            raise ValueError(f"model.family must be one of {list(FAMILIES)}, got {family!r}")
         if self.init_from is None and "r_max" not in self.model:
             raise ValueError("the model section needs r_max (the cutoff radius in Å)")
         if self.init_from is not None and self.model:
@@ -131,6 +141,11 @@ class TrainConfig:
                 f"{self.max_epochs}"
             )
         self.betas = (float(self.betas[0]), float(self.betas[1]))
+
+    @property
+    def family(self) -> str:
+        """The model family of a new run: ``model.family``, ``"allegro"`` if not given."""
+        return self.model.get("family", DEFAULT_FAMILY)
 
     def path(self, name: str) -> str | None:
         """A path of the config, relative to the YAML file's folder when it was read from one."""

@@ -14,6 +14,10 @@ averaged weights are saved as the model. Everything is written to ``output_dir``
 - ``test_metrics.json``, ``learning_curve.png``, ``parity.png`` at the end.
 
 Metrics: energy per atom (eV/atom), force components (eV/Å), stress components (eV/Å³).
+
+Both model families train the same way: ``model.family`` of the config (`TrainConfig`) picks
+today's `AllegroModel` or the paper's `Allegro2022Model`; the loss and its gradient
+(``allegro_ref.train.loss``) only call the model's ``forward`` and ``backward``.
 """
 
 from __future__ import annotations
@@ -30,10 +34,11 @@ import numpy as np
 
 from .._files import atomic_write
 from .._validation import CHEMICAL_SYMBOLS
+from .._weights_file import FAMILIES
 from ..backend import to_numpy
-from ..model import AllegroConfig, AllegroModel
+from ..model import Allegro2022Config, Allegro2022Model, AllegroConfig, AllegroModel
 from ..potential import Potential
-from .config import AUTO, TrainConfig
+from .config import AUTO, DEFAULT_FAMILY, TrainConfig
 from .data import Graph, Structure, batches, build_graph, read_structures, split_structures
 from .loss import LossWeights, loss_and_gradient
 from .optim import Adam, EarlyStopping, ExponentialMovingAverage, ReduceLROnPlateau
@@ -46,6 +51,9 @@ from .statistics import (
 )
 
 __all__ = ["Trainer", "train", "evaluate"]
+
+Model = AllegroModel | Allegro2022Model
+ModelConfig = AllegroConfig | Allegro2022Config
 
 _CHECKPOINT = "checkpoint.npz"
 _MODEL = "model.npz"
@@ -88,15 +96,14 @@ class Trainer:
         self._check_labels()
         if start is None:
             self.model_config = self._with_statistics(base_config, train_set)
-            model = AllegroModel.init(self.model_config, seed=config.seed, dtype=config.dtype)
+            model_class = FAMILIES[config.family][1]
+            model = model_class.init(self.model_config, seed=config.seed, dtype=config.dtype)
         else:
             self.model_config = base_config
-            model = AllegroModel(base_config, start.model.params, config.dtype)
+            model = type(start.model)(base_config, start.model.params, config.dtype)
         self.model = model.to(config.backend)
 
-        frozen = {"bessel_frequencies"} if not self.model_config.bessel_trainable else set()
-        if not config.train_scales_shifts:
-            frozen |= {"per_type_energy_scales", "per_type_energy_shifts"}
+        frozen = _frozen_parameters(self.model_config, config.train_scales_shifts)
         trainable = [name for name in self.model.params if name not in frozen]
         self.optimizer = Adam(self.model.params, trainable, config.lr, config.betas, config.eps)
         self.ema = ExponentialMovingAverage(self.model.params, config.ema_decay)
@@ -126,29 +133,28 @@ class Trainer:
             test,
         )
 
-    def _model_config(self, *sets: Sequence[Structure]) -> AllegroConfig:
-        """The AllegroConfig without the data statistics (placeholders until they are known)."""
+    def _model_config(self, *sets: Sequence[Structure]) -> ModelConfig:
+        """The model family's config without the data statistics (placeholders until they are
+        known): `AllegroConfig` or `Allegro2022Config` (``model.family``)."""
         fields = dict(self.config.model)
+        config_class = FAMILIES[fields.pop("family", DEFAULT_FAMILY)][0]
         if "type_names" not in fields:
             species = {name for structures in sets for s in structures for name in s.species}
             fields["type_names"] = sorted(species, key=_atomic_number)
-        statistics = ("avg_num_neighbors", "per_type_energy_shifts", "per_type_energy_scales")
-        for name in statistics:
+        placeholders = {"avg_num_neighbors": 2.0, "per_type_energy_shifts": 0.0}
+        for name in ("avg_num_neighbors", "per_type_energy_shifts", "per_type_energy_scales"):
             if isinstance(fields.get(name, AUTO), str):
-                fields[name] = 1.0
-        return AllegroConfig(**fields)
+                fields[name] = placeholders.get(name, 1.0)
+        return config_class.from_dict(fields)
 
-    def _with_statistics(self, config: AllegroConfig, train_set: list[Structure]) -> AllegroConfig:
-        """Fill the ``auto`` normalizations from the training data (statistics module)."""
+    def _with_statistics(self, config: ModelConfig, train_set: list[Structure]) -> ModelConfig:
+        """Fill the ``auto`` normalizations from the training data (statistics module).
+
+        The 2022 family stores its scales and shifts divided by its ``global_energy_scale`` g
+        (it multiplies them by g), so the statistics are divided by g there.
+        """
         requested = self.config.model
-        values = {}
-        neighbors = requested.get("avg_num_neighbors", AUTO)
-        if neighbors == AUTO:
-            values["avg_num_neighbors"] = average_num_neighbors(self.graphs["train"])
-        elif neighbors == "per_type":
-            values["avg_num_neighbors"] = per_type_average_num_neighbors(
-                self.graphs["train"], config.type_names
-            )
+        values = self._neighbor_statistic(config)
         shifts = requested.get("per_type_energy_shifts", AUTO)
         if shifts == AUTO:
             values["per_type_energy_shifts"] = per_type_energy_shifts(train_set, config.type_names)
@@ -160,10 +166,34 @@ class Trainer:
             given = requested.get(name, AUTO)
             if isinstance(given, str) and name not in values:
                 raise ValueError(f"model.{name}: unknown setting {given!r}")
-        return AllegroConfig(**{**config.to_dict(), **values})
+        g = getattr(config, "global_energy_scale", 1.0)
+        for name in ("per_type_energy_shifts", "per_type_energy_scales"):
+            if name in values:
+                values[name] = _divided(values[name], g)
+        return type(config).from_dict({**config.to_dict(), **values})
+
+    def _neighbor_statistic(self, config: ModelConfig) -> dict[str, Any]:
+        """``{"avg_num_neighbors": N̄}`` from the training graphs for ``auto`` (the mean
+        coordination) or ``per_type`` (one value per center type; today's family only), else
+        ``{}``."""
+        neighbors = self.config.model.get("avg_num_neighbors", AUTO)
+        if neighbors == AUTO:
+            return {"avg_num_neighbors": average_num_neighbors(self.graphs["train"])}
+        if neighbors != "per_type":
+            return {}
+        if isinstance(config, Allegro2022Config):
+            raise ValueError(
+                "model.avg_num_neighbors: per_type needs family allegro (the allegro-2022 "
+                "family has one N̄ for all types); use auto or a number"
+            )
+        return {
+            "avg_num_neighbors": per_type_average_num_neighbors(
+                self.graphs["train"], config.type_names
+            )
+        }
 
     @staticmethod
-    def _graphs(structures: Sequence[Structure], c: AllegroConfig) -> list[Graph]:
+    def _graphs(structures: Sequence[Structure], c: ModelConfig) -> list[Graph]:
         return [build_graph(s, c.type_names, c.r_max, c.cutoff_matrix()) for s in structures]
 
     def _check_labels(self) -> None:
@@ -241,7 +271,7 @@ class Trainer:
             self.optimizer.lr = self.schedule.step(val_loss, self.optimizer.lr)
         return self.early_stopping is not None and self.early_stopping.step(val_loss)
 
-    def averaged_model(self) -> AllegroModel:
+    def averaged_model(self) -> Model:
         """The model with the EMA weights (what validation and the saved model use)."""
         model = copy.copy(self.model)
         model.params = self.ema.average
@@ -251,7 +281,7 @@ class Trainer:
         """A `Potential` with the current averaged weights."""
         return Potential(self.averaged_model())
 
-    def evaluate(self, graphs: Sequence[Graph], model: AllegroModel | None = None) -> dict:
+    def evaluate(self, graphs: Sequence[Graph], model: Model | None = None) -> dict:
         """Loss and errors of ``model`` (default: the averaged weights) on ``graphs``: ``loss``,
         ``energy_mae``/``_rmse`` (eV/atom), ``forces_mae``/``_rmse`` (eV/Å), ``stress_mae``/
         ``_rmse`` (eV/Å³; NaN without stresses)."""
@@ -330,10 +360,11 @@ class Trainer:
         if max_epochs is not None:
             config.max_epochs = int(max_epochs)
         trainer = cls(config)
-        if (
-            trainer.model_config.to_dict()
-            != AllegroConfig.from_dict(state["model_config"]).to_dict()
-        ):
+        try:
+            saved = type(trainer.model_config).from_dict(state["model_config"])
+        except ValueError:  # a config of the other family
+            saved = None
+        if saved is None or saved.to_dict() != trainer.model_config.to_dict():
             raise ValueError(f"{os.fspath(path)!r} was written for another model configuration")
 
         def group(prefix: str) -> dict[str, np.ndarray]:
@@ -363,7 +394,7 @@ class Trainer:
 
 
 def evaluate(
-    model: AllegroModel,
+    model: Model,
     graphs: Sequence[Graph],
     weights: LossWeights | None = None,
     batch_size: int = 8,
@@ -410,6 +441,26 @@ class _Errors:
                 float(np.sqrt(np.mean(values**2))) if values.size else float("nan")
             )
         return out
+
+
+def _frozen_parameters(config: ModelConfig, train_scales_shifts: bool) -> set[str]:
+    """The parameters the optimizer leaves as they are: the Bessel frequencies unless
+    ``bessel_trainable``, the 2022 family's ResNet coefficients unless
+    ``latent_resnet_coefficients_learnable``, the per-type energy scales and shifts unless
+    ``train_scales_shifts``."""
+    frozen = set() if config.bessel_trainable else {"bessel_frequencies"}
+    if not getattr(config, "latent_resnet_coefficients_learnable", True):
+        frozen.add("latent_resnet_coefficients")
+    if not train_scales_shifts:
+        frozen |= {"per_type_energy_scales", "per_type_energy_shifts"}
+    return frozen
+
+
+def _divided(value: float | dict[str, float], g: float) -> float | dict[str, float]:
+    """A per-type statistic (a number or {type: number}) divided by g."""
+    if isinstance(value, dict):
+        return {name: v / g for name, v in value.items()}
+    return value / g
 
 
 def _nan_to_none(value):
