@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from allegro_ref.backend import segment_sum
+from allegro_ref.backend import scatter_sum
 from allegro_ref.nn import (
     environment_density_backward,
     environment_density_forward,
@@ -42,7 +42,7 @@ def densities(irreps, centers, n_atoms, rng, dtype=np.float64, u=3):
     g = rng.standard_normal((n_atoms, u, irreps.dim)).astype(dtype)
     products, cache = irrep_weighted_forward(w, y[:, None, :], irreps)  # [E, U, dim]
     grad_w, grad_y = irrep_weighted_backward(cache, g[centers])
-    expected = (segment_sum(products, centers, n_atoms), grad_w, grad_y[:, 0, :])
+    expected = (scatter_sum(products, centers, n_atoms), grad_w, grad_y[:, 0, :])
     density, cache = environment_density_forward(w, y, irreps, group_edges(centers), n_atoms)
     return expected, (density, *environment_density_backward(cache, g)), (w, y, g)
 
