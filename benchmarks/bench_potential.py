@@ -101,7 +101,8 @@ class LoadMeter:
 
 def _busy_cpu_seconds() -> float | None:
     """CPU seconds all processes of the machine have used since boot (/proc/stat: all but idle
-    and iowait), or None where there is no /proc/stat."""
+    and iowait; so steal, the time a hypervisor gave to other machines, counts as load too), or
+    None where there is no /proc/stat."""
     try:
         fields = Path("/proc/stat").read_text().split("\n")[0].split()[1:]
     except OSError:
