@@ -34,8 +34,9 @@ process CPU time, over the wall time of the timed rounds). A row is flagged ``lo
 table's last column, and the JSON) when ``other_cores`` exceeds ``--max-other-cores`` (default
 0.5: other jobs kept more than half a core busy on average); without /proc/stat, when the load
 average exceeds the row's own cores by that much. ``--refuse-loaded`` stops at the first
-loaded row instead. A loaded row's wall times are inflated by the competition; its CPU times
-(``cpu s``, and the ``cpu ×`` ratio of process CPU times, meaningful for one core) much less.
+loaded row instead, and leaves it out of the JSON. A loaded row's wall times are inflated by the
+competition; its CPU times (``cpu s``, and the ``cpu ×`` ratio of process CPU times, meaningful
+for one core) less so.
 
 Without the official stack (``--compare-python``) only allegro_ref is timed, on the official
 checkpoint's weights where benchmarks/.cache/ has them, else on the preset with allegro_ref's
@@ -49,6 +50,7 @@ matrix-multiply rate and memory bandwidth measured in a process of its own.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -279,17 +281,16 @@ def main() -> None:
     args = parse_args()
     make_official_models(args)
     print_header(args)
-    all_rows = []
-    for n_atoms in args.sizes:
-        for dtype in args.dtypes:
-            for threads in args.threads:
-                rows = measure_row(args, n_atoms, dtype, threads)
-                ours = next((r for r in rows if r["code"] == "allegro_ref"), None)
-                for row in rows:
-                    print_row(row, ours if row is not ours else None)
-                all_rows.extend(rows)
-                if args.refuse_loaded and rows[0]["loaded"]:
-                    sys.exit(f"# refused: other processes kept {rows[0]['other_cores']} cores busy")
+    all_rows, refused = [], None
+    for n_atoms, dtype, threads in itertools.product(args.sizes, args.dtypes, args.threads):
+        rows = measure_row(args, n_atoms, dtype, threads)
+        ours = next((r for r in rows if r["code"] == "allegro_ref"), None)
+        for row in rows:
+            print_row(row, ours if row is not ours else None)
+        if args.refuse_loaded and rows[0]["loaded"]:
+            refused = f"# refused: other processes kept {rows[0]['other_cores']} cores busy"
+            break
+        all_rows.extend(rows)
     print(
         "# ratio = official median / allegro_ref median (> 1: allegro_ref is faster); cpu × = "
         "the same for the process CPU time; peak = process peak RSS, imports included; "
@@ -298,6 +299,8 @@ def main() -> None:
     peaks = cost_models(args, all_rows) if args.cost_model else {}
     if args.json:
         write_json(args.json, all_rows, peaks)
+    if refused:
+        sys.exit(refused + " (that row is not in the JSON; the rows before it are)")
 
 
 if __name__ == "__main__":
