@@ -27,6 +27,17 @@ BLAS thread, ``num_processes`` = threads; its peak memory adds the worker proces
 ``model(data)`` after nequip's transforms for the eager model, ``NequIPCalculator.calculate``
 for the compiled one (torch threads = threads).
 
+Load: every row records the machine's load while it ran (``load_1min``: the median of the
+1-minute load average sampled after each round; ``other_cores``: the cores that processes other
+than the workers kept busy, from the machine's CPU time in /proc/stat minus the workers' own
+process CPU time, over the wall time of the timed rounds). A row is flagged ``loaded`` (the
+table's last column, and the JSON) when ``other_cores`` exceeds ``--max-other-cores`` (default
+0.5: other jobs kept more than half a core busy on average); without /proc/stat, when the load
+average exceeds the row's own cores by that much. ``--refuse-loaded`` stops at the first
+loaded row instead, and leaves it out of the JSON. A loaded row's wall times are inflated by the
+competition; its CPU times (``cpu s``, and the ``cpu ×`` ratio of process CPU times, meaningful
+for one core) less so.
+
 Without the official stack (``--compare-python``) only allegro_ref is timed, on the official
 checkpoint's weights where benchmarks/.cache/ has them, else on the preset with allegro_ref's
 own seed-0 weights (the same shapes and cost; the energies differ).
@@ -39,11 +50,14 @@ matrix-multiply rate and memory bandwidth measured in a process of its own.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
 import statistics
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import potential_systems as systems
@@ -57,6 +71,46 @@ STEPS = {131072: (1, 1), 16384: (2, 1)}
 # official eager peak memory grows ~11 MB per atom in float64: skip it above this size unless
 # asked
 OFFICIAL_MAX_ATOMS = 1000
+# a row is "loaded" when other processes kept more than this many cores busy on average
+MAX_OTHER_CORES = 0.5
+
+
+class LoadMeter:
+    """The machine's load during a row: 1-minute load averages sampled after each round, and
+    the cores other processes kept busy (machine CPU time from /proc/stat minus the workers')."""
+
+    def __init__(self):
+        self.samples, self.own_cpu = [], 0.0
+        self.start = (time.perf_counter(), _busy_cpu_seconds())
+
+    def sample(self, own_cpu: float) -> None:
+        """After one round: ``own_cpu`` the workers' process CPU seconds in that round."""
+        self.samples.append(os.getloadavg()[0])
+        self.own_cpu += own_cpu
+
+    def summary(self, threads: int, max_other_cores: float) -> dict:
+        wall, busy = time.perf_counter() - self.start[0], _busy_cpu_seconds()
+        load = statistics.median(self.samples) if self.samples else os.getloadavg()[0]
+        summary = {"load_1min": round(load, 2), "other_cores": None}
+        if busy is not None and self.start[1] is not None and wall > 0:
+            other = (busy - self.start[1] - self.own_cpu) / wall
+            summary["other_cores"] = round(max(other, 0.0), 2)
+            summary["loaded"] = other > max_other_cores
+        else:
+            summary["loaded"] = load - threads > max_other_cores
+        return summary
+
+
+def _busy_cpu_seconds() -> float | None:
+    """CPU seconds all processes of the machine have used since boot (/proc/stat: all but idle
+    and iowait; so steal, the time a hypervisor gave to other machines, counts as load too), or
+    None where there is no /proc/stat."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n")[0].split()[1:]
+    except OSError:
+        return None
+    ticks = [int(f) for f in fields[:8]]  # user nice system idle iowait irq softirq steal
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def parse_args() -> argparse.Namespace:
@@ -77,6 +131,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--compare-python", type=Path, default=COMPARE_PYTHON)
     parser.add_argument("--cost-model", action="store_true", help="stage profile + cost model")
     parser.add_argument("--json", type=Path, help="append the rows to this JSON file")
+    parser.add_argument(
+        "--max-other-cores",
+        type=float,
+        default=MAX_OTHER_CORES,
+        help="flag a row 'loaded' when other processes kept more cores than this busy",
+    )
+    parser.add_argument("--refuse-loaded", action="store_true", help="stop at the first loaded row")
     args = parser.parse_args()
     if args.quick:
         args.repeats = 3
@@ -109,6 +170,22 @@ def make_official_models(args) -> None:
         subprocess.run(command, check=True, env=env)
 
 
+def time_rounds(workers: list, repeats: int, warmup: int) -> tuple[dict, LoadMeter]:
+    """One step per worker in turn, ``warmup`` rounds untimed, then ``repeats`` timed rounds;
+    the load is measured over the timed rounds."""
+    for _ in range(warmup):
+        for worker in workers:
+            worker.ask("step")
+    times = {worker.code: [] for worker in workers}
+    meter = LoadMeter()
+    for _ in range(repeats):
+        answers = [worker.ask("step") for worker in workers]
+        for worker, answer in zip(workers, answers, strict=True):
+            times[worker.code].append(answer)
+        meter.sample(sum(answer["cpu"] for answer in answers))
+    return times, meter
+
+
 def measure_row(args, n_atoms: int, dtype: str, threads: int) -> list[dict]:
     """One (size, dtype, threads) row per code, measured alternately."""
     codes = [c for c in args.codes if c == "allegro_ref" or n_atoms <= args.official_max_atoms]
@@ -116,17 +193,11 @@ def measure_row(args, n_atoms: int, dtype: str, threads: int) -> list[dict]:
     try:
         for code in codes:
             workers.append(Worker(code, args, n_atoms, dtype, threads))
-        repeats, warmup = STEPS.get(n_atoms, (args.repeats, args.warmup))
-        for _ in range(warmup):
-            for worker in workers:
-                worker.ask("step")
-        times = {worker.code: [] for worker in workers}
-        for _ in range(repeats):
-            for worker in workers:
-                times[worker.code].append(worker.ask("step"))
+        times, meter = time_rounds(workers, *STEPS.get(n_atoms, (args.repeats, args.warmup)))
+        load = meter.summary(threads, args.max_other_cores)
         profile = None
         if args.cost_model and workers[0].code == "allegro_ref":
-            profile = [workers[0].ask("stages") for _ in range(repeats)]
+            profile = [workers[0].ask("stages") for _ in range(len(times["allegro_ref"]))]
         rows = []
         for worker in workers:
             walls = [t["wall"] for t in times[worker.code]]
@@ -144,11 +215,11 @@ def measure_row(args, n_atoms: int, dtype: str, threads: int) -> list[dict]:
                     "cpu_s": statistics.median(t["cpu"] for t in times[worker.code]),
                     "energy": times[worker.code][-1]["energy"],
                     "peak_rss_gb": worker.close(),
+                    **load,
                 }
             )
         if profile:
-            best = min(profile, key=lambda p: p["total"])
-            rows[0]["stages"] = best
+            rows[0]["stages"] = min(profile, key=lambda p: p["total"])
         workers = []
         return rows
     finally:
@@ -160,13 +231,16 @@ def print_row(row: dict, ours: dict | None) -> None:
     ratio = f"{row['median_s'] / ours['median_s']:6.2f}" if ours else f"{'-':>6}"
     if ours:  # the same function: energies agree to the model dtype's rounding
         row["energy_rel_diff"] = abs(row["energy"] - ours["energy"]) / abs(ours["energy"])
-        ratio += f" | {row['energy_rel_diff']:.0e}"
+        row["cpu_ratio"] = row["cpu_s"] / ours["cpu_s"]
+        ratio += f" | {row['cpu_ratio']:6.2f} | {row['energy_rel_diff']:.0e}"
     else:
-        ratio += " | -"
+        ratio += f" | {'-':>6} | -"
+    other = "-" if row["other_cores"] is None else f"{row['other_cores']:.2f}"
     print(
         f"| {row['code']:<11} | {row['dtype']:<7} | {row['threads']} | {row['atoms']:>6} | "
         f"{row['median_s']:8.3f} | {row['min_s']:8.3f} | {row['cpu_s']:7.2f} | "
-        f"{row['atoms'] / row['median_s']:8.0f} | {row['peak_rss_gb']:6.2f} | {ratio} |",
+        f"{row['atoms'] / row['median_s']:8.0f} | {row['peak_rss_gb']:6.2f} | {ratio} | "
+        f"{row['load_1min']:.2f} / {other}{' loaded' if row['loaded'] else ''} |",
         flush=True,
     )
 
@@ -180,9 +254,9 @@ def print_header(args) -> None:
     )
     print(
         "| code | dtype | threads | atoms | median s | min s | cpu s | atom·step/s | "
-        "peak GB | ratio | ΔE/E |"
+        "peak GB | ratio | cpu × | ΔE/E | load / other cores |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 
 
 def cost_models(args, rows: list[dict]) -> dict:
@@ -207,22 +281,26 @@ def main() -> None:
     args = parse_args()
     make_official_models(args)
     print_header(args)
-    all_rows = []
-    for n_atoms in args.sizes:
-        for dtype in args.dtypes:
-            for threads in args.threads:
-                rows = measure_row(args, n_atoms, dtype, threads)
-                ours = next((r for r in rows if r["code"] == "allegro_ref"), None)
-                for row in rows:
-                    print_row(row, ours if row is not ours else None)
-                all_rows.extend(rows)
+    all_rows, refused = [], None
+    for n_atoms, dtype, threads in itertools.product(args.sizes, args.dtypes, args.threads):
+        rows = measure_row(args, n_atoms, dtype, threads)
+        ours = next((r for r in rows if r["code"] == "allegro_ref"), None)
+        for row in rows:
+            print_row(row, ours if row is not ours else None)
+        if args.refuse_loaded and rows[0]["loaded"]:
+            refused = f"# refused: other processes kept {rows[0]['other_cores']} cores busy"
+            break
+        all_rows.extend(rows)
     print(
-        "# ratio = official median / allegro_ref median (> 1: allegro_ref is faster); "
-        "peak = process peak RSS, imports included"
+        "# ratio = official median / allegro_ref median (> 1: allegro_ref is faster); cpu × = "
+        "the same for the process CPU time; peak = process peak RSS, imports included; "
+        f"loaded: other processes kept > {args.max_other_cores} cores busy"
     )
     peaks = cost_models(args, all_rows) if args.cost_model else {}
     if args.json:
         write_json(args.json, all_rows, peaks)
+    if refused:
+        sys.exit(refused + " (that row is not in the JSON; the rows before it are)")
 
 
 if __name__ == "__main__":

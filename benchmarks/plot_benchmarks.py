@@ -74,6 +74,14 @@ def scaling(rows: list[dict], out: Path) -> None:
     fig.savefig(out / "benchmark_scaling.png", dpi=120)
 
 
+def load(row: dict) -> str:
+    """The cores other processes kept busy during the row, and whether that flags it loaded
+    (bench_potential.py's rule); "–" for rows measured before the script recorded it."""
+    if row.get("other_cores") is None:
+        return "–" if "loaded" not in row else f"load {row['load_1min']}"
+    return f"{row['other_cores']:.2f}" + (" **loaded**" if row["loaded"] else "")
+
+
 def tables(rows: list[dict]) -> None:
     """Markdown: per (system, l_max), one line per (atoms, dtype, threads) with allegro_ref's
     time and the official codes' times and ratios where they ran; then allegro_ref alone."""
@@ -90,9 +98,9 @@ def tables(rows: list[dict]) -> None:
         print(f"\n{system}, {model}\n")
         print(
             "| atoms | edges | dtype | cores | allegro_ref s/step | atom·steps/s | eager s/step "
-            "| × | compiled s/step | × | peak GB: ours / eager / compiled |"
+            "| × | compiled s/step | × | peak GB: ours / eager / compiled | other cores |"
         )
-        print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|")
+        print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---|")
         for (atoms, dtype, threads), codes in sorted(by_setting.items()):
             ours = codes["allegro_ref"]
             cells = [str(atoms), f"{ours['edges']:,}".replace(",", " "), dtype, str(threads)]
@@ -106,7 +114,7 @@ def tables(rows: list[dict]) -> None:
                 else:
                     cells += ["–", "–"]
                     peaks.append("–")
-            print("| " + " | ".join(cells + [" / ".join(peaks)]) + " |")
+            print("| " + " | ".join(cells + [" / ".join(peaks), load(ours)]) + " |")
 
 
 def main() -> None:
