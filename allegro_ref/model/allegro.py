@@ -426,16 +426,8 @@ def two_body_forward(
     Returns:
         ``(h [E, S], TwoBodyCache)``.
     """
-    xp = namespace(radial)
-    type_embedding = xp.concat(
-        [
-            gather(params["center_embed"], graph.center_types),
-            gather(params["neighbor_embed"], graph.neighbor_types),
-        ],
-        axis=-1,
-    )
-    radial_embedding, basis_cache = mlp_forward(
-        _mlp_weights(params, "basis_linear"), radial, nonlinearity=None
+    type_embedding, radial_embedding, basis_cache = _type_and_radial_embeddings(
+        params, radial, graph
     )
     h, embed_cache = mlp_forward(
         _mlp_weights(params, "scalar_embed_mlp"), type_embedding * radial_embedding
@@ -480,6 +472,26 @@ def two_body_backward(
     if parameter_gradients:
         grads.update(_type_embedding_gradients(params, c, grad_z * c.radial_embedding))
     return grad_radial, grads
+
+
+def _type_and_radial_embeddings(
+    params: dict[str, Array], radial: Array, graph: EdgeGraph
+) -> tuple[Array, Array, tuple]:
+    r"""The two factors of the two-body input $z = t \odot \rho$ (both families): the type
+    embedding $t = [C_{t_i} \| N_{t_j}]$ `[E, D]` and the radial embedding
+    $\rho = R\, W_{basis} / \sqrt B$ `[E, D]`, with the linear map's cache."""
+    xp = namespace(radial)
+    type_embedding = xp.concat(
+        [
+            gather(params["center_embed"], graph.center_types),
+            gather(params["neighbor_embed"], graph.neighbor_types),
+        ],
+        axis=-1,
+    )
+    radial_embedding, basis_cache = mlp_forward(
+        _mlp_weights(params, "basis_linear"), radial, nonlinearity=None
+    )
+    return type_embedding, radial_embedding, basis_cache
 
 
 def _type_embedding_gradients(
@@ -1099,6 +1111,26 @@ def readout_backward_jvp(
 # -------------------------------------------------------------------------------------------
 # The model: the stages composed
 # -------------------------------------------------------------------------------------------
+def check_parameter_shapes(expected: dict[str, tuple[int, ...]], params: dict[str, Array]) -> None:
+    """Refuse ``params`` unless it holds exactly the names of ``expected`` (a config's
+    ``parameter_shapes()``), each with its shape: a ValueError listing what is missing,
+    unknown or of the wrong shape."""
+    missing = sorted(set(expected) - set(params))
+    unknown = sorted(set(params) - set(expected))
+    if missing or unknown:
+        raise ValueError(
+            f"parameters do not match the config: missing {missing}, unknown {unknown}"
+        )
+    wrong = {
+        name: (tuple(params[name].shape), shape)
+        for name, shape in expected.items()
+        if tuple(params[name].shape) != shape
+    }
+    if wrong:
+        details = ", ".join(f"{n}: got {g}, expected {e}" for n, (g, e) in wrong.items())
+        raise ValueError(f"parameters have wrong shapes: {details}")
+
+
 class AllegroModel:
     """An Allegro model: a config, its parameters (a dict of arrays) and the forward/backward.
 
@@ -1130,21 +1162,7 @@ class AllegroModel:
         self.config = config
         self.dtype = str(dtype)
         float_dtype(np, self.dtype)  # validates the name
-        expected = config.parameter_shapes()
-        missing = sorted(set(expected) - set(params))
-        unknown = sorted(set(params) - set(expected))
-        if missing or unknown:
-            raise ValueError(
-                f"parameters do not match the config: missing {missing}, unknown {unknown}"
-            )
-        wrong = {
-            name: (tuple(params[name].shape), shape)
-            for name, shape in expected.items()
-            if tuple(params[name].shape) != shape
-        }
-        if wrong:
-            details = ", ".join(f"{n}: got {g}, expected {e}" for n, (g, e) in wrong.items())
-            raise ValueError(f"parameters have wrong shapes: {details}")
+        check_parameter_shapes(config.parameter_shapes(), params)
         xp = namespace(*params.values())
         self.params = {
             name: xp.astype(

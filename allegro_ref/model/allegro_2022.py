@@ -63,7 +63,17 @@ from ..nn import (
 )
 from ..nn.irrep_weights import irrep_weighted_backward, irrep_weighted_forward
 from ..o3 import Irrep, Irreps, spherical_harmonics_backward, spherical_harmonics_forward
-from .allegro import EdgeGraph, Tracks, _flat_channels, _mlp_weights, _named, edge_graph
+from .allegro import (
+    EdgeGraph,
+    Tracks,
+    _flat_channels,
+    _mlp_weights,
+    _named,
+    _type_and_radial_embeddings,
+    _type_embedding_gradients,
+    check_parameter_shapes,
+    edge_graph,
+)
 from .config_2022 import SILU_NORMALIZATION_2022, Allegro2022Config
 
 __all__ = [
@@ -275,16 +285,8 @@ def two_body_2022_forward(
     Returns:
         ``(TwoBody2022(h [E, D], x⁰ [E, F]), TwoBody2022Cache)``.
     """
-    xp = namespace(radial)
-    type_embedding = xp.concat(
-        [
-            gather(params["center_embed"], graph.center_types),
-            gather(params["neighbor_embed"], graph.neighbor_types),
-        ],
-        axis=-1,
-    )
-    radial_embedding, basis_cache = mlp_forward(
-        _mlp_weights(params, "basis_linear"), radial, nonlinearity=None
+    type_embedding, radial_embedding, basis_cache = _type_and_radial_embeddings(
+        params, radial, graph
     )
     h = type_embedding * radial_embedding
     x0, latent_cache = _mlp_forward(
@@ -317,14 +319,7 @@ def two_body_2022_backward(
     )
     grads.update(_named("basis_linear", grad_w))
     if parameter_gradients:
-        grad_type_embedding = grad_h * c.radial_embedding
-        num_types, half = params["center_embed"].shape
-        grads["center_embed"] = scatter_sum(
-            grad_type_embedding[:, :half], c.center_types, num_types
-        )
-        grads["neighbor_embed"] = scatter_sum(
-            grad_type_embedding[:, half:], c.neighbor_types, num_types
-        )
+        grads.update(_type_embedding_gradients(params, c, grad_h * c.radial_embedding))
     return grad_radial, grads
 
 
@@ -1086,7 +1081,7 @@ class Allegro2022Model:
         self.config = config
         self.dtype = str(dtype)
         float_dtype(np, self.dtype)  # validates the name
-        _check_shapes(config, params)
+        check_parameter_shapes(config.parameter_shapes(), params)
         xp = namespace(*params.values())
         self.params = {
             name: xp.astype(
@@ -1238,24 +1233,6 @@ class Allegro2022Model:
             f"layers={c.num_layers}, U={c.num_tensor_features}, F={c.latent_width}, "
             f"types={list(c.type_names)}, dtype={self.dtype!r})"
         )
-
-
-def _check_shapes(config: Allegro2022Config, params: dict[str, Any]) -> None:
-    expected = config.parameter_shapes()
-    missing = sorted(set(expected) - set(params))
-    unknown = sorted(set(params) - set(expected))
-    if missing or unknown:
-        raise ValueError(
-            f"parameters do not match the config: missing {missing}, unknown {unknown}"
-        )
-    wrong = {
-        name: (tuple(params[name].shape), shape)
-        for name, shape in expected.items()
-        if tuple(params[name].shape) != shape
-    }
-    if wrong:
-        details = ", ".join(f"{n}: got {g}, expected {e}" for n, (g, e) in wrong.items())
-        raise ValueError(f"parameters have wrong shapes: {details}")
 
 
 def _initial_value(config: Allegro2022Config, name: str, shape, rng) -> np.ndarray:
