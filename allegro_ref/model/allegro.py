@@ -462,15 +462,10 @@ def two_body_backward(
         weight_gradients=parameter_gradients,
     )
     grads = _named("scalar_embed_mlp", grad_w)
-    grad_radial, grad_w = mlp_backward(
-        _mlp_weights(params, "basis_linear"),
-        c.basis_cache,
-        grad_z * c.type_embedding,
-        weight_gradients=parameter_gradients,
+    grad_radial, embedding_grads = _type_and_radial_embeddings_backward(
+        params, c, grad_z, parameter_gradients=parameter_gradients
     )
-    grads.update(_named("basis_linear", grad_w))
-    if parameter_gradients:
-        grads.update(_type_embedding_gradients(params, c, grad_z * c.radial_embedding))
+    grads.update(embedding_grads)
     return grad_radial, grads
 
 
@@ -492,6 +487,27 @@ def _type_and_radial_embeddings(
         _mlp_weights(params, "basis_linear"), radial, nonlinearity=None
     )
     return type_embedding, radial_embedding, basis_cache
+
+
+def _type_and_radial_embeddings_backward(
+    params: dict[str, Array], cache: Any, grad_z: Array, *, parameter_gradients: bool
+) -> tuple[Array, dict[str, Array]]:
+    r"""VJP of `_type_and_radial_embeddings` through $z = t \odot \rho$: ∂L/∂R `[E, B]` from
+    $\partial L/\partial z$ `[E, D]` ($\partial L/\partial \rho = \bar z \odot t$), and the
+    gradients of ``basis_linear.*``, ``center_embed`` and ``neighbor_embed``
+    ($\partial L/\partial t = \bar z \odot \rho$) when asked. ``cache`` is either family's
+    two-body cache (fields ``type_embedding``, ``radial_embedding``, ``basis_cache``,
+    ``center_types``, ``neighbor_types``)."""
+    grad_radial, grad_w = mlp_backward(
+        _mlp_weights(params, "basis_linear"),
+        cache.basis_cache,
+        grad_z * cache.type_embedding,
+        weight_gradients=parameter_gradients,
+    )
+    grads = _named("basis_linear", grad_w)
+    if parameter_gradients:
+        grads.update(_type_embedding_gradients(params, cache, grad_z * cache.radial_embedding))
+    return grad_radial, grads
 
 
 def _type_embedding_gradients(

@@ -70,7 +70,7 @@ from .allegro import (
     _mlp_weights,
     _named,
     _type_and_radial_embeddings,
-    _type_embedding_gradients,
+    _type_and_radial_embeddings_backward,
     check_parameter_shapes,
     edge_graph,
 )
@@ -311,15 +311,10 @@ def two_body_2022_backward(
     grad_h, grads = _mlp_backward(
         params, "two_body_latent", c.latent_cache, grad_x0, parameter_gradients
     )
-    grad_radial, grad_w = mlp_backward(
-        _mlp_weights(params, "basis_linear"),
-        c.basis_cache,
-        grad_h * c.type_embedding,
-        weight_gradients=parameter_gradients,
+    grad_radial, embedding_grads = _type_and_radial_embeddings_backward(
+        params, c, grad_h, parameter_gradients=parameter_gradients
     )
-    grads.update(_named("basis_linear", grad_w))
-    if parameter_gradients:
-        grads.update(_type_embedding_gradients(params, c, grad_h * c.radial_embedding))
+    grads.update(embedding_grads)
     return grad_radial, grads
 
 
