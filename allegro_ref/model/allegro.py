@@ -1127,10 +1127,15 @@ def readout_backward_jvp(
 # -------------------------------------------------------------------------------------------
 # The model: the stages composed
 # -------------------------------------------------------------------------------------------
-def check_parameter_shapes(expected: dict[str, tuple[int, ...]], params: dict[str, Array]) -> None:
-    """Refuse ``params`` unless it holds exactly the names of ``expected`` (a config's
-    ``parameter_shapes()``), each with its shape: a ValueError listing what is missing,
-    unknown or of the wrong shape."""
+def model_parameters(
+    config: Any, params: dict[str, Array], dtype: str, float64_names: tuple[str, ...]
+) -> dict[str, Array]:
+    """The parameters of a model (either family), checked and cast: exactly the names of
+    ``config.parameter_shapes()``, each with its shape (else a ValueError listing what is
+    missing, unknown or of the wrong shape), in ``dtype`` (``"float32"`` or ``"float64"``)
+    except ``float64_names``, which stay float64."""
+    float_dtype(np, dtype)  # validates the name
+    expected = config.parameter_shapes()
     missing = sorted(set(expected) - set(params))
     unknown = sorted(set(params) - set(expected))
     if missing or unknown:
@@ -1145,6 +1150,11 @@ def check_parameter_shapes(expected: dict[str, tuple[int, ...]], params: dict[st
     if wrong:
         details = ", ".join(f"{n}: got {g}, expected {e}" for n, (g, e) in wrong.items())
         raise ValueError(f"parameters have wrong shapes: {details}")
+    xp = namespace(*params.values())
+    return {
+        name: xp.astype(value, xp.float64 if name in float64_names else float_dtype(xp, dtype))
+        for name, value in params.items()
+    }
 
 
 class AllegroModel:
@@ -1177,15 +1187,7 @@ class AllegroModel:
     def __init__(self, config: AllegroConfig, params: dict[str, Array], dtype: str = "float64"):
         self.config = config
         self.dtype = str(dtype)
-        float_dtype(np, self.dtype)  # validates the name
-        check_parameter_shapes(config.parameter_shapes(), params)
-        xp = namespace(*params.values())
-        self.params = {
-            name: xp.astype(
-                value, xp.float64 if name in self._FLOAT64_PARAMS else float_dtype(xp, self.dtype)
-            )
-            for name, value in params.items()
-        }
+        self.params = model_parameters(config, params, self.dtype, self._FLOAT64_PARAMS)
         self.tensor_products = [
             EnvironmentTensorProduct(
                 irreps_in,

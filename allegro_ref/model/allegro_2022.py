@@ -71,8 +71,8 @@ from .allegro import (
     _named,
     _type_and_radial_embeddings,
     _type_and_radial_embeddings_backward,
-    check_parameter_shapes,
     edge_graph,
+    model_parameters,
 )
 from .config_2022 import SILU_NORMALIZATION_2022, Allegro2022Config
 
@@ -1075,15 +1075,7 @@ class Allegro2022Model:
     def __init__(self, config: Allegro2022Config, params: dict[str, Any], dtype: str = "float64"):
         self.config = config
         self.dtype = str(dtype)
-        float_dtype(np, self.dtype)  # validates the name
-        check_parameter_shapes(config.parameter_shapes(), params)
-        xp = namespace(*params.values())
-        self.params = {
-            name: xp.astype(
-                value, xp.float64 if name in self._FLOAT64_PARAMS else float_dtype(xp, self.dtype)
-            )
-            for name, value in params.items()
-        }
+        self.params = model_parameters(config, params, self.dtype, self._FLOAT64_PARAMS)
         self.layers = [Layer2022(config, k) for k in range(config.num_layers)]
         self._inv_cutoffs = (1.0 / config.cutoff_matrix()).reshape(-1)
         self._ones = np.ones(config.num_types)
