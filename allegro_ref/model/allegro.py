@@ -1157,7 +1157,23 @@ def model_parameters(
     }
 
 
-class AllegroModel:
+class ParameterPlacement:
+    """Where a model (either family) lives: the namespace and device of its ``params``."""
+
+    params: dict[str, Array]
+
+    @property
+    def namespace(self):
+        """The array namespace the parameters live in (NumPy, CuPy, array-api-strict, …)."""
+        return namespace(next(iter(self.params.values())))
+
+    @property
+    def device(self) -> Any:
+        """The device the parameters live on (``"cpu"`` for NumPy)."""
+        return device(next(iter(self.params.values())))
+
+
+class AllegroModel(ParameterPlacement):
     """An Allegro model: a config, its parameters (a dict of arrays) and the forward/backward.
 
     Args:
@@ -1202,16 +1218,6 @@ class AllegroModel:
         self._inv_cutoffs = (1.0 / config.cutoff_matrix()).reshape(-1)
         nbar = config.per_type_values(config.avg_num_neighbors, "avg_num_neighbors")
         self._inv_sqrt_nbar = 1.0 / np.sqrt(nbar)
-
-    @property
-    def namespace(self):
-        """The array namespace the parameters live in (NumPy, CuPy, array-api-strict, …)."""
-        return namespace(next(iter(self.params.values())))
-
-    @property
-    def device(self) -> Any:
-        """The device the parameters live on (``"cpu"`` for NumPy)."""
-        return device(next(iter(self.params.values())))
 
     # ---------------------------------------------------------------------------------------
     # Construction

@@ -65,6 +65,7 @@ from ..nn.irrep_weights import irrep_weighted_backward, irrep_weighted_forward
 from ..o3 import Irrep, Irreps, spherical_harmonics_backward, spherical_harmonics_forward
 from .allegro import (
     EdgeGraph,
+    ParameterPlacement,
     Tracks,
     _flat_channels,
     _mlp_weights,
@@ -1058,7 +1059,7 @@ class Allegro2022ModelCache(NamedTuple):
     input_dtype: Any
 
 
-class Allegro2022Model:
+class Allegro2022Model(ParameterPlacement):
     """A 2022-era Allegro model: a config, its parameters and the forward/backward, with the
     interface of ``AllegroModel`` (so ``Potential`` and the ASE calculator run it).
 
@@ -1079,16 +1080,6 @@ class Allegro2022Model:
         self.layers = [Layer2022(config, k) for k in range(config.num_layers)]
         self._inv_cutoffs = (1.0 / config.cutoff_matrix()).reshape(-1)
         self._ones = np.ones(config.num_types)
-
-    @property
-    def namespace(self):
-        """The array namespace the parameters live in."""
-        return namespace(next(iter(self.params.values())))
-
-    @property
-    def device(self) -> Any:
-        """The device the parameters live on."""
-        return device(next(iter(self.params.values())))
 
     @cached_property
     def num_parameters(self) -> int:
