@@ -17,8 +17,9 @@ float64) on a rattled periodic fcc Cu cell (default 8 × 8 × 8 cubic cells, 2 0
    layers would have a receptive field of $L \cdot r_\text{max}$: the atoms inside both radii are
    counted.
 2. Region energy: the atoms within ``--region`` Å of the cell's center are a region; every atom
-   farther than $r_\text{max}$ from all of them is displaced (Gaussian, 0.1 Å); the region's
-   energy $\sum_{i \in \text{region}} E_i$ must not change beyond rounding while the total does.
+   farther than $r_\text{max}$ + 0.5 Å from all of them is displaced (uniformly, up to 0.1 Å
+   along each axis, so it stays beyond $r_\text{max}$); the region's energy
+   $\sum_{i \in \text{region}} E_i$ must not change beyond rounding while the total does.
 3. Spatial decomposition: the region's energy from a cut-out cluster (the region and the atoms
    within $r_\text{max}$ of it, no cell) against the full periodic cell's.
 """
@@ -38,6 +39,8 @@ from allegro_ref.neighbors import edge_vectors, neighbor_list
 MODEL = "cu-emt"
 REPEAT = (8, 8, 8)  # 2 048 atoms
 REGION_RADIUS = 5.0  # Å
+MARGIN = 0.5  # Å: the moved atoms start beyond r_max + MARGIN of the region ...
+STEP = 0.1  # Å: ... and move by at most STEP along each axis (|δ| ≤ 0.17 Å), staying beyond
 KEEP_PAIRS_WITHIN = 2.2  # × r_max: the (distance, gradient) pairs kept for the plot
 
 
@@ -93,7 +96,7 @@ def gradient_table(atoms, sample: np.ndarray, gradients: np.ndarray, r_max: floa
 
 def region_masks(atoms, radius: float, r_max: float) -> tuple[np.ndarray, np.ndarray]:
     """Boolean ``[n]`` masks: the region (atoms within ``radius`` of the cell's center) and the
-    far atoms (farther than ``r_max`` from every region atom)."""
+    far atoms (farther than ``r_max`` from every region atom, with ``r_max`` as given)."""
     center = atoms.cell.array.sum(axis=0) / 2
     region = np.linalg.norm(mic_vectors(atoms, center), axis=1) < radius
     near = np.zeros(len(atoms), dtype=bool)
@@ -103,12 +106,13 @@ def region_masks(atoms, radius: float, r_max: float) -> tuple[np.ndarray, np.nda
 
 
 def region_energy_test(potential: Potential, atoms, radius: float = REGION_RADIUS) -> dict:
-    """The region's energy before and after the far atoms move, and the total's change."""
-    region, far = region_masks(atoms, radius, potential.config.r_max)
+    """The region's energy before and after the far atoms (beyond ``r_max`` + ``MARGIN`` of
+    every region atom) move by up to ``STEP`` along each axis, and the total's change."""
+    region, far = region_masks(atoms, radius, potential.config.r_max + MARGIN)
     before = potential.compute_atoms(atoms)
     moved = atoms.copy()
     rng = np.random.default_rng(1)
-    moved.positions[far] += rng.normal(scale=0.1, size=(int(far.sum()), 3))
+    moved.positions[far] += rng.uniform(-STEP, STEP, size=(int(far.sum()), 3))
     after = potential.compute_atoms(moved)
     e_before = float(before["energies"][region].sum())
     e_after = float(after["energies"][region].sum())
@@ -125,8 +129,9 @@ def region_energy_test(potential: Potential, atoms, radius: float = REGION_RADIU
 
 
 def cluster_test(potential, atoms, region, far, region_energy: float) -> dict:
-    """The region's energy from a cut-out open cluster (the region and its halo, the atoms within
-    r_max of it, at their minimum-image positions) against the periodic cell's."""
+    """The region's energy from a cut-out open cluster (the region and its halo: the atoms that
+    are not ``far``, within r_max + ``MARGIN`` of it, at their minimum-image positions) against
+    the periodic cell's."""
     center = atoms.cell.array.sum(axis=0) / 2
     kept = ~far
     positions = center + mic_vectors(atoms, center)[kept]
