@@ -44,13 +44,13 @@ STEP = 0.1  # Å: ... and move by at most STEP along each axis (|δ| ≤ 0.17 Å
 KEEP_PAIRS_WITHIN = 2.2  # × r_max: the (distance, gradient) pairs kept for the plot
 
 
-def mic_vectors(atoms, origin: np.ndarray) -> np.ndarray:
-    """``[n, 3]`` minimum-image vectors from ``origin`` ``[3]`` Å to every atom (orthorhombic
-    periodic cells only)."""
+def mic_vectors(atoms, origins: np.ndarray) -> np.ndarray:
+    """``[..., n, 3]`` minimum-image vectors from each of ``origins`` ``[..., 3]`` Å to every
+    atom (orthorhombic periodic cells only)."""
     lengths = np.diag(atoms.cell.array)
     if not np.allclose(atoms.cell.array, np.diag(lengths)):
         raise ValueError("mic_vectors needs an orthorhombic cell")
-    d = atoms.positions - origin
+    d = atoms.positions - origins[..., None, :]
     return d - lengths * np.round(d / lengths)
 
 
@@ -75,8 +75,7 @@ def gradient_table(atoms, sample: np.ndarray, gradients: np.ndarray, r_max: floa
     """For each sampled center: the largest $|\\partial E_i/\\partial x_j|$ beyond and within
     $r_\\text{max}$, the atoms within $r_\\text{max}$, with a nonzero gradient, and within
     ``layers`` × $r_\\text{max}$ (a message-passing model's receptive field)."""
-    distances = np.stack([np.linalg.norm(mic_vectors(atoms, atoms.positions[i]), axis=1)
-                          for i in sample])  # fmt: skip
+    distances = np.linalg.norm(mic_vectors(atoms, atoms.positions[sample]), axis=2)
     norms = np.linalg.norm(gradients, axis=2)
     beyond = distances >= r_max
     kept = distances < KEEP_PAIRS_WITHIN * r_max
@@ -99,10 +98,8 @@ def region_masks(atoms, radius: float, r_max: float) -> tuple[np.ndarray, np.nda
     far atoms (farther than ``r_max`` from every region atom, with ``r_max`` as given)."""
     center = atoms.cell.array.sum(axis=0) / 2
     region = np.linalg.norm(mic_vectors(atoms, center), axis=1) < radius
-    near = np.zeros(len(atoms), dtype=bool)
-    for i in np.flatnonzero(region):  # the region's few atoms, not all atoms
-        near |= np.linalg.norm(mic_vectors(atoms, atoms.positions[i]), axis=1) < r_max
-    return region, ~near
+    from_region = np.linalg.norm(mic_vectors(atoms, atoms.positions[region]), axis=2)  # [R, n]
+    return region, np.all(from_region >= r_max, axis=0)
 
 
 def region_energy_test(potential: Potential, atoms, radius: float = REGION_RADIUS) -> dict:
