@@ -12,8 +12,8 @@ Atoms: not re-measured; the rows of benchmarks/results/2026-12-02_cu_scaling_1co
 and the exponent of a log-log least-squares fit of CPU seconds against atoms.
 
 Neighbors: ``presets.cu_benchmark()`` (float32, r_max 5 Å) on 1 000 fcc Cu atoms whose lattice
-constant is scaled from 5.1 to 2.36 Å, so that the neighbors per atom within r_max go from 12 to
-~150 at a fixed atom count; the exponent of CPU seconds per atom against neighbors per atom.
+constant is scaled from 5.1 to 2.36 Å, so that the neighbors per atom within r_max go from 13 to
+156 at a fixed atom count; the exponent of CPU seconds per atom against neighbors per atom.
 
 Species: the same 1 000-atom fcc cell with random species drawn from the first 1, 4, 16, 64 or
 89 elements (``type_names``), ``presets.cu_benchmark(type_names=...)`` otherwise unchanged:
@@ -43,7 +43,7 @@ from allegro_ref.neighbors import neighbor_list
 
 SCALING_FILE = common.HERE / "results" / "2026-12-02_cu_scaling_1core.json"
 REPEAT = (5, 5, 10)  # 1 000 atoms
-LATTICES = (5.10, 4.30, 3.61, 3.35, 3.10, 2.70, 2.36)  # Å: 12 ... ~150 neighbors within 5 Å
+LATTICES = (5.10, 4.30, 3.61, 3.35, 3.10, 2.70, 2.36)  # Å: 13 ... 156 neighbors within 5 Å
 SPECIES_COUNTS = (1, 4, 16, 64, 89)
 DTYPE = "float32"
 
