@@ -32,7 +32,8 @@ and float64). Two remedies:
   its worker processes (``num_processes > 1``), or the caller's process when asked
   (``Potential(keep_host_memory=True)`` or the environment variable
   ``ALLEGRO_REF_KEEP_HOST_MEMORY=1``).
-- By default a serial ``map`` calls `grow_malloc_thresholds` instead, which changes no
+- By default a serial ``map`` (and `Trainer.fit`, through `tune_host_memory`) calls
+  `grow_malloc_thresholds` instead, which changes no
   setting: it frees one just-under-32-MiB block, and glibc's own dynamic rule (mallopt(3): on
   freeing a mapped block above the threshold, the mmap threshold becomes its size and the trim
   threshold twice that) raises the thresholds to 32 MiB and 64 MiB, as it would after any
@@ -65,6 +66,7 @@ __all__ = [
     "WorkerProcessError",
     "keep_host_memory",
     "grow_malloc_thresholds",
+    "tune_host_memory",
     "KEEP_HOST_MEMORY_ENV",
 ]
 
@@ -130,6 +132,16 @@ def grow_malloc_thresholds() -> bool:
     return True
 
 
+def tune_host_memory(keep: bool | None = None) -> None:
+    """The library's malloc policy for a process that computes (module docstring):
+    `keep_host_memory` if ``keep`` (default: ``ALLEGRO_REF_KEEP_HOST_MEMORY=1``), otherwise
+    `grow_malloc_thresholds`. Used by a serial `Executor.map` and by the trainer."""
+    if _keep_host_memory_requested() if keep is None else keep:
+        keep_host_memory()
+    else:
+        grow_malloc_thresholds()
+
+
 class WorkerProcessError(BrokenProcessPool):
     """A worker process ended while its results were awaited (or could not start); a
     `RuntimeError` (through `concurrent.futures.process.BrokenProcessPool`)."""
@@ -176,10 +188,7 @@ class Executor:
         """
         if self.num_processes > 1 and num_inputs > 1:
             return self._map_on_workers(function, state, inputs, num_inputs)
-        if self.keep_host_memory:
-            keep_host_memory()
-        else:
-            grow_malloc_thresholds()
+        tune_host_memory(self.keep_host_memory)
         blas_threads = contextlib.nullcontext()
         if self.num_threads is not None:
             blas_threads = threadpool_limits(self.num_threads, user_api="blas")
