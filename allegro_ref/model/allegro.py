@@ -886,28 +886,17 @@ def layer_backward(
     $\partial L/\partial Y$.
     """
     c, keep = cache, {"keep_cotangents": keep_cotangents}
-    *grad_latents_in, grad_latent = grad_tracks.latents
-    xp = namespace(grad_latent)
-    S = grad_latent.shape[1]
     # 4. latent MLP
-    if grad_tracks.env_weights is not None:
-        grad_latent = xp.concat([grad_latent, _flat_channels(xp, grad_tracks.env_weights)], axis=-1)
     grad_z, grad_w, *latent = mlp_backward(
         _mlp_weights(params, f"latent.{c.k}"),
         c.latent_cache,
-        grad_latent,
+        _latent_output_gradient(grad_tracks),
         weight_gradients=parameter_gradients,
         **keep,
     )
     grads = _named(f"latent.{c.k}", grad_w)
-    grad_latents = tuple(g + grad_z[:, S * j : S * (j + 1)] for j, g in enumerate(grad_latents_in))
     # 3. scalar extraction
-    grad_scalars = xp.permute_dims(grad_z[:, S * len(grad_latents_in) :], (1, 0))  # [U, E]
-    if grad_tracks.tensors is None:  # the last layer: V^L reaches the loss only through s
-        grad_tensors = grad_scalars[:, :, None]
-    else:
-        grad_tensors = grad_tracks.tensors
-        grad_tensors[:, :, 0] = grad_tensors[:, :, 0] + grad_scalars
+    grad_latents, grad_tensors = _latent_input_gradients(grad_tracks, grad_z)
     # 2. tensor product
     grad_tensors_in, grad_density, grad_theta, *tensor_product = c.tensor_product.backward(
         c.tensor_product_cache, grad_tensors, weight_gradients=parameter_gradients, **keep
@@ -972,6 +961,34 @@ def layer_jvp(
     return tracks, LayerTangent(density, tensor_product, latent)
 
 
+def _latent_output_gradient(grad_tracks: Tracks) -> Array:
+    """∂L/∂(latent MLP output) `[E, S (+ U (l_max+1))]`: that of the new latent x^{k+1}, then
+    that of the next layer's environment weights (none after the last layer). Linear: the
+    same on tangents."""
+    grad = grad_tracks.latents[-1]
+    if grad_tracks.env_weights is None:
+        return grad
+    xp = namespace(grad)
+    return xp.concat([grad, _flat_channels(xp, grad_tracks.env_weights)], axis=-1)
+
+
+def _latent_input_gradients(grad_tracks: Tracks, grad_z: Array) -> tuple[tuple, Array]:
+    """Steps 4 and 3 of `layer_backward` from ∂L/∂[x⁰ … x^k ‖ s] `[E, S (k+1) + U]`:
+    (the ∂L/∂x^j, added to the incoming ones, and ∂L/∂V^{k+1}), ∂L/∂s joining the 0e column of
+    ``grad_tracks.tensors`` (in place; a fresh ``[U, E, 1]`` after the last layer). Linear:
+    the same on tangents."""
+    xp = namespace(grad_z)
+    *inputs, latest = grad_tracks.latents
+    S = latest.shape[1]
+    latents = tuple(a + grad_z[:, S * j : S * (j + 1)] for j, a in enumerate(inputs))
+    grad_scalars = xp.permute_dims(grad_z[:, S * len(inputs) :], (1, 0))  # [U, E]
+    if grad_tracks.tensors is None:  # the last layer: V^L reaches the loss only through s
+        return latents, grad_scalars[:, :, None]
+    tensors = grad_tracks.tensors
+    tensors[:, :, 0] = tensors[:, :, 0] + grad_scalars
+    return latents, tensors
+
+
 def _latent_backward_jvp(
     params, cache: LayerCache, tangent: LayerTangent, cotangents: LayerCotangents,
     grad_tracks_dot: Tracks,
@@ -979,25 +996,11 @@ def _latent_backward_jvp(
     """Step 4 of `layer_backward_jvp`: the latent MLP and the scalar extraction for the
     tangent gradient `Tracks`; returns the tangents of ∂L/∂x^j and ∂L/∂V^{k+1} and of the
     MLP's weight gradients."""
-    g = grad_tracks_dot
-    xp = namespace(g.latents[-1])
-    S = g.latents[-1].shape[1]
-    grad_out_dot = g.latents[-1]
-    if g.env_weights is not None:
-        grad_out_dot = xp.concat([grad_out_dot, _flat_channels(xp, g.env_weights)], axis=-1)
     grad_z_dot, grad_w = mlp_backward_jvp(
         _mlp_weights(params, f"latent.{cache.k}"), cache.latent_cache, tangent.latent,
-        cotangents.latent, grad_out_dot,
+        cotangents.latent, _latent_output_gradient(grad_tracks_dot),
     )  # fmt: skip
-    inputs = g.latents[:-1]
-    latents = tuple(a + grad_z_dot[:, S * j : S * (j + 1)] for j, a in enumerate(inputs))
-    grad_scalars_dot = xp.permute_dims(grad_z_dot[:, S * len(inputs) :], (1, 0))  # [U, E]
-    if g.tensors is None:  # the last layer: V^L reaches the loss only through s
-        tensors = grad_scalars_dot[:, :, None]
-    else:
-        tensors = g.tensors
-        tensors[:, :, 0] = tensors[:, :, 0] + grad_scalars_dot
-    return latents, tensors, grad_w
+    return (*_latent_input_gradients(grad_tracks_dot, grad_z_dot), grad_w)
 
 
 def layer_backward_jvp(
