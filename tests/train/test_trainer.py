@@ -208,12 +208,13 @@ def test_fine_tuning_starts_from_a_saved_model(data_file, tmp_path):
 
 
 def test_fit_applies_the_host_memory_policy_before_the_first_step(data_file, tmp_path, monkeypatch):
-    """Training runs under the library's malloc policy (allegro_ref._execution), as a serial
-    Potential does: without it a bench_train step took 1.7x the CPU time."""
+    """Training runs under the library's malloc policy (allegro_ref._execution) as the config
+    says (keep_host_memory, default True): without it a bench_train step took 1.7x the CPU
+    time."""
     from allegro_ref.train import trainer as trainer_module
 
     events = []
-    monkeypatch.setattr(trainer_module, "tune_host_memory", lambda: events.append("tune"))
+    monkeypatch.setattr(trainer_module, "tune_host_memory", events.append)
     real_step = trainer_module.loss_and_gradient
 
     def step(*args, **kwargs):
@@ -222,4 +223,7 @@ def test_fit_applies_the_host_memory_policy_before_the_first_step(data_file, tmp
 
     monkeypatch.setattr(trainer_module, "loss_and_gradient", step)
     Trainer(config(data_file, tmp_path, max_epochs=1)).fit()
-    assert events[:2] == ["tune", "step"] and events.count("tune") == 1
+    assert events[:2] == [True, "step"] and events.count(True) == 1
+    events.clear()
+    Trainer(config(data_file, tmp_path / "b", max_epochs=1, keep_host_memory=False)).fit()
+    assert events[:2] == [False, "step"]
