@@ -76,7 +76,7 @@ class TrainConfig:
         progress: show a tqdm progress bar.
         plots: write the learning-curve and parity figures at the end (needs matplotlib).
         keep_host_memory: tune glibc's malloc of this process to keep freed memory (up to
-            256 MiB; `allegro_ref._execution.keep_host_memory`, process-wide and for good) for
+            1 GiB; `allegro_ref._execution.keep_host_memory`, process-wide and for good) for
             the training; False leaves its thresholds to glibc's dynamic rule (one step of the
             bench_train model then costs ~1.7x the CPU time).
     """
