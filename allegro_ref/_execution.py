@@ -26,12 +26,14 @@ system; both start at 128 KiB, so that memory is page-faulted in (and zeroed) ag
 chunk: 6-17 % of the CPU time of a step for 256 and 1000 Cu atoms (l_max 2, one thread, float32
 and float64). Two remedies:
 
-- `keep_host_memory` sets both thresholds with ``mallopt`` (32 MiB and 256 MiB). That is
+- `keep_host_memory` sets both thresholds with ``mallopt`` (32 MiB and 1 GiB). That is
   process-wide and cannot be undone (``mallopt`` has no getter, and setting a threshold switches
   glibc's dynamic adjustment off for good), so the library does it only in processes it owns:
   its worker processes (``num_processes > 1``), or the caller's process when asked
-  (``Potential(keep_host_memory=True)`` or the environment variable
-  ``ALLEGRO_REF_KEEP_HOST_MEMORY=1``).
+  (``Potential(keep_host_memory=True)``, the environment variable
+  ``ALLEGRO_REF_KEEP_HOST_MEMORY=1``, or a training run, whose ``TrainConfig.keep_host_memory``
+  is True unless set otherwise: a training step's temporaries exceed the 64 MiB below, and
+  without it a bench_train step took 1.7x the CPU time).
 - By default a serial ``map`` calls `grow_malloc_thresholds` instead, which changes no
   setting: it frees one just-under-32-MiB block, and glibc's own dynamic rule (mallopt(3): on
   freeing a mapped block above the threshold, the mmap threshold becomes its size and the trim
@@ -65,6 +67,7 @@ __all__ = [
     "WorkerProcessError",
     "keep_host_memory",
     "grow_malloc_thresholds",
+    "tune_host_memory",
     "KEEP_HOST_MEMORY_ENV",
 ]
 
@@ -73,7 +76,10 @@ KEEP_HOST_MEMORY_ENV = "ALLEGRO_REF_KEEP_HOST_MEMORY"
 # glibc mallopt parameters (malloc.h) and the values set by keep_host_memory
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _MMAP_THRESHOLD = 32 * 2**20  # the largest glibc accepts on 64-bit systems
-_TRIM_THRESHOLD = 256 * 2**20
+# A chunk of Potential.compute frees far less; one training step of the Cu benchmark model
+# (l_max 2, S 64, U 32, 5 cells of 32 atoms) frees ~270 MiB, and below that glibc trims and the
+# kernel zeroes the same memory again every step (~1.3x the CPU time of the step at 256 MiB).
+_TRIM_THRESHOLD = 2**30
 # a block this much under 32 MiB (glibc's largest dynamic mmap threshold) once malloc's header
 # and page rounding are added
 _BELOW_MMAP_MAX = 2**16
@@ -81,14 +87,14 @@ _BELOW_MMAP_MAX = 2**16
 
 @functools.cache
 def keep_host_memory() -> bool:
-    """Have glibc's malloc serve blocks up to 32 MiB from its heap and keep up to 256 MiB of
+    """Have glibc's malloc serve blocks up to 32 MiB from its heap and keep up to 1 GiB of
     freed heap memory in the process, instead of returning it to the operating system.
 
     Why: glibc gives memory at the top of its heap back to the system once more than
     ``M_TRIM_THRESHOLD`` of it is free, and serves blocks above ``M_MMAP_THRESHOLD`` with fresh
     mappings that are unmapped on free; both start at 128 KiB and only grow after large frees.
     With the defaults, the NumPy temporaries of every chunk leave the process and are faulted in
-    again for the next one. Peak memory does not change; up to 256 MiB freed at the end of a call
+    again for the next one. Peak memory does not change; up to 1 GiB freed at the end of a call
     stays with the process.
 
     Process-wide, permanent and idempotent: call it only in a process the library owns or when
@@ -128,6 +134,16 @@ def grow_malloc_thresholds() -> bool:
         return False
     libc.free(block)
     return True
+
+
+def tune_host_memory(keep: bool | None = None) -> None:
+    """The library's malloc policy for a process that computes (module docstring):
+    `keep_host_memory` if ``keep`` (default: ``ALLEGRO_REF_KEEP_HOST_MEMORY=1``), otherwise
+    `grow_malloc_thresholds`. Used by a serial `Executor.map` and by the trainer."""
+    if _keep_host_memory_requested() if keep is None else keep:
+        keep_host_memory()
+    else:
+        grow_malloc_thresholds()
 
 
 class WorkerProcessError(BrokenProcessPool):
@@ -176,10 +192,7 @@ class Executor:
         """
         if self.num_processes > 1 and num_inputs > 1:
             return self._map_on_workers(function, state, inputs, num_inputs)
-        if self.keep_host_memory:
-            keep_host_memory()
-        else:
-            grow_malloc_thresholds()
+        tune_host_memory(self.keep_host_memory)
         blas_threads = contextlib.nullcontext()
         if self.num_threads is not None:
             blas_threads = threadpool_limits(self.num_threads, user_api="blas")

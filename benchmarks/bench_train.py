@@ -230,6 +230,7 @@ def run_ours(
         max_epochs=epochs,
         output_dir=str(out),
         progress=False,
+        plots=False,  # the official trainer draws no figures either
     )
     path = workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -277,6 +278,47 @@ def run_official(
     }
 
 
+def summarize(runs: list[dict]) -> dict[str, dict[str, float]]:
+    """Per code: the number of seeds, the median CPU and wall seconds, and the mean and standard
+    error (standard deviation / √n) of the test errors over the seeds."""
+    table = {}
+    for code in dict.fromkeys(r["code"] for r in runs):
+        rows = [r for r in runs if r["code"] == code]
+        entry = {"n": len(rows)}
+        for key in ("cpu_s", "wall_s"):
+            entry[key] = float(np.median([r[key] for r in rows]))
+        for key in ("test_energy_mae_mev_atom", "test_forces_mae_ev_a"):
+            values = np.array([r[key] for r in rows])
+            entry[key] = float(values.mean())
+            entry[key + "_se"] = (
+                float(values.std(ddof=1) / np.sqrt(len(rows))) if len(rows) > 1 else float("nan")
+            )
+        table[code] = entry
+    return table
+
+
+def print_report(results: dict) -> None:
+    """Every run, then the summary per code (CPU s per epoch: the whole run's CPU time over
+    the epochs, start-up and testing included)."""
+    epochs = results["epochs"]
+    print(
+        f"{'code':12s} {'seed':>4s} {'wall s':>7s} {'CPU s':>7s} {'CPU s/epoch':>11s} "
+        f"{'E MAE meV/at':>12s} {'F MAE eV/Å':>11s}"
+    )
+    for r in results["runs"]:
+        print(
+            f"{r['code']:12s} {r['seed']:4d} {r['wall_s']:7.0f} {r['cpu_s']:7.1f} "
+            f"{r['cpu_s'] / epochs:11.2f} "
+            f"{r['test_energy_mae_mev_atom']:12.2f} {r['test_forces_mae_ev_a']:11.4f}"
+        )
+    print(f"\n{'code':12s} {'seeds':>5s} {'median CPU s':>12s} {'E MAE meV/at (± s.e.)':>22s} "
+          f"{'F MAE eV/Å (± s.e.)':>22s}")  # fmt: skip
+    for code, e in summarize(results["runs"]).items():
+        energy = f"{e['test_energy_mae_mev_atom']:.2f} ± {e['test_energy_mae_mev_atom_se']:.2f}"
+        forces = f"{e['test_forces_mae_ev_a']:.4f} ± {e['test_forces_mae_ev_a_se']:.4f}"
+        print(f"{code:12s} {e['n']:5d} {e['cpu_s']:12.1f} {energy:>22s} {forces:>22s}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=30)
@@ -292,7 +334,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also train allegro_ref from the official builder's initial weights of each seed",
     )
+    parser.add_argument("--report", metavar="RESULTS_JSON", help="only print the tables of a run")
     args = parser.parse_args(argv)
+    if args.report:
+        print_report(json.loads(Path(args.report).read_text()))
+        return 0
 
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -317,16 +363,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             results["runs"].append({"code": "official", "seed": seed, **run})
         (workdir / "results.json").write_text(json.dumps(results, indent=2))
-    print(
-        f"{'code':12s} {'seed':>4s} {'wall s':>7s} {'CPU s':>7s} {'CPU s/epoch':>11s} "
-        f"{'E MAE meV/at':>12s} {'F MAE eV/Å':>11s}"
-    )
-    for r in results["runs"]:  # per epoch: the total over the epochs, start-up included
-        print(
-            f"{r['code']:12s} {r['seed']:4d} {r['wall_s']:7.0f} {r['cpu_s']:7.0f} "
-            f"{r['cpu_s'] / args.epochs:11.2f} "
-            f"{r['test_energy_mae_mev_atom']:12.2f} {r['test_forces_mae_ev_a']:11.4f}"
-        )
+    print_report(results)
     return 0
 
 

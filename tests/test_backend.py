@@ -31,6 +31,18 @@ def test_namespace_refuses_mixed_libraries():
         B.namespace(np.zeros(2), array_api_strict.asarray([0.0, 1.0]))
 
 
+def test_namespace_of_numpy_arrays_is_the_general_lookup():
+    """The NumPy fast path returns what array-api-compat's search returns (a view, a 0-d array
+    and a subclass included) and, like it, refuses an empty call."""
+    import array_api_compat
+
+    for arrays in ((np.zeros(2),), (np.zeros((2, 3))[:, 1], np.float64(1.0) * np.ones(())),
+                   (np.ma.zeros(2),)):  # fmt: skip
+        assert B.namespace(*arrays) is array_api_compat.array_namespace(*arrays)
+    with pytest.raises(TypeError):
+        B.namespace()
+
+
 def test_float_dtype(backend):
     xp = backend.xp
     assert B.float_dtype(xp) == xp.float64  # the default

@@ -74,6 +74,8 @@ from ..backend import Array, as_constant, device, float_dtype, namespace, to_bac
 from ..nn import (
     EdgeGroups,
     EnvironmentTensorProduct,
+    EnvironmentTensorProductCotangents,
+    MlpCotangents,
     bessel_basis_backward,
     bessel_basis_backward_jvp,
     bessel_basis_forward,
@@ -116,29 +118,35 @@ __all__ = [
     "geometry_jvp",
     "geometry_backward_jvp",
     "GeometryTangent",
+    "GeometryCotangents",
     "two_body_forward",
     "two_body_backward",
     "two_body_jvp",
     "two_body_backward_jvp",
     "TwoBodyTangent",
+    "TwoBodyCotangents",
     "Tracks",
     "initial_tracks_forward",
     "initial_tracks_backward",
     "initial_tracks_jvp",
     "initial_tracks_backward_jvp",
     "InitialTracksTangent",
+    "InitialTracksCotangents",
     "layer_forward",
     "layer_backward",
     "layer_jvp",
     "layer_backward_jvp",
     "LayerTangent",
+    "LayerCotangents",
     "Energies",
     "readout_forward",
     "readout_backward",
     "readout_jvp",
     "readout_backward_jvp",
     "ReadoutTangent",
+    "ReadoutCotangents",
     "ModelCache",
+    "ModelCotangents",
     "GeometryCache",
     "TwoBodyCache",
     "InitialTracksCache",
@@ -312,10 +320,12 @@ def geometry_backward(
     grad_sh: Array,
     *,
     parameter_gradients: bool = False,
-) -> tuple[Array, dict[str, Array]]:
+    keep_cotangents: bool = False,
+) -> tuple:
     r"""VJP of `geometry_forward`: `(grad_edge_vectors [E, 3], {"bessel_frequencies": …})`
     from $\partial L/\partial R$ `[E, B]` (the radial basis $R = b\, u$) and
-    $\partial L/\partial Y$ `[E, dim]` (`params` unused: the cache holds $\omega$).
+    $\partial L/\partial Y$ `[E, dim]` (`params` unused: the cache holds $\omega$); then the
+    `GeometryCotangents` if `keep_cotangents`.
 
     Chain rule: $\partial L/\partial b = \partial L/\partial R \cdot u$,
     $\partial L/\partial u = \sum_n \partial L/\partial R_n\, b_n$, then
@@ -338,7 +348,16 @@ def geometry_backward(
         c.sh_cache, xp.astype(grad_sh, c.edge_vectors.dtype)
     )
     grads = {"bessel_frequencies": grad_frequencies} if parameter_gradients else {}
+    if keep_cotangents:
+        return grad_vectors, grads, GeometryCotangents(grad_radial)
     return grad_vectors, grads
+
+
+class GeometryCotangents(NamedTuple):
+    """What ``geometry_backward`` keeps for ``geometry_backward_jvp``: ``radial`` ∂L/∂R
+    [E, B] float64."""
+
+    radial: Array
 
 
 class GeometryTangent(NamedTuple):
@@ -373,17 +392,18 @@ def geometry_backward_jvp(
     params: dict[str, Array],
     cache: GeometryCache,
     tangent: GeometryTangent,
-    grad_radial: Array,
+    cotangents: GeometryCotangents,
     grad_radial_dot: Array,
 ) -> dict[str, Array]:
-    r"""Tangent of `geometry_backward`'s parameter gradient (forward-over-reverse), from
-    $\partial L/\partial R$ `[E, B]` and its tangent: with $\bar b = \bar R\, u$,
-    $\dot{\bar b} = \dot{\bar R}\, u + \bar R\, \dot u$ (`bessel_basis_backward_jvp`).
-    The tangent of $\partial L/\partial r$ is not formed: the edge vectors hold no parameter.
+    r"""Tangent of `geometry_backward`'s parameter gradient (forward-over-reverse), from the
+    tangent of $\partial L/\partial R$ `[E, B]`: with $\bar b = \bar R\, u$,
+    $\dot{\bar b} = \dot{\bar R}\, u + \bar R\, \dot u$ (`bessel_basis_backward_jvp`; $\bar R$
+    from `cotangents`). The tangent of $\partial L/\partial r$ is not formed: the edge vectors
+    hold no parameter.
     """
     c = cache
-    xp = namespace(grad_radial)
-    grad_radial = xp.astype(grad_radial, c.edge_vectors.dtype)
+    xp = namespace(grad_radial_dot)
+    grad_radial = cotangents.radial
     grad_radial_dot = xp.astype(grad_radial_dot, c.edge_vectors.dtype)
     grad_bessel = grad_radial * c.envelope[:, None]
     grad_bessel_dot = (
@@ -445,28 +465,41 @@ def two_body_backward(
     grad_h: Array,
     *,
     parameter_gradients: bool = False,
-) -> tuple[Array, dict[str, Array]]:
+    keep_cotangents: bool = False,
+) -> tuple:
     r"""VJP of `two_body_forward`: `(grad_radial [E, B], grads)` from $\partial L/\partial h$
-    `[E, S]`.
+    `[E, S]`; then the `TwoBodyCotangents` if `keep_cotangents`.
 
     With $z = t \odot \rho$ (type embedding $t$, radial embedding $\rho$):
     $\partial L/\partial \rho = \partial L/\partial z \odot t$ and
     $\partial L/\partial t = \partial L/\partial z \odot \rho$, scattered onto the types of each
     edge.
     """
-    c = cache
-    grad_z, grad_w = mlp_backward(
+    c, keep = cache, {"keep_cotangents": keep_cotangents}
+    grad_z, grad_w, *embed = mlp_backward(
         _mlp_weights(params, "scalar_embed_mlp"),
         c.embed_cache,
         grad_h,
         weight_gradients=parameter_gradients,
+        **keep,
     )
     grads = _named("scalar_embed_mlp", grad_w)
-    grad_radial, embedding_grads = _type_and_radial_embeddings_backward(
-        params, c, grad_z, parameter_gradients=parameter_gradients
+    grad_radial, embedding_grads, *basis = _type_and_radial_embeddings_backward(
+        params, c, grad_z, parameter_gradients=parameter_gradients, **keep
     )
     grads.update(embedding_grads)
+    if keep_cotangents:
+        return grad_radial, grads, TwoBodyCotangents(embed[0], grad_z, basis[0])
     return grad_radial, grads
+
+
+class TwoBodyCotangents(NamedTuple):
+    """What ``two_body_backward`` keeps for ``two_body_backward_jvp``: the two MLPs'
+    cotangents and ∂L/∂z [E, D] (z = t ⊙ ρ)."""
+
+    embed: MlpCotangents
+    z: Array
+    basis: MlpCotangents
 
 
 def _type_and_radial_embeddings(
@@ -490,24 +523,31 @@ def _type_and_radial_embeddings(
 
 
 def _type_and_radial_embeddings_backward(
-    params: dict[str, Array], cache: Any, grad_z: Array, *, parameter_gradients: bool
-) -> tuple[Array, dict[str, Array]]:
+    params: dict[str, Array],
+    cache: Any,
+    grad_z: Array,
+    *,
+    parameter_gradients: bool,
+    keep_cotangents: bool = False,
+) -> tuple:
     r"""VJP of `_type_and_radial_embeddings` through $z = t \odot \rho$: ∂L/∂R `[E, B]` from
     $\partial L/\partial z$ `[E, D]` ($\partial L/\partial \rho = \bar z \odot t$), and the
     gradients of ``basis_linear.*``, ``center_embed`` and ``neighbor_embed``
     ($\partial L/\partial t = \bar z \odot \rho$) when asked. ``cache`` is either family's
     two-body cache (fields ``type_embedding``, ``radial_embedding``, ``basis_cache``,
-    ``center_types``, ``neighbor_types``)."""
-    grad_radial, grad_w = mlp_backward(
+    ``center_types``, ``neighbor_types``). With ``keep_cotangents``, the linear map's
+    `MlpCotangents` come third."""
+    grad_radial, grad_w, *kept = mlp_backward(
         _mlp_weights(params, "basis_linear"),
         cache.basis_cache,
         grad_z * cache.type_embedding,
         weight_gradients=parameter_gradients,
+        keep_cotangents=keep_cotangents,
     )
     grads = _named("basis_linear", grad_w)
     if parameter_gradients:
         grads.update(_type_embedding_gradients(params, cache, grad_z * cache.radial_embedding))
-    return grad_radial, grads
+    return grad_radial, grads, *kept
 
 
 def _type_embedding_gradients(
@@ -550,24 +590,24 @@ def two_body_backward_jvp(
     params: dict[str, Array],
     cache: TwoBodyCache,
     tangent: TwoBodyTangent,
-    grad_h: Array,
+    cotangents: TwoBodyCotangents,
     grad_h_dot: Array,
-) -> tuple[tuple[Array, Array], dict[str, Array]]:
-    r"""Tangent of `two_body_backward`: `((grad_radial, grad_radial_dot), grads_dot)`;
+) -> tuple[Array, dict[str, Array]]:
+    r"""Tangent of `two_body_backward`: `(grad_radial_dot, grads_dot)`;
     $\dot{\bar t} = \dot{\bar z} \odot \rho + \bar z \odot \dot\rho$ for the type embeddings."""
-    c, t = cache, tangent
-    grad_z, grad_z_dot, grad_w = mlp_backward_jvp(
-        _mlp_weights(params, "scalar_embed_mlp"), c.embed_cache, t.embed, grad_h, grad_h_dot
+    c, t, kept = cache, tangent, cotangents
+    grad_z_dot, grad_w = mlp_backward_jvp(
+        _mlp_weights(params, "scalar_embed_mlp"), c.embed_cache, t.embed, kept.embed, grad_h_dot
     )
     grads = _named("scalar_embed_mlp", grad_w)
-    grad_radial, grad_radial_dot, grad_w = mlp_backward_jvp(
-        _mlp_weights(params, "basis_linear"), c.basis_cache, t.basis,
-        grad_z * c.type_embedding, grad_z_dot * c.type_embedding,
+    grad_radial_dot, grad_w = mlp_backward_jvp(
+        _mlp_weights(params, "basis_linear"), c.basis_cache, t.basis, kept.basis,
+        grad_z_dot * c.type_embedding,
     )  # fmt: skip
     grads.update(_named("basis_linear", grad_w))
-    grad_type_embedding = grad_z_dot * c.radial_embedding + grad_z * t.radial_embedding
+    grad_type_embedding = grad_z_dot * c.radial_embedding + kept.z * t.radial_embedding
     grads.update(_type_embedding_gradients(params, c, grad_type_embedding))
-    return (grad_radial, grad_radial_dot), grads
+    return grad_radial_dot, grads
 
 
 # -------------------------------------------------------------------------------------------
@@ -640,35 +680,51 @@ def initial_tracks_backward(
     grad_tracks: Tracks,
     *,
     parameter_gradients: bool = False,
-) -> tuple[tuple[Array, Array], dict[str, Array]]:
+    keep_cotangents: bool = False,
+) -> tuple:
     r"""VJP of `initial_tracks_forward`: `((grad_h [E, S], grad_sh [E, dim]), grads)` from
     the gradient `Tracks` $(\partial L/\partial V^0, (\partial L/\partial x^0,), \partial
-    L/\partial w^0)$.
+    L/\partial w^0)$; then the `InitialTracksCotangents` if `keep_cotangents`.
 
     $h$ feeds two linear maps, so $\partial L/\partial h$ is the sum of their backwards;
     $V^0 = w \odot Y$ is bilinear (`irrep_weighted_backward`).
     """
-    c = cache
+    c, keep = cache, {"keep_cotangents": keep_cotangents}
     xp = namespace(grad_tracks.tensors)
     (grad_x0,) = grad_tracks.latents
     grad_projection = xp.concat([grad_x0, _flat_channels(xp, grad_tracks.env_weights)], axis=-1)
-    grad_h, grad_w = mlp_backward(
+    grad_h, grad_w, *projection = mlp_backward(
         _mlp_weights(params, "first_projection"),
         c.projection_cache,
         grad_projection,
         weight_gradients=parameter_gradients,
+        **keep,
     )
     grads = _named("first_projection", grad_w)
     grad_weights, grad_sh = irrep_weighted_backward(c.irrep_weights_cache, grad_tracks.tensors)
     grad_weights = xp.permute_dims(grad_weights, (1, 0, 2))  # [E, U, n_l]
-    grad_h_tensors, grad_w = mlp_backward(
+    grad_h_tensors, grad_w, *tensor_embed = mlp_backward(
         _mlp_weights(params, "tensor_embed"),
         c.tensor_embed_cache,
         _flat_channels(xp, grad_weights),
         weight_gradients=parameter_gradients,
+        **keep,
     )
     grads.update(_named("tensor_embed", grad_w))
-    return (grad_h + grad_h_tensors, grad_sh), grads
+    outputs = ((grad_h + grad_h_tensors, grad_sh), grads)
+    if keep_cotangents:
+        kept = InitialTracksCotangents(projection[0], grad_tracks.tensors, tensor_embed[0])
+        return (*outputs, kept)
+    return outputs
+
+
+class InitialTracksCotangents(NamedTuple):
+    """What ``initial_tracks_backward`` keeps for ``initial_tracks_backward_jvp``: the two
+    linear maps' cotangents and ∂L/∂V⁰ [U, E, dim]."""
+
+    projection: MlpCotangents
+    tensors: Array
+    tensor_embed: MlpCotangents
 
 
 class InitialTracksTangent(NamedTuple):
@@ -709,34 +765,29 @@ def initial_tracks_backward_jvp(
     params: dict[str, Array],
     cache: InitialTracksCache,
     tangent: InitialTracksTangent,
-    grad_tracks: Tracks,
+    cotangents: InitialTracksCotangents,
     grad_tracks_dot: Tracks,
-) -> tuple[tuple[Array, Array], dict[str, Array]]:
-    r"""Tangent of `initial_tracks_backward`: `((grad_h, grad_h_dot), grads_dot)` (the
-    tangent of $\partial L/\partial Y$ is not formed)."""
-    c, t = cache, tangent
-    xp = namespace(grad_tracks.tensors)
-    grad_projection, grad_projection_dot = (
-        xp.concat([g.latents[0], _flat_channels(xp, g.env_weights)], axis=-1)
-        for g in (grad_tracks, grad_tracks_dot)
-    )
-    grad_h, grad_h_dot, grad_w = mlp_backward_jvp(
+) -> tuple[Array, dict[str, Array]]:
+    r"""Tangent of `initial_tracks_backward`: `(grad_h_dot, grads_dot)` (the tangent of
+    $\partial L/\partial Y$ is not formed)."""
+    c, t, kept = cache, tangent, cotangents
+    xp = namespace(grad_tracks_dot.tensors)
+    g = grad_tracks_dot
+    grad_projection_dot = xp.concat([g.latents[0], _flat_channels(xp, g.env_weights)], axis=-1)
+    grad_h_dot, grad_w = mlp_backward_jvp(
         _mlp_weights(params, "first_projection"), c.projection_cache, t.projection,
-        grad_projection, grad_projection_dot,
+        kept.projection, grad_projection_dot,
     )  # fmt: skip
     grads = _named("first_projection", grad_w)
-    grad_weights, grad_weights_dot = (
-        _flat_channels(xp, xp.permute_dims(g, (1, 0, 2)))  # [E, U·n_l]
-        for g in irrep_weighted_backward_jvp(
-            c.irrep_weights_cache, t.sh, grad_tracks.tensors, grad_tracks_dot.tensors
-        )
+    grad_weights_dot = irrep_weighted_backward_jvp(
+        c.irrep_weights_cache, t.sh, kept.tensors, g.tensors
     )
-    grad_h_tensors, grad_h_tensors_dot, grad_w = mlp_backward_jvp(
+    grad_h_tensors_dot, grad_w = mlp_backward_jvp(
         _mlp_weights(params, "tensor_embed"), c.tensor_embed_cache, t.tensor_embed,
-        grad_weights, grad_weights_dot,
+        kept.tensor_embed, _flat_channels(xp, xp.permute_dims(grad_weights_dot, (1, 0, 2))),
     )  # fmt: skip
     grads.update(_named("tensor_embed", grad_w))
-    return (grad_h + grad_h_tensors, grad_h_dot + grad_h_tensors_dot), grads
+    return grad_h_dot + grad_h_tensors_dot, grads
 
 
 # -------------------------------------------------------------------------------------------
@@ -822,9 +873,10 @@ def layer_backward(
     grad_tracks: Tracks,
     *,
     parameter_gradients: bool = False,
-) -> tuple[tuple[Tracks, Array], dict[str, Array]]:
+    keep_cotangents: bool = False,
+) -> tuple:
     r"""VJP of `layer_forward`: `((grad Tracks of layer k's input, grad_sh [E, dim]), grads)`
-    from the gradient `Tracks` of its output.
+    from the gradient `Tracks` of its output; then the `LayerCotangents` if `keep_cotangents`.
 
     The four steps in reverse: the latent MLP gives $\partial L/\partial [x^0 \dots x^k \| s]$,
     added to the incoming $\partial L/\partial x^j$; $\partial L/\partial s$ joins the 0e column
@@ -833,39 +885,40 @@ def layer_backward(
     $\partial L/\partial V^k$, $\partial L/\partial w^k$ and this layer's part of
     $\partial L/\partial Y$.
     """
-    c = cache
-    *grad_latents_in, grad_latent = grad_tracks.latents
-    xp = namespace(grad_latent)
-    S = grad_latent.shape[1]
+    c, keep = cache, {"keep_cotangents": keep_cotangents}
     # 4. latent MLP
-    if grad_tracks.env_weights is not None:
-        grad_latent = xp.concat([grad_latent, _flat_channels(xp, grad_tracks.env_weights)], axis=-1)
-    grad_z, grad_w = mlp_backward(
+    grad_z, grad_w, *latent = mlp_backward(
         _mlp_weights(params, f"latent.{c.k}"),
         c.latent_cache,
-        grad_latent,
+        _latent_output_gradient(grad_tracks),
         weight_gradients=parameter_gradients,
+        **keep,
     )
     grads = _named(f"latent.{c.k}", grad_w)
-    grad_latents = tuple(g + grad_z[:, S * j : S * (j + 1)] for j, g in enumerate(grad_latents_in))
     # 3. scalar extraction
-    grad_scalars = xp.permute_dims(grad_z[:, S * len(grad_latents_in) :], (1, 0))  # [U, E]
-    if grad_tracks.tensors is None:  # the last layer: V^L reaches the loss only through s
-        grad_tensors = grad_scalars[:, :, None]
-    else:
-        grad_tensors = grad_tracks.tensors
-        grad_tensors[:, :, 0] = grad_tensors[:, :, 0] + grad_scalars
+    grad_latents, grad_tensors = _latent_input_gradients(grad_tracks, grad_z)
     # 2. tensor product
-    grad_tensors_in, grad_density, grad_theta = c.tensor_product.backward(
-        c.tensor_product_cache, grad_tensors
+    grad_tensors_in, grad_density, grad_theta, *tensor_product = c.tensor_product.backward(
+        c.tensor_product_cache, grad_tensors, weight_gradients=parameter_gradients, **keep
     )
     if parameter_gradients:
         grads[f"tp.{c.k}"] = grad_theta
     # 1. density
-    grad_env_weights, grad_sh = environment_density_backward(
-        c.density_cache, grad_density * c.inv_sqrt_nbar[:, None, None]
-    )
-    return (Tracks(grad_tensors_in, grad_latents, grad_env_weights), grad_sh), grads
+    grad_density = grad_density * c.inv_sqrt_nbar[:, None, None]
+    grad_env_weights, grad_sh = environment_density_backward(c.density_cache, grad_density)
+    outputs = ((Tracks(grad_tensors_in, grad_latents, grad_env_weights), grad_sh), grads)
+    if keep_cotangents:
+        return (*outputs, LayerCotangents(latent[0], tensor_product[0], grad_density))
+    return outputs
+
+
+class LayerCotangents(NamedTuple):
+    """What ``layer_backward`` keeps for ``layer_backward_jvp``: the latent MLP's and the
+    tensor product's cotangents and ∂L/∂A [N, U, dim] (after the 1/√N̄)."""
+
+    latent: MlpCotangents
+    tensor_product: EnvironmentTensorProductCotangents
+    density: Array
 
 
 class LayerTangent(NamedTuple):
@@ -908,60 +961,69 @@ def layer_jvp(
     return tracks, LayerTangent(density, tensor_product, latent)
 
 
-def _latent_backward_jvp(params, cache: LayerCache, tangent: LayerTangent, grads: tuple):
-    """Step 4 of `layer_backward_jvp`: the latent MLP and the scalar extraction, for the
-    primal and the tangent gradient `Tracks` ``grads``; returns (∂L/∂x^j, ∂L/∂V^{k+1}) of both
-    and the tangent of the MLP's weight gradients."""
-    xp = namespace(grads[0].latents[-1])
-    S = grads[0].latents[-1].shape[1]
-    grad_out = [
-        g.latents[-1]
-        if g.env_weights is None
-        else xp.concat([g.latents[-1], _flat_channels(xp, g.env_weights)], axis=-1)
-        for g in grads
-    ]
-    *grad_z, grad_w = mlp_backward_jvp(
-        _mlp_weights(params, f"latent.{cache.k}"), cache.latent_cache, tangent.latent, *grad_out
-    )
-    latents, tensors = [], []
-    for g, z in zip(grads, grad_z, strict=True):
-        inputs = g.latents[:-1]
-        latents.append(tuple(a + z[:, S * j : S * (j + 1)] for j, a in enumerate(inputs)))
-        grad_scalars = xp.permute_dims(z[:, S * len(inputs) :], (1, 0))  # [U, E]
-        if g.tensors is None:  # the last layer: V^L reaches the loss only through s
-            tensors.append(grad_scalars[:, :, None])
-        else:
-            g.tensors[:, :, 0] = g.tensors[:, :, 0] + grad_scalars
-            tensors.append(g.tensors)
-    return latents, tensors, grad_w
+def _latent_output_gradient(grad_tracks: Tracks) -> Array:
+    """∂L/∂(latent MLP output) `[E, S (+ U (l_max+1))]`: that of the new latent x^{k+1}, then
+    that of the next layer's environment weights (none after the last layer). Linear: the
+    same on tangents."""
+    grad = grad_tracks.latents[-1]
+    if grad_tracks.env_weights is None:
+        return grad
+    xp = namespace(grad)
+    return xp.concat([grad, _flat_channels(xp, grad_tracks.env_weights)], axis=-1)
+
+
+def _latent_input_gradients(grad_tracks: Tracks, grad_z: Array) -> tuple[tuple, Array]:
+    """Steps 4 and 3 of `layer_backward` from ∂L/∂[x⁰ … x^k ‖ s] `[E, S (k+1) + U]`:
+    (the ∂L/∂x^j, added to the incoming ones, and ∂L/∂V^{k+1}), ∂L/∂s joining the 0e column of
+    ``grad_tracks.tensors`` (in place; a fresh ``[U, E, 1]`` after the last layer). Linear:
+    the same on tangents."""
+    xp = namespace(grad_z)
+    *inputs, latest = grad_tracks.latents
+    S = latest.shape[1]
+    latents = tuple(a + grad_z[:, S * j : S * (j + 1)] for j, a in enumerate(inputs))
+    grad_scalars = xp.permute_dims(grad_z[:, S * len(inputs) :], (1, 0))  # [U, E]
+    if grad_tracks.tensors is None:  # the last layer: V^L reaches the loss only through s
+        return latents, grad_scalars[:, :, None]
+    tensors = grad_tracks.tensors
+    tensors[:, :, 0] = tensors[:, :, 0] + grad_scalars
+    return latents, tensors
+
+
+def _latent_backward_jvp(
+    params, cache: LayerCache, tangent: LayerTangent, cotangents: LayerCotangents,
+    grad_tracks_dot: Tracks,
+):  # fmt: skip
+    """Step 4 of `layer_backward_jvp`: the latent MLP and the scalar extraction for the
+    tangent gradient `Tracks`; returns the tangents of ∂L/∂x^j and ∂L/∂V^{k+1} and of the
+    MLP's weight gradients."""
+    grad_z_dot, grad_w = mlp_backward_jvp(
+        _mlp_weights(params, f"latent.{cache.k}"), cache.latent_cache, tangent.latent,
+        cotangents.latent, _latent_output_gradient(grad_tracks_dot),
+    )  # fmt: skip
+    return (*_latent_input_gradients(grad_tracks_dot, grad_z_dot), grad_w)
 
 
 def layer_backward_jvp(
     params: dict[str, Array],
     cache: LayerCache,
     tangent: LayerTangent,
-    grad_tracks: Tracks,
+    cotangents: LayerCotangents,
     grad_tracks_dot: Tracks,
-) -> tuple[tuple[Tracks, Tracks], dict[str, Array]]:
-    r"""Tangent of `layer_backward` (forward-over-reverse): `((grad Tracks of the input, its
-    tangent), grads_dot)`, the four steps in reverse, each block's `backward_jvp` (the primal
-    backward runs alongside; the tangent of $\partial L/\partial Y$ is not formed)."""
+) -> tuple[Tracks, dict[str, Array]]:
+    r"""Tangent of `layer_backward` (forward-over-reverse): `(tangent grad Tracks of the
+    input, grads_dot)`, the four steps in reverse, each block's `backward_jvp` about the
+    cotangents the backward kept (the tangent of $\partial L/\partial Y$ is not formed)."""
     c = cache
-    latents, tensors, grad_w = _latent_backward_jvp(
-        params, c, tangent, (grad_tracks, grad_tracks_dot)
-    )
+    latents, tensors, grad_w = _latent_backward_jvp(params, c, tangent, cotangents, grad_tracks_dot)
     grads = _named(f"latent.{c.k}", grad_w)
-    grad_x, grad_x_dot, grad_env, grad_env_dot, grads[f"tp.{c.k}"] = c.tensor_product.backward_jvp(
-        c.tensor_product_cache, tangent.tensor_product, *tensors
+    grad_x_dot, grad_env_dot, grads[f"tp.{c.k}"] = c.tensor_product.backward_jvp(
+        c.tensor_product_cache, tangent.tensor_product, cotangents.tensor_product, tensors
     )
-    scale = c.inv_sqrt_nbar[:, None, None]
-    grad_w, grad_w_dot = environment_density_backward_jvp(
-        c.density_cache, tangent.density, grad_env * scale, grad_env_dot * scale
-    )
-    return (
-        Tracks(grad_x, latents[0], grad_w),
-        Tracks(grad_x_dot, latents[1], grad_w_dot),
-    ), grads
+    grad_w_dot = environment_density_backward_jvp(
+        c.density_cache, tangent.density, cotangents.density,
+        grad_env_dot * c.inv_sqrt_nbar[:, None, None],
+    )  # fmt: skip
+    return Tracks(grad_x_dot, latents, grad_w_dot), grads
 
 
 # -------------------------------------------------------------------------------------------
@@ -1028,9 +1090,10 @@ def readout_backward(
     grad_atomic_energies: Array,
     *,
     parameter_gradients: bool = False,
-) -> tuple[Tracks, dict[str, Array]]:
+    keep_cotangents: bool = False,
+) -> tuple:
     r"""VJP of `readout_forward`: `(Tracks(None, (grad x⁰, …, grad x^L), None), grads)` from
-    $\partial L/\partial E_i$ `[N]`.
+    $\partial L/\partial E_i$ `[N]`; then the `ReadoutCotangents` if `keep_cotangents`.
 
     $\partial L/\partial \varepsilon_e = \mathrm{scale}(t_{c_e})\, \partial L/\partial E_{c_e}
     / \sqrt{2 \bar N}$ (a gather, the transpose of the sum onto atoms), then the readout MLP's
@@ -1050,16 +1113,33 @@ def readout_backward(
     dtype = c.energy_norm.dtype
     grad_reduced = xp.astype(grad_atomic_energies * c.scales, dtype) * c.energy_norm
     grad_edge_energies = gather(grad_reduced, c.centers)[:, None]
-    grad_features, grad_w = mlp_backward(
+    grad_features, grad_w, *readout = mlp_backward(
         _mlp_weights(params, "readout"),
         c.readout_cache,
         grad_edge_energies,
         weight_gradients=parameter_gradients,
+        keep_cotangents=keep_cotangents,
     )
     grads.update(_named("readout", grad_w))
-    S = grad_features.shape[1] // c.num_latents
-    grad_latents = tuple(grad_features[:, S * k : S * (k + 1)] for k in range(c.num_latents))
-    return Tracks(None, grad_latents, None), grads
+    outputs = (_split_latents(grad_features, c.num_latents), grads)
+    if keep_cotangents:
+        return (*outputs, ReadoutCotangents(grad_atomic_energies, readout[0]))
+    return outputs
+
+
+def _split_latents(features: Array, num_latents: int) -> Tracks:
+    """`Tracks(None, (x⁰, …, x^L), None)` from their concatenation `[E, S (L + 1)]` (or its
+    gradient)."""
+    S = features.shape[1] // num_latents
+    return Tracks(None, tuple(features[:, S * k : S * (k + 1)] for k in range(num_latents)), None)
+
+
+class ReadoutCotangents(NamedTuple):
+    """What ``readout_backward`` keeps for ``readout_backward_jvp``: ∂L/∂E_i [N] float64 and
+    the readout MLP's cotangents."""
+
+    atomic_energies: Array
+    readout: MlpCotangents
 
 
 class ReadoutTangent(NamedTuple):
@@ -1090,17 +1170,16 @@ def readout_backward_jvp(
     params: dict[str, Array],
     cache: ReadoutCache,
     tangent: ReadoutTangent,
-    grad_atomic_energies: Array,
+    cotangents: ReadoutCotangents,
     grad_atomic_energies_dot: Array,
-) -> tuple[tuple[Tracks, Tracks], dict[str, Array]]:
-    r"""Tangent of `readout_backward`: `((grad Tracks, its tangent), grads_dot)`; for the
-    scales $\dot{\overline{\mathrm{scale}}}_t = \sum_{i: t_i = t} (\dot{\bar E}_i \tilde E_i +
-    \bar E_i \dot{\tilde E}_i)$."""
+) -> tuple[Tracks, dict[str, Array]]:
+    r"""Tangent of `readout_backward`: `(tangent grad Tracks, grads_dot)`; for the scales
+    $\dot{\overline{\mathrm{scale}}}_t = \sum_{i: t_i = t} (\dot{\bar E}_i \tilde E_i +
+    \bar E_i \dot{\tilde E}_i)$ ($\bar E$ from `cotangents`)."""
     c = cache
-    xp = namespace(grad_atomic_energies)
-    grad, grad_dot = (
-        xp.astype(g, c.reduced.dtype) for g in (grad_atomic_energies, grad_atomic_energies_dot)
-    )
+    xp = namespace(grad_atomic_energies_dot)
+    grad = cotangents.atomic_energies
+    grad_dot = xp.astype(grad_atomic_energies_dot, c.reduced.dtype)
     num_types = params["per_type_energy_shifts"].shape[0]
     grads = {
         "per_type_energy_shifts": scatter_sum(grad_dot, c.atom_types, num_types),
@@ -1108,20 +1187,13 @@ def readout_backward_jvp(
             grad_dot * c.reduced + grad * tangent.reduced, c.atom_types, num_types
         ),
     }
-    grad_edge, grad_edge_dot = (
-        gather(xp.astype(g * c.scales, c.energy_norm.dtype) * c.energy_norm, c.centers)[:, None]
-        for g in (grad, grad_dot)
-    )
-    grad_features, grad_features_dot, grad_w = mlp_backward_jvp(
-        _mlp_weights(params, "readout"), c.readout_cache, tangent.readout, grad_edge, grad_edge_dot
-    )
+    grad_reduced_dot = xp.astype(grad_dot * c.scales, c.energy_norm.dtype) * c.energy_norm
+    grad_features_dot, grad_w = mlp_backward_jvp(
+        _mlp_weights(params, "readout"), c.readout_cache, tangent.readout, cotangents.readout,
+        gather(grad_reduced_dot, c.centers)[:, None],
+    )  # fmt: skip
     grads.update(_named("readout", grad_w))
-    S = grad_features.shape[1] // c.num_latents
-    tracks = tuple(
-        Tracks(None, tuple(g[:, S * k : S * (k + 1)] for k in range(c.num_latents)), None)
-        for g in (grad_features, grad_features_dot)
-    )
-    return tracks, grads
+    return _split_latents(grad_features_dot, c.num_latents), grads
 
 
 # -------------------------------------------------------------------------------------------
@@ -1312,8 +1384,12 @@ class AllegroModel(ParameterPlacement):
         return energies.atomic_energies, cache
 
     def backward(
-        self, cache: ModelCache, grad_atomic_energies: Array, parameter_gradients: bool = False
-    ) -> Array:
+        self,
+        cache: ModelCache,
+        grad_atomic_energies: Array,
+        parameter_gradients: bool = False,
+        keep_cotangents: bool = False,
+    ) -> Any:
         """Vector-Jacobian product of ``forward``: the stages' backwards in reverse order.
 
         Args:
@@ -1321,41 +1397,53 @@ class AllegroModel(ParameterPlacement):
             grad_atomic_energies: ``[N]`` float64, ∂L/∂E_i (all ones for the total energy);
                 complex128 if the forward ran on complex edge vectors.
             parameter_gradients: also return ∂L/∂θ for every parameter.
+            keep_cotangents: also return the ``ModelCotangents``, what ``backward_jvp`` reads.
 
         Returns:
-            Array: ``grad_edge_vectors [E, 3]`` float64 (∂L/∂r_e), or ``(grad_edge_vectors,
-                grad_params)`` when ``parameter_gradients`` is True.
+            ``grad_edge_vectors [E, 3]`` float64 (∂L/∂r_e), alone or followed by ``grad_params``
+                (``parameter_gradients``) and then the ``ModelCotangents``
+                (``keep_cotangents``), as a tuple.
         """
-        params, grads, flag = cache.params, {}, {"parameter_gradients": parameter_gradients}
-        grad_tracks, g = readout_backward(params, cache.readout, grad_atomic_energies, **flag)
+        params, grads = cache.params, {}
+        flags = {"parameter_gradients": parameter_gradients, "keep_cotangents": keep_cotangents}
+        grad_tracks, g, *readout = readout_backward(
+            params, cache.readout, grad_atomic_energies, **flags
+        )
         grads.update(g)
-        grad_sh = None  # ∂L/∂Y, summed over the layers' environments and V⁰
+        grad_sh, layers = None, []  # ∂L/∂Y, summed over the layers' environments and V⁰
         for layer_cache in reversed(cache.layers):
-            (grad_tracks, grad_sh_k), g = layer_backward(params, layer_cache, grad_tracks, **flag)
+            (grad_tracks, grad_sh_k), g, *kept = layer_backward(
+                params, layer_cache, grad_tracks, **flags
+            )
             grads.update(g)
+            layers[:0] = kept
             grad_sh = grad_sh_k if grad_sh is None else grad_sh + grad_sh_k
-        (grad_h, grad_sh_0), g = initial_tracks_backward(
-            params, cache.initial_tracks, grad_tracks, **flag
+        (grad_h, grad_sh_0), g, *initial = initial_tracks_backward(
+            params, cache.initial_tracks, grad_tracks, **flags
         )
         grads.update(g)
-        grad_radial, g = two_body_backward(params, cache.two_body, grad_h, **flag)
+        grad_radial, g, *two_body = two_body_backward(params, cache.two_body, grad_h, **flags)
         grads.update(g)
-        grad_vectors, g = geometry_backward(
-            params, cache.geometry_cache, grad_radial, grad_sh + grad_sh_0, **flag
+        grad_vectors, g, *geometry = geometry_backward(
+            params, cache.geometry_cache, grad_radial, grad_sh + grad_sh_0, **flags
         )
         grads.update(g)
-        return (grad_vectors, grads) if parameter_gradients else grad_vectors
+        outputs = (grad_vectors, grads) if parameter_gradients else (grad_vectors,)
+        if keep_cotangents:
+            kept = ModelCotangents(*geometry, *two_body, *initial, tuple(layers), *readout)
+            outputs = (*outputs, kept)
+        return outputs if len(outputs) > 1 else grad_vectors
 
     def backward_jvp(
         self,
         cache: ModelCache,
+        cotangents: ModelCotangents,
         edge_vectors_dot: Array,
-        grad_atomic_energies: Array,
         grad_atomic_energies_dot: Array,
     ) -> dict[str, Array]:
         r"""Forward-over-reverse: the tangent of `backward`'s parameter gradients as the edge
         vectors move along `edge_vectors_dot` and the cotangent along
-        `grad_atomic_energies_dot`,
+        `grad_atomic_energies_dot`, about the backward that kept `cotangents` (cotangent $c$),
 
         $$\frac{d}{d\epsilon} \sum_i (c_i + \epsilon \dot c_i)\,
           \frac{\partial E_i}{\partial \theta}(r + \epsilon \dot r)\Big|_{\epsilon = 0}
@@ -1364,32 +1452,42 @@ class AllegroModel(ParameterPlacement):
 
         the mixed second derivative that the force and stress losses need
         (`allegro_ref.train.loss`). The stages' `*_jvp` carry the tangents forward, then their
-        `*_backward_jvp` run the backward and its tangent together, in reverse. Real
-        arithmetic, about the cost of one forward and two backwards.
+        `*_backward_jvp` carry the tangent cotangents back, reading the primal cotangents
+        from `cotangents` instead of recomputing them. Real arithmetic, about the cost of one
+        more forward and backward.
 
         Args:
             cache: from `forward` (real edge vectors).
+            cotangents: from `backward(cache, c, keep_cotangents=True)`.
             edge_vectors_dot: `[E, 3]` Å, the edge-vector tangent $\dot r$.
-            grad_atomic_energies: `[N]` float64, the cotangent $c$ (ones for the total energy).
-            grad_atomic_energies_dot: `[N]` float64, its tangent $\dot c$.
+            grad_atomic_energies_dot: `[N]` float64, the tangent $\dot c$ of the cotangent.
 
         Returns:
             name -> array shaped like the parameter, for every parameter.
         """
-        tangents = self._tangents_forward(cache, edge_vectors_dot)
-        geometry, two_body, initial, layers, readout = tangents
-        params = cache.params
-        grad, grads = readout_backward_jvp(
-            params, cache.readout, readout, grad_atomic_energies, grad_atomic_energies_dot
+        geometry, two_body, initial, layers, readout = self._tangents_forward(
+            cache, edge_vectors_dot
         )
-        for layer_cache, layer in zip(reversed(cache.layers), reversed(layers), strict=True):
-            grad, g = layer_backward_jvp(params, layer_cache, layer, *grad)
+        params, kept = cache.params, cotangents
+        grad_dot, grads = readout_backward_jvp(
+            params, cache.readout, readout, kept.readout, grad_atomic_energies_dot
+        )
+        for layer_cache, layer, layer_kept in zip(
+            reversed(cache.layers), reversed(layers), reversed(kept.layers), strict=True
+        ):
+            grad_dot, g = layer_backward_jvp(params, layer_cache, layer, layer_kept, grad_dot)
             grads.update(g)
-        grad, g = initial_tracks_backward_jvp(params, cache.initial_tracks, initial, *grad)
+        grad_dot, g = initial_tracks_backward_jvp(
+            params, cache.initial_tracks, initial, kept.initial_tracks, grad_dot
+        )
         grads.update(g)
-        grad, g = two_body_backward_jvp(params, cache.two_body, two_body, *grad)
+        grad_dot, g = two_body_backward_jvp(
+            params, cache.two_body, two_body, kept.two_body, grad_dot
+        )
         grads.update(g)
-        grads.update(geometry_backward_jvp(params, cache.geometry_cache, geometry, *grad))
+        grads.update(
+            geometry_backward_jvp(params, cache.geometry_cache, geometry, kept.geometry, grad_dot)
+        )
         return grads
 
     def _tangents_forward(self, cache: ModelCache, edge_vectors_dot: Array) -> tuple:
@@ -1436,6 +1534,17 @@ class AllegroModel(ParameterPlacement):
         stages["edge_energies"] = cache.energies.edge_energies
         stages["atomic_energies"] = cache.energies.atomic_energies
         return stages
+
+
+class ModelCotangents(NamedTuple):
+    """What ``AllegroModel.backward`` keeps for ``backward_jvp`` (``keep_cotangents``): every
+    stage's primal cotangents, in the order of the stages."""
+
+    geometry: GeometryCotangents
+    two_body: TwoBodyCotangents
+    initial_tracks: InitialTracksCotangents
+    layers: tuple[LayerCotangents, ...]
+    readout: ReadoutCotangents
 
 
 class ModelCache(NamedTuple):

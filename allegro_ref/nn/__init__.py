@@ -14,7 +14,15 @@ from .environment import (
     environment_density_jvp,
     group_edges,
 )
-from .mlp import mlp_backward, mlp_backward_jvp, mlp_forward, mlp_init, mlp_jvp, silu
+from .mlp import (
+    MlpCotangents,
+    mlp_backward,
+    mlp_backward_jvp,
+    mlp_forward,
+    mlp_init,
+    mlp_jvp,
+    silu,
+)
 from .radial import (
     bessel_basis_backward,
     bessel_basis_backward_jvp,
@@ -28,6 +36,7 @@ from .scatter import gather, gather_backward, scatter_sum, scatter_sum_backward
 from .tensor_product import (
     EnvironmentTensorProduct,
     EnvironmentTensorProductCache,
+    EnvironmentTensorProductCotangents,
     allowed_paths,
     coupling_tensor,
 )
@@ -43,6 +52,7 @@ __all__ = [
     "mlp_init",
     "mlp_forward",
     "mlp_backward",
+    "MlpCotangents",
     "mlp_jvp",
     "mlp_backward_jvp",
     "silu",
@@ -59,6 +69,7 @@ __all__ = [
     "environment_density_backward_jvp",
     "EnvironmentTensorProduct",
     "EnvironmentTensorProductCache",
+    "EnvironmentTensorProductCotangents",
     "allowed_paths",
     "coupling_tensor",
 ]

@@ -232,26 +232,23 @@ def environment_density_backward_jvp(
     tangent_cache: EnvironmentDensityCache,
     grad_density: Array,
     grad_density_dot: Array,
-) -> tuple[Array, Array]:
-    r"""Tangent of the weight gradient of `environment_density_backward`:
-    $\partial L/\partial w = Y_l G_l^T$ per $l$, so its tangent is
-    $\dot Y_l G_l^T + Y_l \dot G_l^T$.
+) -> Array:
+    r"""Tangent of the weight gradient of `environment_density_backward` about the cotangent
+    $G$ = `grad_density` it was given: $\partial L/\partial w = Y_l G_l^T$ per $l$, so its
+    tangent is $\dot Y_l G_l^T + Y_l \dot G_l^T$.
 
     Returns:
-        `(grad_weights, grad_weights_dot)`, both `[E, U, n_irreps]` (the primal runs
-            alongside; the tangent of $\partial L/\partial Y$ is not formed: nothing trainable
-            lies below the harmonics).
+        `grad_weights_dot` `[E, U, n_irreps]` (the tangent of $\partial L/\partial Y$ is not
+            formed: nothing trainable lies below the harmonics).
     """
     _, sh_groups, irreps, groups = cache
     sh_dot = tangent_cache.sh_groups
     xp = namespace(grad_density)
     g = grad_density[: groups.n_centers, ...]
     g_dot = grad_density_dot[: groups.n_centers, ...]
-    grad_w, grad_w_dot = [], []
-    for s in irreps.slices():
-        g_l = xp.matrix_transpose(g[:, :, s])  # [n, 2l+1, U]
-        grad_w.append(sh_groups[:, :, s] @ g_l)  # [n, K, U]
-        grad_w_dot.append(
-            sh_dot[:, :, s] @ g_l + sh_groups[:, :, s] @ xp.matrix_transpose(g_dot[:, :, s])
-        )
-    return tuple(_ungroup_rows(xp, xp.stack(a, axis=-1), groups) for a in (grad_w, grad_w_dot))
+    grad_w_dot = [
+        sh_dot[:, :, s] @ xp.matrix_transpose(g[:, :, s])
+        + sh_groups[:, :, s] @ xp.matrix_transpose(g_dot[:, :, s])
+        for s in irreps.slices()
+    ]  # [n, K, U] per irrep
+    return _ungroup_rows(xp, xp.stack(grad_w_dot, axis=-1), groups)

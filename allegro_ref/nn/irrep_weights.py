@@ -104,19 +104,19 @@ def irrep_weighted_jvp(cache: tuple, weights_dot: Array, features_dot: Array) ->
 
 def irrep_weighted_backward_jvp(
     cache: tuple, features_dot: Array, grad_out: Array, grad_out_dot: Array
-) -> tuple[Array, Array]:
-    r"""Tangent of the weight gradient of `irrep_weighted_backward`: from
-    $\partial L/\partial w = (G \odot Y) P^T$, $(\dot G \odot Y + G \odot \dot Y) P^T$.
+) -> Array:
+    r"""Tangent of the weight gradient of `irrep_weighted_backward` about the cotangent $G$ =
+    `grad_out` it was given: from $\partial L/\partial w = (G \odot Y) P^T$,
+    $(\dot G \odot Y + G \odot \dot Y) P^T$.
 
     Returns:
-        `(grad_weights, grad_weights_dot)`, the shape of `weights` (the tangent of
-            $\partial L/\partial Y$ is not formed).
+        `grad_weights_dot`, the shape of `weights` (the tangent of $\partial L/\partial Y$ is
+            not formed).
     """
     _, features, expand = cache
     xp = namespace(grad_out)
     expand_t = xp.matrix_transpose(as_constant(expand, like=grad_out))
-    grad_weights = (grad_out * features) @ expand_t
-    return grad_weights, (grad_out_dot * features + grad_out * features_dot) @ expand_t
+    return (grad_out_dot * features + grad_out * features_dot) @ expand_t
 
 
 def _sum_to_shape(xp, a: Any, shape: tuple[int, ...]) -> Any:

@@ -23,13 +23,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from ..backend import Array, namespace
 
-__all__ = ["mlp_init", "mlp_forward", "mlp_backward", "mlp_jvp", "mlp_backward_jvp", "silu"]
+__all__ = [
+    "mlp_init",
+    "mlp_forward",
+    "mlp_backward",
+    "MlpCotangents",
+    "mlp_jvp",
+    "mlp_backward_jvp",
+    "silu",
+]
 
 _NONLINEARITIES = ("silu", None)
 
@@ -176,9 +184,22 @@ def mlp_forward(
     return y, (x, hidden, nonlinearity)
 
 
+class MlpCotangents(NamedTuple):
+    r"""The cotangents of a backward pass, kept for `mlp_backward_jvp`: per layer $k$,
+    ``grad_z[k]`` $= \partial L/\partial z_k$ `[..., d_{k+1}]` and ``grad_h[k]``
+    $= \partial L/\partial h_k$ `[..., d_k]` (before the activation's slope)."""
+
+    grad_z: tuple
+    grad_h: tuple
+
+
 def mlp_backward(
-    weights: Sequence[Array], cache: tuple, grad_y: Array, weight_gradients: bool = True
-) -> tuple[Array, list[Array] | None]:
+    weights: Sequence[Array],
+    cache: tuple,
+    grad_y: Array,
+    weight_gradients: bool = True,
+    keep_cotangents: bool = False,
+) -> tuple:
     r"""Vector-Jacobian product of [`mlp_forward`][allegro_ref.nn.mlp.mlp_forward].
 
     Per layer, from the top: for $z = h\, (\alpha W)$,
@@ -192,15 +213,18 @@ def mlp_backward(
         grad_y: `[..., d_L]` gradient of a scalar with respect to `y`.
         weight_gradients: also compute $\partial L/\partial W$ (a third of the work; forces need
             only $\partial L/\partial x$).
+        keep_cotangents: also return the `MlpCotangents` (what `mlp_backward_jvp` reads).
 
     Returns:
         `(grad_x, grad_weights)`: `grad_x` `[..., d_0]` and the list of weight gradients
-            `[d_k, d_{k+1}]` (`None` without `weight_gradients`).
+            `[d_k, d_{k+1}]` (`None` without `weight_gradients`); then the `MlpCotangents`
+            if `keep_cotangents`.
     """
     x, hidden, nonlinearity = cache
     xp = namespace(x, grad_y)
     alphas = _alphas(weights, nonlinearity)
     grad_weights: list[Any] = [None] * len(weights)
+    grad_z, grad_h = [None] * len(weights), [None] * len(weights)
     grad = grad_y  # ∂L/∂z_k, walking k downwards
     for k in range(len(weights) - 1, -1, -1):
         # The layer input h_k and the activation slope silu'(z_{k-1}), from the forward.
@@ -212,10 +236,12 @@ def mlp_backward(
             h_rows = xp.reshape(h, (-1, h.shape[-1]))
             grad_rows = xp.reshape(grad, (-1, grad.shape[-1]))
             grad_weights[k] = alphas[k] * (h_rows.T @ grad_rows)
-        grad = grad @ (alphas[k] * weights[k]).T  # ∂L/∂h_k
+        grad_z[k] = grad
+        grad = grad_h[k] = grad @ (alphas[k] * weights[k]).T  # ∂L/∂h_k
         if k > 0 and nonlinearity is not None:
             grad = grad * slope
-    return grad, (grad_weights if weight_gradients else None)
+    outputs = (grad, grad_weights if weight_gradients else None)
+    return (*outputs, MlpCotangents(tuple(grad_z), tuple(grad_h))) if keep_cotangents else outputs
 
 
 # ---- forward-mode: the tangent of the forward, and of the backward ---------------------------
@@ -258,38 +284,44 @@ def mlp_jvp(weights: Sequence[Array], cache: tuple, x_dot: Array) -> tuple[Array
 
 
 def mlp_backward_jvp(
-    weights: Sequence[Array], cache: tuple, tangent_cache: tuple, grad_y: Array, grad_y_dot: Array
-) -> tuple[Array, Array, list[Array]]:
+    weights: Sequence[Array],
+    cache: tuple,
+    tangent_cache: tuple,
+    cotangents: MlpCotangents,
+    grad_y_dot: Array,
+) -> tuple[Array, list[Array]]:
     r"""Tangent of [`mlp_backward`][allegro_ref.nn.mlp.mlp_backward] (forward-over-reverse),
     the weights fixed: the input moves along `tangent_cache` (`mlp_jvp`) and the cotangent
-    along `grad_y_dot`. Per layer, the product rule on the backward's two lines:
+    along `grad_y_dot`, about the backward that kept `cotangents`. Per layer, the product rule
+    on the backward's two lines:
 
     $$\dot{\bar W}_k = \alpha_k (\dot h_k^T \bar z_k + h_k^T \dot{\bar z}_k), \quad
       \dot{\bar h}_k = \dot{\bar z}_k (\alpha_k W_k)^T, \quad
       \dot{\bar z}_{k-1} = \dot{\bar h}_k \odot \mathrm{silu}'(z_{k-1})
-        + \bar h_k \odot \mathrm{silu}''(z_{k-1})\, \dot z_{k-1}.$$
+        + \bar h_k \odot \mathrm{silu}''(z_{k-1})\, \dot z_{k-1},$$
+
+    with $\bar z_k$, $\bar h_k$ read from `cotangents`, not recomputed.
 
     Returns:
-        `(grad_x, grad_x_dot, grad_weights_dot)`: the backward's $\partial L/\partial x$
-            `[..., d_0]` (the primal pass runs alongside), its tangent, and the tangents of the
-            weight gradients `[d_k, d_{k+1}]`.
+        `(grad_x_dot, grad_weights_dot)`: the tangent of $\partial L/\partial x$ `[..., d_0]`
+            and of the weight gradients `[d_k, d_{k+1}]`.
     """
     x, hidden, nonlinearity = cache
     x_dot, tangents = tangent_cache
-    xp = namespace(x, grad_y)
+    xp = namespace(x, grad_y_dot)
     alphas = _alphas(weights, nonlinearity)
     grad_weights_dot: list[Any] = [None] * len(weights)
-    grad, grad_dot = grad_y, grad_y_dot  # ∂L/∂z_k and its tangent, walking k downwards
+    grad_dot = grad_y_dot  # the tangent of ∂L/∂z_k, walking k downwards
     for k in range(len(weights) - 1, -1, -1):
         h, h_dot = (x, x_dot) if k == 0 else (hidden[k - 1][0], tangents[k - 1][0])
+        grad = cotangents.grad_z[k]
         h_rows, grad_rows = xp.reshape(h, (-1, h.shape[-1])), xp.reshape(grad, (-1, grad.shape[-1]))
         product = xp.reshape(h_dot, (-1, h.shape[-1])).T @ grad_rows
         grad_weights_dot[k] = alphas[k] * (
             product + h_rows.T @ xp.reshape(grad_dot, (-1, grad.shape[-1]))
         )
-        scaled = (alphas[k] * weights[k]).T
-        grad, grad_dot = grad @ scaled, grad_dot @ scaled  # ∂L/∂h_k and its tangent
+        grad_dot = grad_dot @ (alphas[k] * weights[k]).T  # the tangent of ∂L/∂h_k
         if k > 0 and nonlinearity is not None:
             slope, slope_dot = hidden[k - 1][1], tangents[k - 1][1]
-            grad, grad_dot = grad * slope, grad_dot * slope + grad * slope_dot
-    return grad, grad_dot, grad_weights_dot
+            grad_dot = grad_dot * slope + cotangents.grad_h[k] * slope_dot
+    return grad_dot, grad_weights_dot

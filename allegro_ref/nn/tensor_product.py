@@ -154,6 +154,13 @@ class EnvironmentTensorProductCache(NamedTuple):
     n_atoms: int  # N, rows of env
 
 
+class EnvironmentTensorProductCotangents(NamedTuple):
+    """The cotangents of a backward pass, kept for `EnvironmentTensorProduct.backward_jvp`."""
+
+    g_groups: Any  # [U, n_centers, K, d_out]: ∂L/∂out grouped by center, padding zeroed
+    grad_folded: Any  # [U, n_centers, d1 · d_out]: ∂L/∂M
+
+
 class EnvironmentTensorProduct:
     r"""Allegro's channel-wise tensor product of edge features with the environment of their
     center atom (module docstring: formula, fold, backward, layout).
@@ -267,16 +274,24 @@ class EnvironmentTensorProduct:
         return out, cache
 
     def backward(
-        self, cache: EnvironmentTensorProductCache, grad_out: Array
-    ) -> tuple[Array, Array, Array]:
+        self,
+        cache: EnvironmentTensorProductCache,
+        grad_out: Array,
+        weight_gradients: bool = True,
+        keep_cotangents: bool = False,
+    ) -> tuple:
         r"""Vector-Jacobian product (formulas in the module docstring).
 
         Args:
             cache: from `forward`.
             grad_out: `[U, E, irreps_out.dim]`, $\partial L/\partial \mathrm{out}$.
+            weight_gradients: also compute $\partial L/\partial \theta$.
+            keep_cotangents: also return the `EnvironmentTensorProductCotangents` (what
+                `backward_jvp` reads).
 
         Returns:
-            `(grad_x, grad_env, grad_weights)`: `[U, E, d1]`, `[N, U, d2]` and `weight_shape`.
+            `(grad_x, grad_env, grad_weights)`: `[U, E, d1]`, `[N, U, d2]` and `weight_shape`
+                (`None` without `weight_gradients`); then the cotangents if `keep_cotangents`.
 
         Raises:
             ValueError: `grad_out` does not have the shape and dtype of the forward's output.
@@ -302,15 +317,26 @@ class EnvironmentTensorProduct:
         grad_folded = xp.reshape(grad_folded, (U, n, d1_d_out))
         grad_env = xp.permute_dims(grad_folded @ xp.matrix_transpose(w), (1, 0, 2))
         grad_env = _pad_atoms(xp, grad_env, n_atoms)
-        # Σ_i A[i, u, β] ∂L/∂M[u, i, (α γ)], then contracted with C_p
+        grad_weights = None
+        if weight_gradients:
+            grad_weights = self._weight_gradients(xp, env_by_channel, grad_folded, w)
+        outputs = (grad_x, grad_env, grad_weights)
+        if not keep_cotangents:
+            return outputs
+        return (*outputs, EnvironmentTensorProductCotangents(g_groups, grad_folded))
+
+    def _weight_gradients(self, xp, env_by_channel: Array, grad_folded: Array, w: Array) -> Array:
+        r"""$\partial L/\partial \theta_{up} = \sum C_p \sum_i A_{iu\beta}\,
+        \partial L/\partial M_{ui\alpha\gamma}$ from $A$ `[U, n, d2]` and
+        $\partial L/\partial M$ `[U, n, d1 · d_out]` (or their tangents, term by term)."""
         per_channel = xp.matrix_transpose(env_by_channel) @ grad_folded  # [U, d2, d1 d_out]
         coupling = as_constant(
             _env_major_coupling(self.irreps_in1, self.irreps_env, self.irreps_out), like=w
         )
-        grad_weights = xp.reshape(per_channel, (U, -1)) @ xp.matrix_transpose(coupling)
-        if not self.path_channel_coupling:
-            grad_weights = xp.sum(grad_weights, axis=0)
-        return grad_x, grad_env, grad_weights
+        grad_weights = xp.reshape(per_channel, (self.num_channels, -1)) @ xp.matrix_transpose(
+            coupling
+        )
+        return grad_weights if self.path_channel_coupling else xp.sum(grad_weights, axis=0)
 
     def jvp(
         self, cache: EnvironmentTensorProductCache, x_dot: Array, env_dot: Array
@@ -344,12 +370,12 @@ class EnvironmentTensorProduct:
         self,
         cache: EnvironmentTensorProductCache,
         tangent_cache: EnvironmentTensorProductCache,
-        grad_out: Array,
+        cotangents: EnvironmentTensorProductCotangents,
         grad_out_dot: Array,
-    ) -> tuple[Array, Array, Array, Array, Array]:
+    ) -> tuple[Array, Array, Array]:
         r"""Tangent of `backward` (forward-over-reverse): the inputs move along
-        `tangent_cache` (`jvp`), the cotangent $g$ along $\dot g$. The product rule on each
-        line of the backward:
+        `tangent_cache` (`jvp`), the cotangent $g$ along $\dot g$, about the backward that
+        kept `cotangents` ($g$ and $\bar M$). The product rule on each line of the backward:
 
         $$\dot{\bar x} = \dot g M^T + g \dot M^T, \quad
           \dot{\bar M} = \dot x^T g + x^T \dot g, \quad
@@ -357,39 +383,29 @@ class EnvironmentTensorProduct:
           \dot{\bar\theta}_{up} = \textstyle\sum C_p (\dot A^T \bar M + A^T \dot{\bar M}).$$
 
         Returns:
-            `(grad_x, grad_x_dot, grad_env, grad_env_dot, grad_weights_dot)` (the primal
-                backward runs alongside).
+            `(grad_x_dot, grad_env_dot, grad_weights_dot)`.
         """
         x_groups, env_by_channel, folded, w, groups, n_atoms = cache
         x_dot_groups, env_dot_by_channel, folded_dot = tangent_cache[:3]
-        xp = namespace(grad_out, x_groups)
-        U, n = self.num_channels, groups.n_centers
-        g_groups = _group_rows(xp, grad_out, groups, axis=1, masked=True)
+        g_groups, grad_folded = cotangents
+        xp = namespace(grad_out_dot, x_groups)
         g_dot_groups = _group_rows(xp, grad_out_dot, groups, axis=1, masked=True)
         folded_t, folded_dot_t = (
             _copy_c_order(xp, xp.matrix_transpose(m)) for m in (folded, folded_dot)
         )  # Mᵀ and Ṁᵀ, small; BLAS prefers them contiguous
-        grad_x = g_groups @ folded_t
         grad_x_dot = g_dot_groups @ folded_t + g_groups @ folded_dot_t
-        shape = (U, n, self.irreps_in1.dim * self.irreps_out.dim)
-        grad_folded = xp.reshape(xp.matrix_transpose(x_groups) @ g_groups, shape)
         grad_folded_dot = xp.matrix_transpose(x_dot_groups) @ g_groups
         grad_folded_dot = grad_folded_dot + xp.matrix_transpose(x_groups) @ g_dot_groups
-        grad_folded_dot = xp.reshape(grad_folded_dot, shape)
-        grad_env, grad_env_dot = (
-            _pad_atoms(xp, xp.permute_dims(a @ xp.matrix_transpose(w), (1, 0, 2)), n_atoms)
-            for a in (grad_folded, grad_folded_dot)
+        grad_folded_dot = xp.reshape(grad_folded_dot, grad_folded.shape)
+        grad_env_dot = xp.permute_dims(grad_folded_dot @ xp.matrix_transpose(w), (1, 0, 2))
+        grad_weights_dot = self._weight_gradients(
+            xp, env_dot_by_channel, grad_folded, w
+        ) + self._weight_gradients(xp, env_by_channel, grad_folded_dot, w)
+        return (
+            _ungroup_rows(xp, grad_x_dot, groups, axis=1),
+            _pad_atoms(xp, grad_env_dot, n_atoms),
+            grad_weights_dot,
         )
-        per_channel = xp.matrix_transpose(env_dot_by_channel) @ grad_folded
-        per_channel = per_channel + xp.matrix_transpose(env_by_channel) @ grad_folded_dot
-        coupling = as_constant(
-            _env_major_coupling(self.irreps_in1, self.irreps_env, self.irreps_out), like=w
-        )
-        grad_weights_dot = xp.reshape(per_channel, (U, -1)) @ xp.matrix_transpose(coupling)
-        if not self.path_channel_coupling:
-            grad_weights_dot = xp.sum(grad_weights_dot, axis=0)
-        grad_x, grad_x_dot = (_ungroup_rows(xp, a, groups, axis=1) for a in (grad_x, grad_x_dot))
-        return grad_x, grad_x_dot, grad_env, grad_env_dot, grad_weights_dot
 
     def _env_coupling(self, xp, weights):
         """`W_u[β, (α γ)]` `[U or 1, d2, d1 · d_out]`: the weighted couplings of all paths."""

@@ -3,7 +3,7 @@
 - ``data``: labelled structures (ASE files, ``ase.db``), splits, neighbour lists, batches;
 - ``statistics``: average number of neighbours, per-type energy shifts, force RMS;
 - ``loss``: energy + force (+ stress) loss and its gradient with respect to every parameter
-  (force terms by complex-step differentiation through the model's own backward);
+  (force and stress terms by forward-over-reverse through the model's own backward);
 - ``optim``: Adam, weight averaging (EMA), learning-rate schedule, early stopping;
 - ``trainer``: the training loop, metrics, checkpoints; ``cli``: ``python -m allegro_ref train``;
 - ``plots``: learning curve and parity plots.

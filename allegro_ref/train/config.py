@@ -75,6 +75,10 @@ class TrainConfig:
         backend: ``"numpy"`` or ``"cupy"``.
         progress: show a tqdm progress bar.
         plots: write the learning-curve and parity figures at the end (needs matplotlib).
+        keep_host_memory: tune glibc's malloc of this process to keep freed memory (up to
+            1 GiB; `allegro_ref._execution.keep_host_memory`, process-wide and for good) for
+            the training; False leaves its thresholds to glibc's dynamic rule (one step of the
+            bench_train model then costs ~1.7x the CPU time).
     """
 
     model: dict[str, Any] = field(default_factory=dict)
@@ -108,6 +112,7 @@ class TrainConfig:
     backend: str = "numpy"
     progress: bool = True
     plots: bool = True
+    keep_host_memory: bool = True
     _base_dir: str = field(default=".", repr=False)
 
     def __post_init__(self):
@@ -183,7 +188,7 @@ class TrainConfig:
 
 _INTEGERS = ("n_train", "n_val", "n_test", "split_seed", "seed", "batch_size", "max_epochs")
 _NUMBERS = ("energy_weight", "forces_weight", "stress_weight", "lr", "eps", "ema_decay")
-_BOOLEANS = ("train_scales_shifts", "progress", "plots")
+_BOOLEANS = ("train_scales_shifts", "progress", "plots", "keep_host_memory")
 _STRINGS = (
     "init_from",
     "data_path",

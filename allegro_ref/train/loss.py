@@ -49,10 +49,11 @@ $$
 
 (the $\theta$- and $r$-derivatives commute): the whole gradient at once. Every block has a
 `*_jvp` (the tangent of its forward outputs from tangent inputs) and a `*_backward_jvp` (the
-backward and, alongside, its tangent: the product rule on each of its lines), so this is one
-tangent forward pass and one backward pass carrying primal and tangent cotangents, in real
-arithmetic (about one forward and two backwards). The tangents of $\partial L / \partial r$ are
-never formed: no parameter lies below the edge vectors.
+tangent of its backward: the product rule on each of its lines). The backward that computes
+the predictions keeps its cotangents (`keep_cotangents=True`: the $\bar z$ of every product
+rule), so what is left is one tangent forward pass and one backward pass of tangent
+cotangents, in real arithmetic: about one more forward and one more backward. The tangents of
+$\partial L / \partial r$ are never formed: no parameter lies below the edge vectors.
 
 **Complex step** (the 2022 family, and the independent test oracle): every operation of the
 model is complex-analytic, so for a small real $h$
@@ -72,8 +73,8 @@ $\mathrm{Im} \sum_i c_i \, \partial E_i / \partial \theta(r + i h w) = h (Q + \s
 + O(h^3)$.
 
 Cost per step: one real forward + backward (predictions), then the tangent forward and the
-primal-and-tangent backward (forward-over-reverse, about half the time of the complex forward
-+ backward that complex step costs).
+tangent backward (forward-over-reverse; complex step instead costs a complex forward + backward,
+each several times its real counterpart).
 """
 
 from __future__ import annotations
@@ -139,15 +140,19 @@ def predict(model, batch: Batch) -> dict[str, Any]:
     return _predict(model, batch)[0]
 
 
-def _predict(model, batch: Batch) -> tuple[dict[str, Any], Any]:
-    """(predictions, the model's forward cache)."""
+def _predict(model, batch: Batch, keep_cotangents: bool = False) -> tuple[dict[str, Any], Any, Any]:
+    """(predictions, the model's forward cache, the backward's cotangents if
+    ``keep_cotangents``, else None)."""
     xp = namespace(batch.edge_vectors)
     n_atoms, n_structures = batch.total_atoms, batch.num_structures
     atomic_energies, cache = model.forward(
         batch.edge_vectors, batch.centers, batch.neighbors, batch.atom_types
     )
     ones = xp.ones_like(atomic_energies)
-    g = model.backward(cache, ones)
+    if keep_cotangents:
+        g, cotangents = model.backward(cache, ones, keep_cotangents=True)
+    else:
+        g, cotangents = model.backward(cache, ones), None
     # the virial of each structure: the edges' terms summed over the structure of each edge
     virials = virials_from_edge_gradients(batch.edge_vectors, g, batch.edge_structure, n_structures)
     predictions = {
@@ -155,7 +160,7 @@ def _predict(model, batch: Batch) -> tuple[dict[str, Any], Any]:
         "forces": forces_from_edge_gradients(g, batch.centers, batch.neighbors, n_atoms),
         "stress": stress_from_virial(virials, batch.volume),
     }
-    return predictions, cache
+    return predictions, cache, cotangents
 
 
 def loss_and_gradient(
@@ -166,13 +171,17 @@ def loss_and_gradient(
     terms, complex step for a model without ``backward_jvp``)."""
     xp = namespace(batch.edge_vectors)
     c_energy, c_forces, c_stress = weights.normalized()
-    predictions, cache = _predict(model, batch)
+    has_stress = xp.isfinite(batch.stress[:, 0, 0]) & xp.isfinite(batch.volume)
+    n_stress = int(xp.sum(xp.astype(has_stress, xp.int64)))
+    c_stress = c_stress if n_stress else 0.0  # e.g. a batch of molecules
+    second_order = gradient and (c_forces > 0 or c_stress > 0)
+    # forward-over-reverse reads the cotangents that the predictions' backward keeps
+    forward_over_reverse = second_order and hasattr(model, "backward_jvp")
+    predictions, cache, cotangents = _predict(model, batch, forward_over_reverse)
     B, N = batch.num_structures, batch.total_atoms
 
     energy_error = (predictions["energy"] - batch.energy) / batch.num_atoms  # [B], eV/atom
     force_error = predictions["forces"] - batch.forces  # [N, 3]
-    has_stress = xp.isfinite(batch.stress[:, 0, 0]) & xp.isfinite(batch.volume)
-    n_stress = int(xp.sum(xp.astype(has_stress, xp.int64)))
     stress_error = xp.where(
         has_stress[:, None, None], predictions["stress"] - batch.stress, xp.zeros_like(batch.stress)
     )
@@ -183,7 +192,6 @@ def loss_and_gradient(
         if n_stress
         else float("nan"),
     }
-    c_stress = c_stress if n_stress else 0.0  # e.g. a batch of molecules
     loss = c_energy * terms["energy_mse"] + c_forces * terms["forces_mse"]
     if c_stress > 0:
         loss += c_stress * terms["stress_mse"]
@@ -202,22 +210,14 @@ def loss_and_gradient(
         per_volume = gather(stress_cotangent / safe_volume[:, None, None], batch.edge_structure)
         directions = directions + xp.sum(per_volume * batch.edge_vectors[:, None, :], axis=-1)
 
-    if c_forces == 0 and c_stress == 0:
+    if not second_order:
         _, grads = model.backward(cache, atom_cotangent, parameter_gradients=True)
-    elif hasattr(model, "backward_jvp"):  # forward-over-reverse, real arithmetic
-        grads = _forward_over_reverse_gradient(model, cache, directions, atom_cotangent)
+    elif forward_over_reverse:  # real arithmetic
+        grads = model.backward_jvp(cache, cotangents, directions, atom_cotangent)
+        grads = {name: xp.astype(grads[name], model.params[name].dtype) for name in model.params}
     else:  # the 2022 family: complex step
         grads = _complex_step_gradient(model, batch, directions, atom_cotangent)
     return LossResult(loss, terms, predictions, grads)
-
-
-def _forward_over_reverse_gradient(model, cache, directions, atom_cotangent) -> dict[str, Any]:
-    """∂/∂θ [Σ_i a_i E_i + Σ_e w_e·∂E/∂r_e] by forward-over-reverse (module docstring): the
-    tangent of the parameter gradient of the backward with cotangent 1, as the edge vectors
-    move along w ``[E, 3]`` and the cotangent along a ``[N]``."""
-    xp = namespace(directions)
-    grads = model.backward_jvp(cache, directions, xp.ones_like(atom_cotangent), atom_cotangent)
-    return {name: xp.astype(grads[name], model.params[name].dtype) for name in model.params}
 
 
 def _complex_step_gradient(model, batch: Batch, directions, atom_cotangent) -> dict[str, Any]:

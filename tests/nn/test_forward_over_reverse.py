@@ -1,9 +1,10 @@
 """The blocks' forward-mode derivatives, against directional finite differences (float64):
 
 1. ``*_jvp``: the tangent of the forward along ẋ equals the central difference of the forward;
-2. ``*_backward_jvp``: its primal part equals the backward, and its tangent part equals the
-   central difference of the backward as the inputs move along ẋ and the cotangent along ġ
-   (forward-over-reverse; only the gradients that the model's training needs are checked).
+2. ``*_backward_jvp``, about the cotangents that the backward kept (``keep_cotangents``),
+   equals the central difference of the backward as the inputs move along ẋ and the cotangent
+   along ġ (forward-over-reverse; only the gradients that the model's training needs are
+   checked); keeping the cotangents changes nothing the backward returns.
 
 Runs on NumPy and array-api-strict. The whole model is checked against complex step in
 tests/train/test_loss.py.
@@ -62,7 +63,7 @@ def _close(actual, expected, what):
 def check(backend, forward, backward, inputs, tangents, rng):
     """``forward(xs) -> (outputs, cache)``; ``backward(xs, gs) -> wanted gradients``;
     ``forward.jvp(cache, dxs) -> (output tangents, tangent cache)``;
-    ``backward.jvp(cache, tangent cache, gs, dgs) -> (wanted gradients, their tangents)``."""
+    ``backward.jvp(cache, tangent cache, gs, dgs) -> the tangents of the wanted gradients``."""
     put = lambda arrays: [backend.asarray(a) for a in arrays]  # noqa: E731
     get = lambda arrays: [backend.to_numpy(a) for a in arrays]  # noqa: E731
     outputs, cache = forward(put(inputs))
@@ -74,8 +75,7 @@ def check(backend, forward, backward, inputs, tangents, rng):
         return put([x + t * d for x, d in zip(inputs, tangents, strict=True)])
 
     _close(get(output_dot), _central(lambda t: get(forward(moved(t))[0])), "jvp")
-    primal, tangent = backward.jvp(cache, tangent_cache, put(cotangents), put(cotangents_dot))
-    _close(get(primal), get(backward(put(inputs), put(cotangents))), "backward")
+    tangent = backward.jvp(cache, tangent_cache, put(cotangents), put(cotangents_dot))
 
     def backward_along(t):
         gs = [c + t * d for c, d in zip(cotangents, cotangents_dot, strict=True)]
@@ -108,9 +108,11 @@ def test_mlp(backend, rng):
         return [grad_x, *grad_w]
 
     def backward_jvp(c, t, gs, dgs):
-        grad_x, grad_x_dot, grad_w_dot = mlp_backward_jvp(w, c, t, gs[0], dgs[0])
-        _, grad_w = mlp_backward(w, c, gs[0])
-        return [grad_x, *grad_w], [grad_x_dot, *grad_w_dot]
+        grad_x, grad_w, kept = mlp_backward(w, c, gs[0], keep_cotangents=True)
+        unkept = backward([backend.asarray(x)], gs)
+        _close(*([backend.to_numpy(a) for a in b] for b in ([grad_x, *grad_w], unkept)), "kept")
+        grad_x_dot, grad_w_dot = mlp_backward_jvp(w, c, t, kept, dgs[0])
+        return [grad_x_dot, *grad_w_dot]
 
     backward.jvp = backward_jvp
     check(backend, forward, backward, [x], [rng.standard_normal(x.shape)], rng)
@@ -137,8 +139,7 @@ def test_radial_basis_and_cutoff(backend, rng):
         return [bessel_basis_backward(run(xs)[1][0], gs[0])[1]]
 
     def backward_jvp(c, x_dot, gs, dgs):
-        grad_frequencies = bessel_basis_backward(c[0], gs[0])[1]
-        return [grad_frequencies], [bessel_basis_backward_jvp(c[0], x_dot, gs[0], dgs[0])]
+        return [bessel_basis_backward_jvp(c[0], x_dot, gs[0], dgs[0])]
 
     backward.jvp = backward_jvp
     check(backend, forward, backward, [x], [rng.standard_normal(x.shape)], rng)
@@ -172,8 +173,7 @@ def test_irrep_weights(backend, rng):
         return [irrep_weighted_backward(run(xs)[1], gs[0])[0]]
 
     def backward_jvp(c, y_dot, gs, dgs):
-        grad_w, grad_w_dot = irrep_weighted_backward_jvp(c, y_dot, gs[0], dgs[0])
-        return [grad_w], [grad_w_dot]
+        return [irrep_weighted_backward_jvp(c, y_dot, gs[0], dgs[0])]
 
     backward.jvp = backward_jvp
     check(backend, forward, backward, [w, y], [rng.standard_normal(a.shape) for a in (w, y)], rng)
@@ -199,8 +199,7 @@ def test_environment_density(backend, rng, sorted_edges):
         return [environment_density_backward(run(xs)[1], gs[0])[0]]
 
     def backward_jvp(c, t, gs, dgs):
-        grad_w, grad_w_dot = environment_density_backward_jvp(c, t, gs[0], dgs[0])
-        return [grad_w], [grad_w_dot]
+        return [environment_density_backward_jvp(c, t, gs[0], dgs[0])]
 
     backward.jvp = backward_jvp
     check(backend, forward, backward, [w, y], [rng.standard_normal(a.shape) for a in (w, y)], rng)
@@ -224,11 +223,11 @@ def test_tensor_product(backend, rng, sorted_edges):
         return list(tp.backward(run(xs)[1], gs[0]))
 
     def backward_jvp(c, t, gs, dgs):
-        grad_x, grad_x_dot, grad_env, grad_env_dot, grad_theta_dot = tp.backward_jvp(
-            c, t, gs[0], dgs[0]
-        )
-        grad_theta = tp.backward(c, gs[0])[2]
-        return [grad_x, grad_env, grad_theta], [grad_x_dot, grad_env_dot, grad_theta_dot]
+        *grads, kept = tp.backward(c, gs[0], keep_cotangents=True)
+        unkept = tp.backward(c, gs[0])
+        _close(*([backend.to_numpy(a) for a in b] for b in (grads, unkept)), "kept")
+        assert tp.backward(c, gs[0], weight_gradients=False)[2] is None
+        return list(tp.backward_jvp(c, t, kept, dgs[0]))
 
     backward.jvp = backward_jvp
     tangents = [rng.standard_normal(a.shape) for a in (x, env)]
