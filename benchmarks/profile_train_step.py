@@ -13,8 +13,8 @@ Parts, as `allegro_ref.train.loss.loss_and_gradient` runs them:
   (forward-over-reverse: the tangent forward and the tangent backward);
 - ``step``: the whole `loss_and_gradient` plus one Adam step.
 
-Each part is timed in rounds that rotate their order, under the library's malloc policy (as
-`Trainer.fit` runs); the medians are printed, in ms.
+Each part is timed in rounds that rotate their order, under the malloc policy of
+`Trainer.fit` (glibc keeps the freed memory); the medians are printed, in ms.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
-    tune_host_memory()
+    tune_host_memory(True)  # as Trainer.fit does (TrainConfig.keep_host_memory)
     results = {name: measure(name, args.rounds) for name in CONFIGS}
     print(f"{'configuration':14s} {'edges':>6s} {'predict':>8s} {'2nd order':>9s} {'step':>7s}")
     for name, r in results.items():
