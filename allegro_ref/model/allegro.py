@@ -72,6 +72,7 @@ import numpy as np
 
 from ..backend import Array, as_constant, device, float_dtype, namespace, to_backend
 from ..nn import (
+    BesselCache,
     EdgeGroups,
     EnvironmentTensorProduct,
     EnvironmentTensorProductCotangents,
@@ -265,7 +266,7 @@ class GeometryCache(NamedTuple):
     inv_cutoff: Array  # [E]
     bessel: Array  # [E, B]
     envelope: Array  # [E]
-    bessel_cache: tuple
+    bessel_cache: BesselCache
     envelope_cache: tuple
     sh_cache: Array
 

@@ -24,6 +24,7 @@ from .mlp import (
     silu,
 )
 from .radial import (
+    BesselCache,
     bessel_basis_backward,
     bessel_basis_backward_jvp,
     bessel_basis_forward,
@@ -42,6 +43,7 @@ from .tensor_product import (
 )
 
 __all__ = [
+    "BesselCache",
     "bessel_basis_forward",
     "bessel_basis_backward",
     "bessel_basis_jvp",

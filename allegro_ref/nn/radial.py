@@ -27,10 +27,12 @@ as atoms cross it.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 from ..backend import Array, namespace
 
 __all__ = [
+    "BesselCache",
     "bessel_basis_forward",
     "bessel_basis_backward",
     "bessel_basis_jvp",
@@ -47,27 +49,39 @@ _J1_SERIES_BELOW = 0.5
 _J1_SERIES = tuple((-1) ** k * (2 * k + 2) / math.factorial(2 * k + 3) for k in range(7))
 
 
-def _j0(xp, t):
+class BesselCache(NamedTuple):
+    r"""What the Bessel basis's backward and tangents need: the inputs, $t = \pi \omega x$
+    `[E, B]` and its sine and cosine (computed once, in the forward)."""
+
+    x: Array  # [E]
+    frequencies: Array  # [B]
+    t: Array  # [E, B]
+    sin_t: Array  # [E, B]
+    cos_t: Array  # [E, B]
+
+
+def _j0(xp, c: BesselCache):
     """Spherical Bessel j0(t) = sin(t) / t, with j0(0) = 1 (sin(t)/t is exact to rounding for
     every t != 0, so only t = 0 needs care)."""
-    is_zero = t == 0
-    safe_t = xp.where(is_zero, xp.ones_like(t), t)
-    return xp.where(is_zero, xp.ones_like(t), xp.sin(safe_t) / safe_t)
+    is_zero = c.t == 0
+    safe_t = xp.where(is_zero, xp.ones_like(c.t), c.t)
+    return xp.where(is_zero, xp.ones_like(c.t), c.sin_t / safe_t)
 
 
-def _j1(xp, t):
+def _j1(xp, c: BesselCache):
     """Spherical Bessel j1(t) = (sin t − t cos t) / t² = −j0'(t), stable at small |t|."""
+    t = c.t
     small = xp.abs(t) < _J1_SERIES_BELOW
     safe_t = xp.where(small, xp.ones_like(t), t)
-    closed_form = (xp.sin(safe_t) - safe_t * xp.cos(safe_t)) / (safe_t * safe_t)
+    closed_form = (c.sin_t - safe_t * c.cos_t) / (safe_t * safe_t)
     t2 = t * t
     series = xp.zeros_like(t)
-    for c in reversed(_J1_SERIES):  # Horner in t²
-        series = series * t2 + c
+    for coefficient in reversed(_J1_SERIES):  # Horner in t²
+        series = series * t2 + coefficient
     return xp.where(small, t * series, closed_form)
 
 
-def bessel_basis_forward(x: Array, frequencies: Array) -> tuple[Array, tuple]:
+def bessel_basis_forward(x: Array, frequencies: Array) -> tuple[Array, BesselCache]:
     r"""Bessel radial basis $b_n(x) = \sin(\pi \omega_n x) / (\pi x)$, finite ($= \omega_n$) at
     $x = 0$.
 
@@ -77,8 +91,8 @@ def bessel_basis_forward(x: Array, frequencies: Array) -> tuple[Array, tuple]:
             the dtype of `x` for the computation.
 
     Returns:
-        `(b, cache)`: `b` `[E, B]` basis values in the dtype of `x`; `cache` for
-            `bessel_basis_backward`.
+        `(b, cache)`: `b` `[E, B]` basis values in the dtype of `x`; the `BesselCache` for
+            `bessel_basis_backward` (it keeps $\cos t$ too, which the backward needs).
 
     Raises:
         ValueError: `x` or `frequencies` is not one-dimensional.
@@ -91,11 +105,11 @@ def bessel_basis_forward(x: Array, frequencies: Array) -> tuple[Array, tuple]:
         )
     omega = xp.astype(frequencies, x.dtype)[None, :]
     t = math.pi * omega * x[:, None]
-    b = omega * _j0(xp, t)
-    return b, (x, frequencies)
+    cache = BesselCache(x, frequencies, t, xp.sin(t), xp.cos(t))
+    return omega * _j0(xp, cache), cache
 
 
-def bessel_basis_backward(cache: tuple, grad_b: Array) -> tuple[Array, Array]:
+def bessel_basis_backward(cache: BesselCache, grad_b: Array) -> tuple[Array, Array]:
     r"""Vector-Jacobian product of `bessel_basis_forward`.
 
     With $t = \pi \omega x$ and $b = \omega\, j_0(t)$:
@@ -110,27 +124,23 @@ def bessel_basis_backward(cache: tuple, grad_b: Array) -> tuple[Array, Array]:
     Returns:
         `(grad_x, grad_frequencies)`: `[E]` (dtype of `x`) and `[B]` (dtype of `frequencies`).
     """
-    x, frequencies = cache
-    xp = namespace(x, grad_b)
-    omega = xp.astype(frequencies, x.dtype)[None, :]
-    t = math.pi * omega * x[:, None]
-    grad_x = xp.sum(grad_b * ((-math.pi) * omega * omega * _j1(xp, t)), axis=1)
-    grad_frequencies = xp.sum(grad_b * xp.cos(t), axis=0)
-    return grad_x, xp.astype(grad_frequencies, frequencies.dtype)
+    xp = namespace(cache.x, grad_b)
+    omega = xp.astype(cache.frequencies, cache.x.dtype)[None, :]
+    grad_x = xp.sum(grad_b * ((-math.pi) * omega * omega * _j1(xp, cache)), axis=1)
+    grad_frequencies = xp.sum(grad_b * cache.cos_t, axis=0)
+    return grad_x, xp.astype(grad_frequencies, cache.frequencies.dtype)
 
 
-def bessel_basis_jvp(cache: tuple, x_dot: Array) -> Array:
+def bessel_basis_jvp(cache: BesselCache, x_dot: Array) -> Array:
     r"""Jacobian-vector product of `bessel_basis_forward` (the frequencies fixed):
     $\dot b_n = -\pi \omega_n^2 j_1(t_n)\, \dot x$, `[E, B]` from `x_dot` `[E]`."""
-    x, frequencies = cache
-    xp = namespace(x, x_dot)
-    omega = xp.astype(frequencies, x.dtype)[None, :]
-    t = math.pi * omega * x[:, None]
-    return ((-math.pi) * omega * omega * _j1(xp, t)) * x_dot[:, None]
+    xp = namespace(cache.x, x_dot)
+    omega = xp.astype(cache.frequencies, cache.x.dtype)[None, :]
+    return ((-math.pi) * omega * omega * _j1(xp, cache)) * x_dot[:, None]
 
 
 def bessel_basis_backward_jvp(
-    cache: tuple, x_dot: Array, grad_b: Array, grad_b_dot: Array
+    cache: BesselCache, x_dot: Array, grad_b: Array, grad_b_dot: Array
 ) -> Array:
     r"""Tangent of the frequency gradient of `bessel_basis_backward` as $x$ moves along `x_dot`
     `[E]` and the cotangent along `grad_b_dot` `[E, B]`: from
@@ -141,12 +151,10 @@ def bessel_basis_backward_jvp(
 
     (`[B]`, dtype of `frequencies`; the tangent of $\partial L/\partial x$ is not formed:
     nothing trainable lies below $x$)."""
-    x, frequencies = cache
-    xp = namespace(x, grad_b)
-    omega = xp.astype(frequencies, x.dtype)[None, :]
-    t = math.pi * omega * x[:, None]
-    moved = grad_b * xp.sin(t) * (math.pi * omega) * x_dot[:, None]
-    return xp.astype(xp.sum(grad_b_dot * xp.cos(t) - moved, axis=0), frequencies.dtype)
+    xp = namespace(cache.x, grad_b)
+    omega = xp.astype(cache.frequencies, cache.x.dtype)[None, :]
+    moved = grad_b * cache.sin_t * (math.pi * omega) * x_dot[:, None]
+    return xp.astype(xp.sum(grad_b_dot * cache.cos_t - moved, axis=0), cache.frequencies.dtype)
 
 
 def _cutoff_coefficients(p: float) -> tuple[float, float, float, float]:
