@@ -317,6 +317,30 @@ def print_report(results: dict) -> None:
         energy = f"{e['test_energy_mae_mev_atom']:.2f} ± {e['test_energy_mae_mev_atom_se']:.2f}"
         forces = f"{e['test_forces_mae_ev_a']:.4f} ± {e['test_forces_mae_ev_a_se']:.4f}"
         print(f"{code:12s} {e['n']:5d} {e['cpu_s']:12.1f} {energy:>22s} {forces:>22s}")
+    print_differences(results["runs"])
+
+
+def print_differences(runs: list[dict], reference: str = "official") -> None:
+    """Each code's mean test force MAE minus the reference's, with the standard error of the
+    difference √(s.e.₁² + s.e.₂²) and Welch's two-sided p-value (unequal variances)."""
+    from scipy.stats import ttest_ind
+
+    by_code: dict[str, list[float]] = {}
+    for r in runs:
+        by_code.setdefault(r["code"], []).append(r["test_forces_mae_ev_a"])
+    if len(by_code.get(reference, ())) < 2:
+        return
+    ref = np.array(by_code.pop(reference))
+    for code, maes in by_code.items():
+        if len(maes) < 2:
+            continue
+        values = np.array(maes)
+        se = np.sqrt(values.var(ddof=1) / len(values) + ref.var(ddof=1) / len(ref))
+        p_value = ttest_ind(values, ref, equal_var=False).pvalue
+        print(
+            f"{code} - {reference}: force MAE {values.mean() - ref.mean():+.4f} ± {se:.4f} eV/Å "
+            f"(Welch p = {p_value:.2f})"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
