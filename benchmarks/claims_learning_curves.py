@@ -2,6 +2,7 @@
 training structures (issue 17, the paper's claims measured: data efficiency).
 
     OMP_NUM_THREADS=1 python benchmarks/claims_learning_curves.py            # the full grid
+    OMP_NUM_THREADS=1 python benchmarks/claims_learning_curves.py --resume   # finish it
     OMP_NUM_THREADS=1 python benchmarks/claims_learning_curves.py --quick    # one point, ~10 s
     OMP_NUM_THREADS=1 python benchmarks/claims_learning_curves.py --l-max 1 --sizes 8 16 \\
         --seeds 0 --output /tmp/lc.json
@@ -25,16 +26,22 @@ invariant model whose features see only the distances from each centre (no angle
 
 Training: ``allegro_ref.train.Trainer``; per-atom energy MSE + force MSE 1 : 1, Adam lr 5e-3
 halved when the validation loss stalls for 5 epochs, EMA 0.999, batch 8 and a budget of
-``steps_for(N)`` optimizer steps, growing with N so that small sets train to convergence and
-large ones get enough passes. An epoch is at least ``MIN_EPOCH`` structures: a small training
-set is repeated in the training file (each copy is one more draw of the same structures), so
-that validation runs every ``MIN_EPOCH / batch`` steps whatever N.
+``steps_for(N)`` optimizer steps, 1000·√(N/8): more steps but fewer passes for larger sets.
+This is a fixed budget, not training to convergence: most runs still improve slowly at the end
+(their best epoch is the last). ``--budget 3`` (three times the steps, written to
+``learning_curves_budget3.json`` by default) measures how much the curves move with more
+training. An epoch is at least ``MIN_EPOCH`` structures: a small training set is repeated in
+the training file (each copy is one more draw of the same structures), so that validation
+runs every ``MIN_EPOCH / batch`` steps whatever N.
 
 Writes ``benchmarks/results/claims/learning_curves.json``: the config, every run's test force
 and energy MAE, wall and CPU time, and per l_max the mean ± standard error over seeds, the
 fitted slope of log MAE against log N (of the mean curve, and per seed) and the training-set
-size at which the mean curve crosses ``THRESHOLD`` (log-log interpolation). Runs go from the
-smallest N up (the outermost loop), and the file is rewritten after each run.
+size at which the mean curve crosses each of ``THRESHOLDS`` (log-log interpolation between the
+measured sizes, and, for a curve that does not get there, the extrapolation of its fitted
+line). Runs go from the smallest N up (the outermost loop), and the file is rewritten after
+each run; ``--resume`` keeps the runs already in the file and adds the missing ones (e.g.
+``--resume --sizes 512`` adds a size; with nothing missing it only recomputes the summary).
 """
 
 from __future__ import annotations
@@ -69,9 +76,9 @@ N_VAL = 50
 BATCH = 8
 MIN_EPOCH = 128  # structures per epoch at least (small sets repeated)
 L_MAX = (0, 1, 2)
-SIZES = (8, 16, 32, 64, 128, 256)
+SIZES = (8, 16, 32, 64, 128, 256, 512)
 SEEDS = (0, 1, 2)
-THRESHOLD = 0.060  # eV/Å, the force MAE at which N is read off the curves
+THRESHOLDS = (0.100, 0.060)  # eV/Å, the force MAEs at which N is read off the curves
 MODEL = {
     "r_max": 5.0,
     "num_layers": 1,
@@ -92,18 +99,19 @@ TRAINING = {
 }
 
 
-def steps_for(n_train: int) -> int:
+def steps_for(n_train: int, budget: float = 1.0) -> int:
     """The optimizer-step budget for ``n_train`` structures: 1000·√(N/8), rounded to whole
-    epochs by `epoch_plan` (1000 steps at N = 8, 4000 at 128, 5657 at 256)."""
+    epochs by `epoch_plan` (1000 steps at N = 8, 4000 at 128, 5657 at 256), times
+    ``budget`` (the convergence check: ``--budget 3``)."""
     return round(1000 * math.sqrt(n_train / 8))
 
 
-def epoch_plan(n_train: int) -> tuple[int, int]:
+def epoch_plan(n_train: int, budget: float = 1.0) -> tuple[int, int]:
     """``(copies, epochs)``: the training file holds ``copies`` copies of the N structures
     (an epoch of at least ``MIN_EPOCH``), and ``epochs`` of them make ≈ `steps_for` steps."""
     copies = max(1, math.ceil(MIN_EPOCH / n_train))
     steps_per_epoch = math.ceil(copies * n_train / BATCH)
-    return copies, max(1, round(steps_for(n_train) / steps_per_epoch))
+    return copies, max(1, round(steps_for(n_train, budget) / steps_per_epoch))
 
 
 def split(structures: list[Structure], n_train: int, seed: int) -> dict[str, list[Structure]]:
@@ -119,9 +127,11 @@ def split(structures: list[Structure], n_train: int, seed: int) -> dict[str, lis
     }
 
 
-def train_config(l_max: int, n_train: int, seed: int, folder: str) -> TrainConfig:
+def train_config(
+    l_max: int, n_train: int, seed: int, folder: str, budget: float = 1.0
+) -> TrainConfig:
     """The `TrainConfig` of one run, reading the files `write_split` put in ``folder``."""
-    _, epochs = epoch_plan(n_train)
+    _, epochs = epoch_plan(n_train, budget)
     return TrainConfig.from_dict(
         {
             "model": {**MODEL, "l_max": l_max},
@@ -146,12 +156,14 @@ def write_split(sets: dict[str, list[Structure]], folder: str) -> None:
     write_structures(os.path.join(folder, "test.xyz"), sets["test"])
 
 
-def run_one(structures: list[Structure], l_max: int, n_train: int, seed: int) -> dict[str, Any]:
+def run_one(
+    structures: list[Structure], l_max: int, n_train: int, seed: int, budget: float = 1.0
+) -> dict[str, Any]:
     """Train one model and return its test errors (eV/Å, eV/atom) and costs (s)."""
     with tempfile.TemporaryDirectory(prefix="allegro_lc_") as folder:
         write_split(split(structures, n_train, seed), folder)
         wall, cpu = time.perf_counter(), time.process_time()
-        trainer = Trainer(train_config(l_max, n_train, seed, folder))
+        trainer = Trainer(train_config(l_max, n_train, seed, folder, budget))
         trainer.fit()
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     test = trainer.final_metrics["test"]
@@ -177,6 +189,12 @@ def fit_slope(sizes: list[float], maes: list[float]) -> float:
     return float(np.polyfit(np.log(sizes), np.log(maes), 1)[0])
 
 
+def extrapolated_n(sizes: list[float], maes: list[float], threshold: float) -> float:
+    """The N where the least-squares line log MAE = a + b log N reaches ``threshold``."""
+    slope, intercept = np.polyfit(np.log(sizes), np.log(maes), 1)
+    return float(math.exp((math.log(threshold) - intercept) / slope))
+
+
 def n_at_threshold(sizes: list[float], maes: list[float], threshold: float) -> float | None:
     """The N where the curve first falls to ``threshold``: linear interpolation of log MAE
     in log N between the two sizes around the crossing; None if it never gets there
@@ -192,7 +210,8 @@ def n_at_threshold(sizes: list[float], maes: list[float], threshold: float) -> f
 
 
 def curve(runs: list[dict[str, Any]], l_max: int) -> dict[str, Any]:
-    """Mean ± standard error per N over the seeds, the slopes and N at ``THRESHOLD``."""
+    """Mean ± standard error per N over the seeds, the slopes and N at ``THRESHOLDS``
+    (keys: the threshold in meV/Å)."""
     mine = [r for r in runs if r["l_max"] == l_max]
     sizes = sorted({r["n_train"] for r in mine})
     per_n = [[r["test_forces_mae"] for r in mine if r["n_train"] == n] for n in sizes]
@@ -211,7 +230,11 @@ def curve(runs: list[dict[str, Any]], l_max: int) -> dict[str, Any]:
         "num_seeds": [len(m) for m in per_n],
         "slope": fit_slope(sizes, means) if len(sizes) >= 2 else None,
         "slope_per_seed": per_seed,
-        "n_at_threshold": n_at_threshold(sizes, means, THRESHOLD),
+        "n_at_threshold": {f"{t * 1e3:.0f}": n_at_threshold(sizes, means, t) for t in THRESHOLDS},
+        "n_at_threshold_extrapolated": {
+            f"{t * 1e3:.0f}": extrapolated_n(sizes, means, t) if len(sizes) >= 2 else None
+            for t in THRESHOLDS
+        },
     }
 
 
@@ -220,8 +243,8 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {str(l): curve(runs, l) for l in sorted({r["l_max"] for r in runs})}
 
 
-def settings(args: argparse.Namespace) -> dict[str, Any]:
-    """What the run did, for the JSON file."""
+def settings(runs: list[dict[str, Any]], budget: float) -> dict[str, Any]:
+    """What the runs did, for the JSON file."""
     return {
         "dataset": DATASET,
         "labels": "GFN2-xTB (tblite) energies and forces",
@@ -232,20 +255,21 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
         "training": TRAINING,
         "min_epoch_structures": MIN_EPOCH,
         "steps_rule": "round(1000 * sqrt(N / 8)) optimizer steps, rounded to whole epochs",
-        "l_max": list(args.l_max),
-        "sizes": list(args.sizes),
-        "seeds": list(args.seeds),
-        "threshold_forces_mae": THRESHOLD,
+        "budget": budget,
+        "l_max": sorted({r["l_max"] for r in runs}),
+        "sizes": sorted({r["n_train"] for r in runs}),
+        "seeds": sorted({r["seed"] for r in runs}),
+        "thresholds_forces_mae": list(THRESHOLDS),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
     }
 
 
-def write(path: Path, args: argparse.Namespace, runs: list[dict[str, Any]], start: float) -> None:
+def write(path: Path, runs: list[dict[str, Any]], start: float, budget: float) -> None:
     """The JSON file of the experiment so far (rewritten after each run)."""
     result = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "config": settings(args),
+        "config": settings(runs, budget),
         "runs": runs,
         "total_wall_s": round(time.perf_counter() - start, 1),
         "total_cpu_s": round(sum(r["cpu_s"] for r in runs), 1),
@@ -262,22 +286,37 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     parser.add_argument("--quick", action="store_true", help="l_max 1, N 8, seed 0 only")
     parser.add_argument("--output", type=Path, default=None, help=f"default {OUTPUT}")
+    parser.add_argument("--resume", action="store_true", help="keep the runs in --output")
+    parser.add_argument("--budget", type=float, default=1.0, help="times the step budget")
     args = parser.parse_args(argv)
     if args.quick:
         args.l_max, args.sizes, args.seeds = [1], [min(SIZES)], [0]
-    if args.output is None:
-        args.output = OUTPUT.with_name("learning_curves_quick.json") if args.quick else OUTPUT
+    if args.output is None and args.quick:
+        args.output = OUTPUT.with_name("learning_curves_quick.json")
+    elif args.output is None:
+        suffix = "" if args.budget == 1 else f"_budget{args.budget:g}"
+        args.output = OUTPUT.with_name(f"learning_curves{suffix}.json")
     return args
+
+
+def previous_runs(args: argparse.Namespace) -> tuple[list[dict[str, Any]], float]:
+    """With ``--resume``, the runs already in the output file and their total wall time."""
+    if not (args.resume and args.output.exists()):
+        return [], 0.0
+    stored = json.loads(args.output.read_text(encoding="utf-8"))
+    return stored["runs"], stored["total_wall_s"]
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     structures = read_structures(allegro_ref.data.path(DATASET))
-    runs, start = [], time.perf_counter()
+    runs, wall_before = previous_runs(args)
+    done = {(r["l_max"], r["n_train"], r["seed"]) for r in runs}
+    start = time.perf_counter() - wall_before
     for n_train in sorted(args.sizes):
         for seed in args.seeds:
-            for l_max in args.l_max:
-                runs.append(run_one(structures, l_max, n_train, seed))
+            for l_max in [l for l in args.l_max if (l, n_train, seed) not in done]:
+                runs.append(run_one(structures, l_max, n_train, seed, args.budget))
                 r = runs[-1]
                 print(
                     f"seed {seed} N {n_train:4d} l_max {l_max}: force MAE "
@@ -286,7 +325,8 @@ def main(argv: list[str] | None = None) -> None:
                     f"{r['cpu_s']:.0f} CPU s",
                     flush=True,
                 )
-                write(args.output, args, runs, start)
+                write(args.output, runs, start, args.budget)
+    write(args.output, runs, start, args.budget)  # re-summarizes a file even if nothing was missing
     usage = resource.getrusage(resource.RUSAGE_SELF)
     print(f"process CPU time {usage.ru_utime + usage.ru_stime:.0f} s; wrote {args.output}")
 
