@@ -103,7 +103,7 @@ def steps_for(n_train: int, budget: float = 1.0) -> int:
     """The optimizer-step budget for ``n_train`` structures: 1000·√(N/8), rounded to whole
     epochs by `epoch_plan` (1000 steps at N = 8, 4000 at 128, 5657 at 256), times
     ``budget`` (the convergence check: ``--budget 3``)."""
-    return round(1000 * math.sqrt(n_train / 8))
+    return round(budget * 1000 * math.sqrt(n_train / 8))
 
 
 def epoch_plan(n_train: int, budget: float = 1.0) -> tuple[int, int]:
