@@ -3,6 +3,7 @@
     python scripts/make_dataset.py cu-rattled OUT.xyz [--frames 120 --seed 0]
     python scripts/make_dataset.py cu OUT.xyz.gz [--seed 0]
     OMP_NUM_THREADS=1 python scripts/make_dataset.py ethanol OUT.xyz.gz [--frames 1000]
+    OMP_NUM_THREADS=1 python scripts/make_dataset.py 3bpa OUT.xyz.gz [--frames 550]
 
 cu-rattled
     The official-trainer comparison set (shared/reference/allegro_official.md §5): 2×2×2
@@ -22,9 +23,21 @@ ethanol
     every 10 steps after 500 steps of equilibration. ~5 ms per xTB call, so 1000 frames take
     about 1 min — but only with OMP_NUM_THREADS=1 (with more threads on a busy machine tblite
     is 10–40x slower). The cell is empty and pbc False (no stress).
+3bpa
+    The transferability set after Kovács et al., J. Chem. Theory Comput. 17, 7696 (2021):
+    3-(benzyloxy)pyridin-2-amine, C12H12N2O (27 atoms). Starting geometry from SMILES by
+    RDKit's ETKDG (random seed 0) and MMFF, relaxed with GFN2-xTB (BFGS, fmax 0.01 eV/Å);
+    then one Langevin run per temperature from that minimum (0.5 fs steps, friction 0.01/fs,
+    1000 steps of equilibration, one frame every 40 steps = 20 fs): ``--frames`` frames at
+    300 K (training, validation and a test set) and 150 frames each at 600 K and 1200 K
+    (test sets only). Every frame records its thermostat temperature in
+    ``info["temperature_K"]``. GFN2-xTB through tblite, ~20 ms per call (OMP_NUM_THREADS=1),
+    so the default 850 frames (about 37,000 MD steps) took 631 s of CPU (shipped set: tblite
+    0.8.0, RDKit 2026.9.1, ASE 3.29). Needs RDKit.
 
 Every frame is written as extended XYZ with energy (eV), forces (eV/Å) and, for periodic cells,
-stress (eV/Å³, ASE sign). Needs ase (and tblite for ethanol); not allegro_ref.
+stress (eV/Å³, ASE sign). Needs ase (tblite for ethanol and 3bpa, RDKit for 3bpa); not
+allegro_ref.
 """
 
 from __future__ import annotations
@@ -127,39 +140,91 @@ def cu_md_and_rattled(seed: int):
     return out
 
 
-def ethanol(frames: int, seed: int):
+def _gfn2_xtb():
+    """A GFN2-xTB calculator (tblite), with a warning when OpenMP may oversubscribe."""
     if os.environ.get("OMP_NUM_THREADS") != "1":
         print("warning: set OMP_NUM_THREADS=1 (tblite is 10-40x slower otherwise)", file=sys.stderr)
     try:
         from tblite.ase import TBLite
     except ImportError as error:
-        raise SystemExit("the ethanol set needs tblite: pip install tblite") from error
+        raise SystemExit("the GFN2-xTB sets need tblite: pip install tblite") from error
+    return TBLite(method="GFN2-xTB", verbosity=0)
+
+
+def ethanol(frames: int, seed: int):
     from ase.build import molecule
 
     rng = np.random.default_rng(seed)
-    calculator = TBLite(method="GFN2-xTB", verbosity=0)
+    calculator = _gfn2_xtb()
     snapshots = _langevin(molecule("CH3CH2OH"), calculator, 500, 0.5, 0.01, 500, 10, frames, rng)
     return [_labelled(f, calculator, with_stress=False) for f in snapshots]
 
 
+BPA3_SMILES = "Nc1ncccc1OCc1ccccc1"  # 3-(benzyloxy)pyridin-2-amine, C12H12N2O
+BPA3_TEST_TEMPERATURES = (600, 1200)  # K, 150 frames each
+
+
+def bpa3_minimum(calculator, seed: int = 0):
+    """3BPA at its GFN2-xTB minimum near RDKit's ETKDG + MMFF conformer (random seed ``seed``)."""
+    try:
+        from rdkit import Chem
+        from rdkit.Chem import AllChem
+    except ImportError as error:
+        raise SystemExit("the 3bpa set needs RDKit: pip install rdkit") from error
+    from ase import Atoms
+    from ase.optimize import BFGS
+
+    molecule = Chem.AddHs(Chem.MolFromSmiles(BPA3_SMILES))
+    if AllChem.EmbedMolecule(molecule, randomSeed=seed) != 0:
+        raise RuntimeError("RDKit could not embed 3BPA")
+    AllChem.MMFFOptimizeMolecule(molecule)
+    symbols = [a.GetSymbol() for a in molecule.GetAtoms()]
+    atoms = Atoms(symbols, positions=molecule.GetConformer().GetPositions())
+    atoms.calc = calculator
+    BFGS(atoms, logfile=None).run(fmax=0.01, steps=500)
+    atoms.calc = None
+    return atoms
+
+
+def bpa3(frames: int, seed: int):
+    """Langevin MD of 3BPA at 300 K (``frames`` frames) and 600 K, 1200 K (150 each), every frame
+    labelled with GFN2-xTB and tagged with ``info["temperature_K"]``."""
+    rng = np.random.default_rng(seed)
+    calculator = _gfn2_xtb()
+    start = bpa3_minimum(calculator, seed)
+    out = []
+    for temperature, n in ((300, frames), *((t, 150) for t in BPA3_TEST_TEMPERATURES)):
+        snapshots = _langevin(start, calculator, temperature, 0.5, 0.01, 1000, 40, n, rng)
+        for snapshot in snapshots:
+            frame = _labelled(snapshot, calculator, with_stress=False)
+            frame.info["temperature_K"] = temperature
+            out.append(frame)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("kind", choices=["cu-rattled", "cu", "ethanol"])
+    parser.add_argument("kind", choices=["cu-rattled", "cu", "ethanol", "3bpa"])
     parser.add_argument("output", help="extxyz file (.xyz, or .xyz.gz compressed)")
-    parser.add_argument("--frames", type=int, default=None, help="cu-rattled 120, ethanol 1000")
+    parser.add_argument(
+        "--frames", type=int, default=None, help="cu-rattled 120, ethanol 1000, 3bpa 550 (at 300 K)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     import ase.io
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     if args.kind == "cu-rattled":
         frames = cu_rattled(args.frames or 120, args.seed)
     elif args.kind == "cu":
         frames = cu_md_and_rattled(args.seed)
-    else:
+    elif args.kind == "ethanol":
         frames = ethanol(args.frames or 1000, args.seed)
+    else:
+        frames = bpa3(args.frames or 550, args.seed)
     ase.io.write(args.output, frames, format="extxyz")
-    print(f"{len(frames)} frames -> {args.output} in {time.perf_counter() - start:.1f} s")
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    print(f"{len(frames)} frames -> {args.output} in {wall:.1f} s ({cpu:.1f} s CPU)")
     return 0
 
 

@@ -5,7 +5,12 @@
   calculator (energy, forces, stress) — 200 rattled and strained cells and Langevin MD at
   300, 600, 900 and 1200 K at three lattice constants;
 - ``ethanol-gfn2`` (``ethanol_gfn2.xyz.gz``, 1000 frames): Langevin MD of ethanol at 500 K
-  labelled with GFN2-xTB (tblite): energy and forces, no cell.
+  labelled with GFN2-xTB (tblite): energy and forces, no cell;
+- ``3bpa-gfn2`` (``bpa3_gfn2.xyz.gz``, 850 frames): 3-(benzyloxy)pyridin-2-amine (3BPA,
+  C₁₂H₁₂N₂O, 27 atoms), Langevin MD from its GFN2-xTB minimum labelled with GFN2-xTB (energy
+  and forces, no cell): 550 frames at 300 K, 150 at 600 K and 150 at 1200 K, 20 fs apart, each
+  with its thermostat temperature in ``info["temperature_K"]`` — the transferability test of
+  Kovács et al. (J. Chem. Theory Comput. 17, 7696 (2021)) with GFN2-xTB labels instead of DFT.
 
 Read them with ``allegro_ref.train.read_structures(allegro_ref.data.path("cu-emt"))``.
 """
@@ -16,7 +21,11 @@ from pathlib import Path
 
 __all__ = ["DATASETS", "path"]
 
-DATASETS = {"cu-emt": "cu_emt.xyz.gz", "ethanol-gfn2": "ethanol_gfn2.xyz.gz"}
+DATASETS = {
+    "cu-emt": "cu_emt.xyz.gz",
+    "ethanol-gfn2": "ethanol_gfn2.xyz.gz",
+    "3bpa-gfn2": "bpa3_gfn2.xyz.gz",
+}
 
 
 def path(name: str) -> Path:

@@ -56,3 +56,22 @@ def test_pretrained_models_are_small_and_accurate(name):
     metrics = evaluate(potential.model, graphs, batch_size=25)
     assert metrics["energy_mae"] < energy_bound
     assert metrics["forces_mae"] < force_bound
+
+
+def test_3bpa_set_has_the_frames_and_temperatures_its_docstring_says():
+    """``3bpa-gfn2``: 550 frames at 300 K, then 150 at 600 K and 150 at 1200 K, all of one
+    27-atom molecule C12H12N2O, labelled, and hotter frames spread wider in energy."""
+    import ase.io
+
+    frames = ase.io.read(data.path("3bpa-gfn2"), index=":")
+    temperatures = [a.info["temperature_K"] for a in frames]
+    assert temperatures == [300] * 550 + [600] * 150 + [1200] * 150
+    assert {a.get_chemical_formula() for a in frames} == {"C12H12N2O"}
+    energies = {t: [] for t in (300, 600, 1200)}
+    for atoms, t in zip(frames, temperatures, strict=True):
+        forces = atoms.get_forces()
+        assert forces.shape == (27, 3) and np.all(np.isfinite(forces))
+        assert not atoms.pbc.any()
+        energies[t].append(atoms.get_potential_energy())
+    spread = [np.std(energies[t]) for t in (300, 600, 1200)]
+    assert spread[0] < spread[1] < spread[2]
