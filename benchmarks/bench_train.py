@@ -297,6 +297,14 @@ def summarize(runs: list[dict]) -> dict[str, dict[str, float]]:
     return table
 
 
+def pooled(results: list[dict]) -> dict:
+    """The runs of several ``results.json`` as one (they must share the number of epochs)."""
+    epochs = {r["epochs"] for r in results}
+    if len(epochs) != 1:
+        raise SystemExit(f"--report: the runs have different numbers of epochs: {sorted(epochs)}")
+    return {**results[0], "runs": [run for r in results for run in r["runs"]]}
+
+
 def print_report(results: dict) -> None:
     """Every run, then the summary per code (CPU s per epoch: the whole run's CPU time over
     the epochs, start-up and testing included)."""
@@ -358,10 +366,15 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also train allegro_ref from the official builder's initial weights of each seed",
     )
-    parser.add_argument("--report", metavar="RESULTS_JSON", help="only print the tables of a run")
+    parser.add_argument(
+        "--report",
+        nargs="+",
+        metavar="RESULTS_JSON",
+        help="only print the tables of one run, or of several pooled (same number of epochs)",
+    )
     args = parser.parse_args(argv)
     if args.report:
-        print_report(json.loads(Path(args.report).read_text()))
+        print_report(pooled([json.loads(Path(path).read_text()) for path in args.report]))
         return 0
 
     workdir = Path(args.workdir).resolve()
