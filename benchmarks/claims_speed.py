@@ -1,7 +1,8 @@
 """Molecular-dynamics speed of allegro_ref at the size of the Allegro paper's speed example (192
 atoms; Musaelian et al., Nat. Commun. 14, 579 (2023)), in ns/day on one CPU core, next to the
-32.4 ns/day on one A100 GPU that the Allegro authors report for 192 atoms (that figure is the
-paper's, for its own model and system, not re-measured here).
+32.4 ns/day on one A100 GPU quoted for Allegro at 192 atoms (attributed to the Allegro authors;
+we did not find it in the paper's text, so its model, system and timestep are not known here;
+not re-measured).
 
     python benchmarks/claims_speed.py            # writes benchmarks/results/claims/speed.json
     python benchmarks/claims_speed.py --steps 10 --repeats 3
@@ -31,7 +32,8 @@ PAPER = {
     "ns_per_day": 32.4,
     "atoms": 192,
     "hardware": "one NVIDIA A100 GPU",
-    "source": "Musaelian et al., Nat. Commun. 14, 579 (2023), arXiv:2204.05249",
+    "source": "attributed to the Allegro authors; not found in the text of Musaelian et al., "
+    "Nat. Commun. 14, 579 (2023); model, system and timestep unknown",
 }
 
 
