@@ -5,7 +5,7 @@ same model, same optimizer, in one sitting (the acceptance test of issue 6).
         [--same-init] [--workdir DIR] [--official-threads N] [--official-python PYTHON]
         [--skip-official] [--skip-ours]
 
-Recipe (shared/reference/allegro_official.md §5): 120 rattled fcc Cu₃₂ cells labelled with
+Recipe: 120 rattled fcc Cu₃₂ cells labelled with
 EMT (scripts/make_dataset.py cu-rattled, seed 0), split once by seed into 100 train / 10 val /
 10 test files that both codes read; Allegro l_max 1, 2 layers, S 32, U 8, every MLP width 32,
 r_max 4.5 Å, float32; avg_num_neighbors, shift (per-atom energy mean) and scale (force RMS) from

@@ -6,7 +6,7 @@
     OMP_NUM_THREADS=1 python scripts/make_dataset.py 3bpa OUT.xyz.gz [--frames 550]
 
 cu-rattled
-    The official-trainer comparison set (shared/reference/allegro_official.md §5): 2×2×2
+    The official-trainer comparison set (benchmarks/bench_train.py): 2×2×2
     conventional fcc Cu cells (32 atoms), lattice constant 3.61 Å × U(0.97, 1.03), every atom
     displaced by N(0, σ²) with σ ~ U(0.02, 0.12) Å; labelled with ASE's EMT calculator
     (energy, forces, stress). About 1 s for 120 frames.

@@ -19,7 +19,7 @@ def _paths_per_layer(**kwargs) -> list[int]:
 @pytest.mark.parametrize(
     "kwargs, irreps_out, n_paths",
     [
-        # shared/reference/allegro_official.md §2.8, as built by nequip-allegro 0.8.3
+        # as built by nequip-allegro 0.8.3
         (dict(l_max=2, num_layers=2), ["0e+1o+2e", "0e"], [11, 3]),
         (
             dict(l_max=2, num_layers=3, parity=True),
