@@ -136,11 +136,11 @@ def grow_malloc_thresholds() -> bool:
     return True
 
 
-def tune_host_memory(keep: bool | None = None) -> None:
+def tune_host_memory(keep: bool) -> None:
     """The library's malloc policy for a process that computes (module docstring):
-    `keep_host_memory` if ``keep`` (default: ``ALLEGRO_REF_KEEP_HOST_MEMORY=1``), otherwise
-    `grow_malloc_thresholds`. Used by a serial `Executor.map` and by the trainer."""
-    if _keep_host_memory_requested() if keep is None else keep:
+    `keep_host_memory` if ``keep``, otherwise `grow_malloc_thresholds`. Used by a serial
+    `Executor.map` and by the trainer."""
+    if keep:
         keep_host_memory()
     else:
         grow_malloc_thresholds()
