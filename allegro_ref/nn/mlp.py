@@ -236,10 +236,10 @@ def mlp_backward(
             h_rows = xp.reshape(h, (-1, h.shape[-1]))
             grad_rows = xp.reshape(grad, (-1, grad.shape[-1]))
             grad_weights[k] = alphas[k] * (h_rows.T @ grad_rows)
-        grad_z[k] = grad
-        grad = grad_h[k] = grad @ (alphas[k] * weights[k]).T  # ∂L/∂h_k
-        if k > 0 and nonlinearity is not None:
-            grad = grad * slope
+        grad_h_k = grad @ (alphas[k] * weights[k]).T  # ∂L/∂h_k
+        if keep_cotangents:  # else nothing outlives its layer
+            grad_z[k], grad_h[k] = grad, grad_h_k
+        grad = grad_h_k * slope if k > 0 and nonlinearity is not None else grad_h_k
     outputs = (grad, grad_weights if weight_gradients else None)
     return (*outputs, MlpCotangents(tuple(grad_z), tuple(grad_h))) if keep_cotangents else outputs
 
